@@ -1,0 +1,5 @@
+import sys
+
+from buildpy.cli import main
+
+sys.exit(main())

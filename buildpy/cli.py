@@ -1,0 +1,207 @@
+"""The command line: parses arguments, prints results, picks exit codes. Nothing else does.
+
+Results (an image ID or tag) go to stdout, one per line, so they can be
+captured; logs, build output and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from buildpy import __version__, builders, log
+from buildpy import build as build_stage
+from buildpy.config import DEFAULT_BUILDER, BuildOptions, resolve
+from buildpy.errors import BuildpyError, Interrupted
+from buildpy.podman import PodmanEngine
+from buildpy.service import connect
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="buildpy",
+        description="Build Python source into a runnable container image with Podman (S2I).",
+    )
+    parser.add_argument("--version", action="version", version=f"buildpy {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument(
+        "--log-format",
+        choices=("auto", "console", "json"),
+        default="auto",
+        help="log format on stderr (auto: console on a terminal, else JSON)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    b = commands.add_parser("build", help="build SOURCE into an image")
+    b.add_argument("source", type=Path, metavar="SOURCE", help="the application's directory")
+    b.add_argument("-t", "--tag", help="name for the image (default: untagged; its ID is printed)")
+    b.add_argument("--builder", help=f"S2I builder image (default: {DEFAULT_BUILDER})")
+    b.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="variable for assemble and the image; beats --env-file and .s2i/environment",
+    )
+    b.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="file of KEY=VALUE lines for assemble and the image (repeatable, later wins)",
+    )
+    b.add_argument(
+        "--build-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="variable for assemble only; never stored in the image",
+    )
+    b.add_argument(
+        "--ca-bundle",
+        type=Path,
+        metavar="FILE",
+        help="CA bundle trusted during assemble only (mounted read-only, never in the image)",
+    )
+    b.add_argument(
+        "--network", help="network for assemble: bridge, host, none, ... (Podman's default)"
+    )
+
+    bb = commands.add_parser("builder", help="manage buildpy's own builder images")
+    bsub = bb.add_subparsers(dest="builder_command", metavar="ACTION", required=True)
+    bbuild = bsub.add_parser("build", help="build builder images (only when their inputs changed)")
+    bbuild.add_argument("names", nargs="*", metavar="NAME", help="builders to build (default: all)")
+    bbuild.add_argument("--base", help="base image to build on (default: the builder's own)")
+    bbuild.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    bsub.add_parser("list", help="list the builder images buildpy can build")
+
+    u = commands.add_parser("usage", help="show a builder image's usage text")
+    u.add_argument("image", nargs="?", default=DEFAULT_BUILDER, metavar="IMAGE")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run one command and return its exit code."""
+    args = _parser().parse_args(argv)
+    json_logs = {"auto": None, "console": False, "json": True}[args.log_format]
+    log.configure(-1 if args.quiet else args.verbose, json=json_logs)
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        with _errors(debug=args.verbose > 0) as status:
+            status[0] = _dispatch(args)
+        return status[0]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _errors(debug: bool) -> Iterator[list[int]]:
+    """Turn every failure into an ERROR line, a hint and an exit code."""
+    status = [0]
+    try:
+        yield status
+    except KeyboardInterrupt:
+        error: BuildpyError = Interrupted("interrupted; the working container was removed")
+        _report(error)
+        status[0] = error.exit_code
+    except BuildpyError as exc:
+        _report(exc)
+        status[0] = exc.exit_code
+    except Exception as exc:  # a bug: say so, with the traceback on request
+        if debug:
+            traceback.print_exc()
+        _report(
+            BuildpyError(
+                f"internal error: {type(exc).__name__}: {exc}",
+                "run again with -v for a traceback, and report it",
+            )
+        )
+        status[0] = 1
+
+
+def _report(exc: BuildpyError) -> None:
+    print(f"ERROR: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"  hint: {exc.hint}", file=sys.stderr)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "build":
+        return _build(args)
+    if args.command == "builder":
+        return _builder(args)
+    return _usage(args)
+
+
+def _build(args: argparse.Namespace) -> int:
+    explicit = frozenset(k for k in ("builder", "tag", "network") if getattr(args, k) is not None)
+    options = resolve(
+        BuildOptions(
+            source=args.source,
+            builder=args.builder or DEFAULT_BUILDER,
+            tag=args.tag,
+            env_files=tuple(args.env_file),
+            env=tuple(args.env),
+            build_env=tuple(args.build_env),
+            ca_bundle=args.ca_bundle,
+            network=args.network,
+        ),
+        explicit,
+    )
+    plan = build_stage.plan(options)
+    with connect() as url:
+        engine = PodmanEngine(url)
+        try:
+            result = build_stage.run(plan, engine)
+        finally:
+            engine.close()
+    log.get("buildpy").info(
+        "built",
+        image=result.image_id[:12],
+        tag=result.tag,
+        seconds=round(result.seconds, 2),
+        assemble_seconds=round(result.assemble_seconds, 2),
+    )
+    print(result.tag or result.image_id)
+    return 0
+
+
+def _builder(args: argparse.Namespace) -> int:
+    if args.builder_command == "list":
+        for _name, builder in sorted(builders.BUILDERS.items()):
+            print(f"{builder.tag}\t{builder.containerfile}\tbase={builder.base}")
+        return 0
+    chosen = [builders.lookup(n) for n in args.names] or list(builders.BUILDERS.values())
+    with connect() as url:
+        engine = PodmanEngine(url)
+        try:
+            for builder in chosen:
+                builders.ensure(engine, builder, base=args.base, force=args.force)
+                print(builder.tag)
+        finally:
+            engine.close()
+    return 0
+
+
+def _usage(args: argparse.Namespace) -> int:
+    with connect() as url:
+        engine = PodmanEngine(url)
+        try:
+            text = build_stage.usage(engine, args.image)
+        finally:
+            engine.close()
+    sys.stdout.write(text)
+    return 0

@@ -1,0 +1,98 @@
+"""The small interface a build needs from a container engine.
+
+``build`` talks only to an ``Engine``; ``podman`` is the one implementation
+for real use and tests of pure logic use a hand-written fake. Values crossing
+this boundary are plain frozen dataclasses, never podman-py objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a build needs to know about an image."""
+
+    id: str
+    ref: str
+    user: str = ""
+    workdir: str = ""
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host file or directory bind-mounted into the working container only."""
+
+    source: str
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """A working container. ``env`` and ``labels`` are committed into the image."""
+
+    image: str
+    command: tuple[str, ...]
+    user: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    mounts: tuple[Mount, ...] = ()
+    network: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class CommitSpec:
+    """How a container becomes an image: Dockerfile-style changes and a name."""
+
+    changes: tuple[str, ...] = ()
+    repository: str | None = None
+    tag: str | None = None
+
+
+class Engine(Protocol):
+    """Operations on images and containers. Errors are ``buildpy.errors`` types."""
+
+    def image(self, ref: str) -> ImageInfo:
+        """Inspect a local image; ``BuilderImageError`` when it does not exist."""
+        ...
+
+    def create(self, spec: ContainerSpec) -> str:
+        """Create (not start) a container; return its ID."""
+        ...
+
+    def upload(self, container: str, path: str, archive: Iterable[bytes]) -> None:
+        """Stream a tar archive into ``path`` inside the container."""
+        ...
+
+    def read_file(self, container: str, path: str) -> bytes | None:
+        """A small file's content from the container, or None when missing."""
+        ...
+
+    def start(self, container: str) -> None: ...
+
+    def logs(self, container: str) -> Iterator[bytes]:
+        """Follow the container's output (stdout and stderr) until it exits."""
+        ...
+
+    def wait(self, container: str) -> int:
+        """Wait for the container to exit; return its exit status."""
+        ...
+
+    def commit(self, container: str, spec: CommitSpec) -> str:
+        """Commit the container; return the new image ID."""
+        ...
+
+    def remove(self, container: str) -> None:
+        """Remove the container, running or not; no error when it is gone."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,43 @@
+"""Logging, set up once: structlog to stderr, console on a terminal, JSON otherwise.
+
+Results go to stdout (see ``cli``); everything here goes to stderr so that
+``IMAGE=$(buildpy build .)`` captures only the image.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+
+def configure(
+    verbosity: int = 0, *, json: bool | None = None, stream: TextIO | None = None
+) -> None:
+    """Configure structlog. verbosity: -1 quiet (warnings), 0 info, 1+ debug."""
+    out = stream if stream is not None else sys.stderr
+    if json is None:
+        json = not out.isatty()
+    level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
+    renderer: Any
+    if json:
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get(name: str) -> Any:
+    """A bound logger for one module."""
+    return structlog.get_logger(name)

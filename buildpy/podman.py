@@ -1,0 +1,252 @@
+"""The only module that imports podman-py: an ``Engine`` over Podman's REST API.
+
+podman-py's sharp edges are handled here and nowhere else: ``put_archive``
+returns False instead of raising, ``APIError`` is not a ``PodmanError``,
+connection failures surface as ``requests`` exceptions, and its loose
+``**kwargs`` stay inside this file. Every error leaves as a ``buildpy.errors``
+type with a hint.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import requests
+from podman import PodmanClient
+from podman.errors import APIError, BuildError, NotFound, PodmanError
+
+from buildpy.engine import CommitSpec, ContainerSpec, ImageInfo
+from buildpy.errors import BuilderImageError, EngineError, EngineUnavailable
+
+# Messages Podman gives on hosts that need a setting changed, and what to change.
+_HOST_SETTING_HINTS = (
+    (
+        "cgroups in hybrid mode not supported",
+        'the OCI runtime (crun) cannot run on this host\'s hybrid cgroups: set runtime = "runc"'
+        " under [engine] in /etc/containers/containers.conf (or"
+        " ~/.config/containers/containers.conf when rootless) and install runc",
+    ),
+    (
+        "RLIMIT_NOFILE",
+        "Podman's default open-files limit is above this host's hard limit: set"
+        ' default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"] under [containers]'
+        " in containers.conf (values at or below `ulimit -Hn` and `ulimit -Hu`)",
+    ),
+    (
+        "RLIMIT_NPROC",
+        "Podman's default process limit is above this host's hard limit: set"
+        ' default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"] under [containers]'
+        " in containers.conf",
+    ),
+)
+
+
+def _api_message(exc: BaseException) -> str:
+    """The service's own words for an APIError (podman-py's str() drops them)."""
+    explanation = getattr(exc, "explanation", None)
+    if explanation:
+        return str(explanation)
+    response = getattr(exc, "response", None)
+    if response is not None:
+        try:
+            return str(response.json().get("message", response.text))
+        except ValueError:
+            return str(response.text)
+    return str(exc)
+
+
+def host_setting_hint(message: str) -> str | None:
+    """A hint for the host settings Podman needs, when ``message`` shows one missing."""
+    for needle, hint in _HOST_SETTING_HINTS:
+        if needle in message:
+            return hint
+    return None
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Turn podman-py and requests failures into buildpy errors."""
+    try:
+        yield
+    except requests.exceptions.ConnectionError as exc:
+        raise EngineUnavailable(
+            f"lost the connection to Podman while trying to {action}: {exc}",
+            "check that the Podman service is running (`podman system service`)"
+            " or unset CONTAINER_HOST to let buildpy start a private one",
+        ) from exc
+    except (APIError, PodmanError) as exc:
+        message = _api_message(exc)
+        raise EngineError(
+            f"Podman could not {action}: {message}", host_setting_hint(message)
+        ) from exc
+
+
+class PodmanEngine:
+    """An ``Engine`` driving a Podman service at ``base_url`` (unix://, tcp:// or ssh://)."""
+
+    def __init__(self, base_url: str, timeout: float | None = None) -> None:
+        self._client = PodmanClient(base_url=base_url, timeout=timeout)
+
+    def image(self, ref: str) -> ImageInfo:
+        try:
+            with _translated(f"inspect image {ref}"):
+                attrs: dict[str, Any] = self._client.images.get(ref).attrs
+        except EngineError as exc:
+            if isinstance(exc.__cause__, NotFound):
+                raise BuilderImageError(
+                    f"builder image {ref} is not in local storage",
+                    "build it with `buildpy builder build` (or `make builders`), load it with"
+                    " `podman load`, or name another one with --builder",
+                ) from exc.__cause__
+            raise
+        config = attrs.get("Config") or {}
+        env = dict(_split_env(item) for item in config.get("Env") or [])
+        return ImageInfo(
+            id=str(attrs["Id"]),
+            ref=ref,
+            user=str(config.get("User") or ""),
+            workdir=str(config.get("WorkingDir") or ""),
+            entrypoint=tuple(config.get("Entrypoint") or ()),
+            cmd=tuple(config.get("Cmd") or ()),
+            env=env,
+            labels=dict(config.get("Labels") or attrs.get("Labels") or {}),
+        )
+
+    def create(self, spec: ContainerSpec) -> str:
+        kwargs: dict[str, Any] = {
+            "command": list(spec.command),
+            "entrypoint": [],
+            "environment": dict(spec.env),
+            "labels": dict(spec.labels),
+            "mounts": [
+                {"type": "bind", "source": m.source, "target": m.target, "read_only": m.read_only}
+                for m in spec.mounts
+            ],
+        }
+        if spec.user:
+            kwargs["user"] = spec.user
+        if spec.network:
+            kwargs["network_mode"] = spec.network
+        if spec.name:
+            kwargs["name"] = spec.name
+        with _translated(f"create a container from {spec.image}"):
+            return str(self._client.containers.create(spec.image, **kwargs).id)
+
+    def upload(self, container: str, path: str, archive: Iterable[bytes]) -> None:
+        with _translated(f"copy the source into the container at {path}"):
+            ok = self._container(container).put_archive(path, data=archive)
+        if not ok:
+            raise EngineError(f"Podman refused the source archive for {path}")
+
+    def read_file(self, container: str, path: str) -> bytes | None:
+        try:
+            with _translated(f"read {path} from the container"):
+                chunks, _ = self._container(container).get_archive(path)
+                data = b"".join(chunks)
+        except EngineError as exc:
+            if isinstance(exc.__cause__, NotFound):
+                return None
+            raise
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            for member in archive:
+                if member.isfile():
+                    handle = archive.extractfile(member)
+                    return handle.read() if handle else None
+        return None
+
+    def start(self, container: str) -> None:
+        with _translated("start the working container"):
+            self._container(container).start()
+
+    def logs(self, container: str) -> Iterator[bytes]:
+        with _translated("follow the build output"):
+            frames = self._container(container).logs(stream=True, follow=True)
+            for frame in frames:
+                yield bytes(frame)
+
+    def wait(self, container: str) -> int:
+        with _translated("wait for the working container"):
+            ctr = self._container(container)
+            return int(ctr.wait(condition="exited", interval="10ms"))
+
+    def commit(self, container: str, spec: CommitSpec) -> str:
+        with _translated("commit the working container"):
+            image = self._container(container).commit(
+                repository=spec.repository, tag=spec.tag, changes=list(spec.changes)
+            )
+            return str(image.id)
+
+    def remove(self, container: str) -> None:
+        try:
+            with _translated("remove the working container"):
+                self._client.containers.remove(container, force=True)
+        except EngineError as exc:
+            if not isinstance(exc.__cause__, NotFound):
+                raise
+
+    def image_id(self, ref: str) -> str | None:
+        try:
+            return self.image(ref).id
+        except BuilderImageError:
+            return None
+
+    def image_label(self, ref: str, label: str) -> str | None:
+        try:
+            return self.image(ref).labels.get(label)
+        except BuilderImageError:
+            return None
+
+    def build(
+        self,
+        context: bytes,
+        containerfile: str,
+        tag: str,
+        args: Mapping[str, str],
+        labels: Mapping[str, str],
+    ) -> str:
+        """Build an image from an in-memory context tar; return its ID."""
+        with _translated(f"build {tag}"):
+            try:
+                built, _ = self._client.images.build(
+                    fileobj=io.BytesIO(context),
+                    custom_context=True,
+                    dockerfile=containerfile,
+                    tag=tag,
+                    buildargs=dict(args),
+                    labels=dict(labels),
+                    rm=True,
+                    forcerm=True,
+                )
+            except BuildError as exc:
+                lines = [_build_line(item) for item in exc.build_log]
+                tail = " | ".join(line for line in lines if line)[-2000:]
+                raise EngineError(
+                    f"building {tag} failed: {exc.msg}; last output: {tail}"
+                ) from None
+            return str(built.id)
+
+    def close(self) -> None:
+        self._client.close()  # type: ignore[no-untyped-call,unused-ignore]
+
+    def _container(self, container: str) -> Any:
+        """A podman-py handle for a container ID, without another inspect round trip."""
+        return self._client.containers.prepare_model({"Id": container})
+
+
+def _split_env(item: str) -> tuple[str, str]:
+    key, _, value = item.partition("=")
+    return key, value
+
+
+def _build_line(raw: Any) -> str:
+    """One line of podman-py's build log (JSON bytes) as text."""
+    try:
+        item = json.loads(raw)
+    except (TypeError, ValueError):
+        return str(raw).strip()
+    return str(item.get("stream") or item.get("error") or "").strip()

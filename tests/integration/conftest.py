@@ -1,0 +1,124 @@
+"""Fixtures for tests against real Podman, real builder images and real apps.
+
+`make test` prepares what these need: Podman and its host settings, the base
+and builder images, and the wheelhouse in .cache/wheelhouse. Tests share one
+private Podman service (started here, stopped at the end) and a package index
+served from the wheelhouse on 127.0.0.1, which builds reach with --network host.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from buildpy import service
+
+ROOT = Path(__file__).resolve().parents[2]
+APPS = ROOT / "tests" / "apps"
+WHEELHOUSE = ROOT / ".cache" / "wheelhouse"
+BUILDPY = [sys.executable, "-m", "buildpy"]
+TEST_IMAGE_PREFIX = "localhost/buildpy-test/"
+HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+
+pytestmark = pytest.mark.integration
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def podman_url() -> Iterator[str]:
+    """One private Podman service for the whole session (no daemon left behind)."""
+    with service.private_service() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def index_url() -> Iterator[str]:
+    """The wheelhouse as a find-links page on 127.0.0.1."""
+    if not any(WHEELHOUSE.glob("*.whl")):
+        pytest.fail(f"{WHEELHOUSE} has no wheels: run `make wheelhouse` (make test does)")
+    handler = functools.partial(_QuietHandler, directory=str(WHEELHOUSE))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@dataclass
+class Built:
+    """The outcome of one `buildpy build`."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    tag: str
+
+
+@pytest.fixture(scope="session")
+def images() -> Iterator[list[str]]:
+    """Tags made by tests; removed at the end of the session."""
+    made: list[str] = []
+    yield made
+    if made:
+        subprocess.run(["podman", "rmi", "-f", *made], capture_output=True, check=False)
+
+
+@pytest.fixture
+def buildpy_build(podman_url: str, index_url: str, images: list[str]):
+    """Run `buildpy build` on a source dir; offline by default (local index, host network)."""
+
+    def build(
+        source: Path,
+        *args: str,
+        builder: str | None = None,
+        offline: bool = True,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+        timeout: float = 900,
+    ) -> Built:
+        tag = f"{TEST_IMAGE_PREFIX}{source.name.lower()}-{uuid.uuid4().hex[:8]}:latest"
+        cmd = [*BUILDPY, "build", str(source), "--tag", tag, *args]
+        if builder:
+            cmd += ["--builder", builder]
+        if offline:
+            cmd += [
+                "--network",
+                "host",
+                "--build-env",
+                f"PIP_INDEX_URL={index_url}",
+                "--build-env",
+                f"PIP_FIND_LINKS={index_url}",
+                "--build-env",
+                "PIP_NO_INDEX=1",
+            ]
+        run_env = {**os.environ, "CONTAINER_HOST": podman_url, **(env or {})}
+        done = subprocess.run(cmd, capture_output=True, text=True, env=run_env, timeout=timeout)
+        images.append(tag)
+        if check and done.returncode != 0:
+            pytest.fail(f"buildpy build failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        return Built(done.returncode, done.stdout, done.stderr, tag)
+
+    return build
