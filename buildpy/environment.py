@@ -1,0 +1,240 @@
+"""Build variables: parse env files and ``-e`` arguments, and merge them by precedence.
+
+Sources, lowest to highest precedence (the value closest to the user wins):
+
+1. the builder image's own ``ENV``;
+2. ``.s2i/environment`` in the source;
+3. each ``--env-file``, in command-line order;
+4. each ``-e KEY=VALUE``, in command-line order.
+
+Env file format (one ``KEY=VALUE`` per line, deliberately small):
+
+* a UTF-8 byte order mark at the start is dropped; lines end with LF or CRLF
+  (a ``\\r`` right before ``\\n`` belongs to the line ending, any other ``\\r`` is data);
+* blank lines and lines whose first non-blank character is ``#`` are skipped;
+* leading spaces/tabs are allowed, then ``KEY=VALUE`` with ``KEY`` matching
+  ``[A-Za-z_][A-Za-z0-9_]*`` immediately followed by ``=``;
+* ``VALUE`` is everything after the first ``=``, trailing whitespace included; it may not
+  start with a space or tab (quote it instead);
+* one level of matching ``'...'`` or ``"..."`` quotes is stripped; there are no escapes
+  and no ``$VAR`` expansion;
+* if a key appears twice in one file the later line wins (``warn`` is told).
+
+Nothing here does I/O except :func:`read_env_file`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from buildpy.errors import EnvFileError
+
+__all__ = [
+    "EnvLayer",
+    "merge",
+    "parse_assignment",
+    "parse_env_text",
+    "read_env_file",
+    "render_env_text",
+    "resolve",
+    "shell_export_script",
+]
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BLANK = " \t"
+_QUOTES = "'\""
+_KEY_HINT = "a key is letters, digits and underscores, and does not start with a digit"
+
+
+def _is_key(text: str) -> bool:
+    return _KEY.fullmatch(text) is not None
+
+
+def _key_problem(key: str) -> tuple[str, str]:
+    """Explain why ``key`` (the text before the first ``=``) is not a valid key."""
+    words = key.split()
+    if len(words) == 2 and words[0] == "export" and _is_key(words[1]):
+        return "'export' is not supported", f"drop 'export': write {words[1]}=VALUE"
+    if key and key.rstrip(_BLANK) != key and _is_key(key.rstrip(_BLANK)):
+        return "space before '='", "write KEY=VALUE without spaces around '='"
+    if not key:
+        return "missing key before '='", "write KEY=VALUE"
+    if key[0].isdigit():
+        return f"key {key!r} starts with a digit", _KEY_HINT
+    bad = next(c for c in key if not (c == "_" or (c.isascii() and c.isalnum())))
+    return f"key {key!r} contains {bad!r}, which is not allowed in a key", _KEY_HINT
+
+
+def _unquote(value: str) -> str | None:
+    """Strip one level of matching quotes; None if a quote is left unmatched."""
+    if not value or value[0] not in _QUOTES:
+        return value
+    if len(value) >= 2 and value[-1] == value[0]:
+        return value[1:-1]
+    return None
+
+
+def _parse_line(body: str, origin: str, lineno: int) -> tuple[str, str]:
+    """Parse a non-blank, non-comment line (leading blanks removed) into (key, value)."""
+    if "=" not in body:
+        raise EnvFileError(
+            origin, lineno, "expected KEY=VALUE, found no '='",
+            "write KEY=VALUE, or start the line with '#' to make it a comment",
+        )
+    key, value = body.split("=", 1)
+    if not _is_key(key):
+        raise EnvFileError(origin, lineno, *_key_problem(key))
+    if value[:1] in (" ", "\t"):
+        raise EnvFileError(
+            origin, lineno, "space after '='",
+            f"write {key}=VALUE without spaces around '=', or quote the value",
+        )
+    unquoted = _unquote(value)
+    if unquoted is None:
+        quote = value[0]
+        hint = f"end the value with {quote}"
+        stripped = value.rstrip(_BLANK)
+        if len(stripped) >= 2 and stripped.endswith(quote):
+            hint = f"remove the whitespace after the closing {quote}"
+        raise EnvFileError(origin, lineno, f"unmatched quote {quote} in the value of {key}", hint)
+    if "\0" in unquoted:
+        raise EnvFileError(origin, lineno, f"the value of {key} contains a NUL character")
+    return key, unquoted
+
+
+def parse_env_text(
+    text: str, origin: str, *, warn: Callable[[str], None] | None = None
+) -> dict[str, str]:
+    """Parse the text of one env file; errors name ``origin`` and the 1-based line.
+
+    Duplicate keys: the later line wins (keeping the first line's position) and
+    ``warn`` is called, if given.
+    """
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    result: dict[str, str] = {}
+    first_seen: dict[str, int] = {}
+    lines = text.split("\n")
+    for lineno, line in enumerate(lines, start=1):
+        if lineno < len(lines) and line.endswith("\r"):
+            line = line[:-1]  # CRLF; a CR not followed by LF is data
+        body = line.lstrip(_BLANK)
+        if not body or body.startswith("#"):
+            continue
+        key, value = _parse_line(body, origin, lineno)
+        if key in first_seen and warn is not None:
+            warn(f"{origin}, line {lineno}: {key} was already set on line {first_seen[key]}; "
+                 "the later value wins")
+        first_seen.setdefault(key, lineno)
+        result[key] = value
+    return result
+
+
+def read_env_file(
+    path: Path, origin: str | None = None, *, warn: Callable[[str], None] | None = None
+) -> dict[str, str]:
+    """Read and parse an env file (strict UTF-8); ``origin`` defaults to ``str(path)``."""
+    where = str(path) if origin is None else origin
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise EnvFileError(
+            where, None, f"cannot read: {reason}", "check the path and the file's permissions"
+        ) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise EnvFileError(
+            where, line, f"not valid UTF-8 (byte 0x{data[exc.start]:02x})",
+            "save the file as UTF-8",
+        ) from exc
+    return parse_env_text(text, where, warn=warn)
+
+
+def parse_assignment(arg: str, origin: str) -> tuple[str, str]:
+    """Parse one ``-e KEY=VALUE`` argument; the value is kept verbatim (no unquoting)."""
+    if "=" not in arg:
+        raise EnvFileError(origin, None, f"expected KEY=VALUE, got {arg!r}", "write -e KEY=VALUE")
+    key, value = arg.split("=", 1)
+    if not _is_key(key):
+        problem, hint = _key_problem(key)
+        raise EnvFileError(origin, None, problem, hint)
+    return key, value
+
+
+def merge(*layers: Mapping[str, str]) -> dict[str, str]:
+    """Merge layers, later ones winning; keys keep the order of their first appearance."""
+    merged: dict[str, str] = {}
+    for layer in layers:
+        merged.update(layer)
+    return merged
+
+
+@dataclass(frozen=True)
+class EnvLayer:
+    """One source of variables, e.g. ``EnvLayer("-e", {...})``; ``origin`` is for humans."""
+
+    origin: str
+    values: Mapping[str, str]
+
+
+def resolve(layers: Sequence[EnvLayer]) -> dict[str, tuple[str, str]]:
+    """Map each key to ``(value, origin)`` of the last layer that sets it."""
+    resolved: dict[str, tuple[str, str]] = {}
+    for layer in layers:
+        for key, value in layer.values.items():
+            resolved[key] = (value, layer.origin)
+    return resolved
+
+
+def _check_key(key: str) -> None:
+    if not _is_key(key):
+        raise ValueError(f"invalid variable name {key!r}")
+
+
+def _render_value(value: str) -> str:
+    """The text after ``=`` that :func:`parse_env_text` reads back as ``value``."""
+    if "\n" in value or "\0" in value:
+        raise ValueError(f"value {value!r} cannot be written to an env file (newline or NUL)")
+    needs_quotes = value[:1] in (" ", "\t", "'", '"') or value.endswith("\r")
+    if not needs_quotes:
+        return value
+    # No escapes exist: stripping one outer pair gives back the inside, whatever it holds.
+    quote = "'" if '"' in value and "'" not in value else '"'
+    return f"{quote}{value}{quote}"
+
+
+def render_env_text(values: Mapping[str, str]) -> str:
+    """Write ``values`` as env file text that parses back to the same dict.
+
+    Raises ValueError for invalid keys and for values holding a newline or NUL.
+    """
+    lines = []
+    for key, value in values.items():
+        _check_key(key)
+        lines.append(f"{key}={_render_value(value)}\n")
+    return "".join(lines)
+
+
+def _sh_quote(value: str) -> str:
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def shell_export_script(values: Mapping[str, str]) -> str:
+    """A POSIX sh snippet of ``export KEY='value'`` lines reproducing ``values`` exactly.
+
+    Raises ValueError for invalid keys and for values holding NUL (no env var can).
+    """
+    lines = []
+    for key, value in values.items():
+        _check_key(key)
+        if "\0" in value:
+            raise ValueError(f"the value of {key} contains NUL, which a variable cannot hold")
+        lines.append(f"export {key}={_sh_quote(value)}\n")
+    return "".join(lines)

@@ -1,0 +1,494 @@
+"""Which source files go into the build, streamed as a deterministic tar.
+
+``.s2iignore`` at the source root is a subset of gitignore:
+
+* one pattern per line; blank lines and lines starting with ``#`` are skipped, leading
+  and trailing whitespace is stripped; a leading ``\\`` escapes a literal ``#`` or ``!``;
+* ``!pattern`` re-includes what an earlier pattern excluded; the last matching
+  pattern wins;
+* a trailing ``/`` makes the pattern match directories only;
+* a leading ``/``, or a ``/`` anywhere else in the pattern, anchors it at the source
+  root (matched against the whole relative path); otherwise it matches the basename
+  at any depth;
+* ``*`` matches any run of characters and ``?`` one character, ``[abc]``, ``[a-z]``,
+  ``[!abc]`` a character class; none of them crosses ``/``; ``\\x`` is a literal ``x``;
+* a ``**`` segment matches any number of path segments: ``**/x``, ``a/**/x``, ``a/**``;
+* an ignored directory drops its whole subtree: as in git, nothing below it can be
+  re-included, because it is never read.
+
+``.s2iignore`` itself is not ignored unless it says so. Symlinks are matched as files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+from buildpy.errors import SourceError
+
+__all__ = [
+    "IGNORE_FILE",
+    "Entry",
+    "IgnoreRules",
+    "Member",
+    "SourceStats",
+    "tar_stream",
+    "walk",
+]
+
+IGNORE_FILE = ".s2iignore"
+_BLOCK = 512
+_SKIP_HINT = f"or list it in {IGNORE_FILE} to leave it out of the build"
+
+Warn = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------- ignore rules
+
+
+def _class_end(segment: str, start: int) -> int:
+    """Index of the ``]`` closing the class opened at ``start``, or -1 if none."""
+    i = start + 1
+    if segment[i:i + 1] in ("!", "^"):
+        i += 1
+    if segment[i:i + 1] == "]":  # a "]" first in the class is a literal
+        i += 1
+    return segment.find("]", i)
+
+
+def _class_regex(body: str) -> str:
+    """Translate the inside of ``[...]`` (without brackets) to a regex class."""
+    negate = body[:1] in ("!", "^")
+    if negate:
+        body = body[1:]
+    chars = "".join(
+        c if c == "-" and 0 < i < len(body) - 1 else re.escape(c) for i, c in enumerate(body)
+    )
+    return f"[^/{chars}]" if negate else f"[{chars}]"  # never matches "/"
+
+
+def _segment_regex(segment: str) -> str:
+    """Translate one glob path segment (no ``/``) to a regex."""
+    out: list[str] = []
+    i = 0
+    while i < len(segment):
+        c = segment[i]
+        if c == "*":
+            while i + 1 < len(segment) and segment[i + 1] == "*":
+                i += 1
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "\\" and i + 1 < len(segment):
+            i += 1
+            out.append(re.escape(segment[i]))
+        elif c == "[" and _class_end(segment, i) > 0:
+            end = _class_end(segment, i)
+            out.append(_class_regex(segment[i + 1:end]))
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def _path_regex(segments: list[str]) -> str:
+    """Regex for a whole relative path; a ``**`` segment spans any number of segments."""
+    out: list[str] = []
+    last = len(segments) - 1
+    for i, segment in enumerate(segments):
+        if segment == "**":
+            if i > 0 and segments[i - 1] == "**":
+                continue
+            out.append(".+" if i == last else "(?:[^/]+/)*")
+        else:
+            out.append(_segment_regex(segment) + ("" if i == last else "/"))
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    regex: re.Pattern[str]
+    negate: bool
+    dir_only: bool
+    anchored: bool
+
+    def matches(self, relpath: str, is_dir: bool) -> bool:
+        if self.dir_only and not is_dir:
+            return False
+        subject = relpath if self.anchored else relpath.rsplit("/", 1)[-1]
+        return self.regex.fullmatch(subject) is not None
+
+
+def _parse_rule(line: str, lineno: int) -> _Rule | None:
+    pattern = line.strip()
+    if not pattern or pattern.startswith("#"):
+        return None
+    negate = pattern.startswith("!")
+    if negate:
+        pattern = pattern[1:]
+    dir_only = pattern.endswith("/")
+    pattern = pattern.rstrip("/")
+    anchored = "/" in pattern
+    pattern = pattern.lstrip("/")
+    if not pattern:
+        return None
+    regex = _path_regex(pattern.split("/")) if anchored else _segment_regex(pattern)
+    try:
+        compiled = re.compile(regex, re.DOTALL)
+    except re.error as exc:
+        raise SourceError(
+            f"{IGNORE_FILE}, line {lineno}: bad pattern {line.strip()!r} ({exc})",
+            "fix the pattern; a character range must go from low to high, e.g. [a-z]",
+        ) from exc
+    return _Rule(compiled, negate, dir_only, anchored)
+
+
+class IgnoreRules:
+    """The parsed rules of one ``.s2iignore``; matches posix paths relative to the root."""
+
+    def __init__(self, rules: Sequence[_Rule] = ()) -> None:
+        self._rules = tuple(rules)
+
+    @classmethod
+    def from_text(cls, text: str) -> IgnoreRules:
+        """Parse ``.s2iignore`` text (a bad character class raises SourceError)."""
+        text = text[1:] if text.startswith("\ufeff") else text
+        rules = (_parse_rule(line, n) for n, line in enumerate(text.split("\n"), start=1))
+        return cls([rule for rule in rules if rule is not None])
+
+    @classmethod
+    def load(cls, root: Path) -> IgnoreRules:
+        """Read ``root/.s2iignore``; a missing file means no rules."""
+        path = root / IGNORE_FILE
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return cls()
+        except OSError as exc:
+            raise SourceError(f"cannot read {path}: {exc.strerror or exc}",
+                              "make it readable, or remove it") from exc
+        # surrogateescape: patterns may name files whose names are not UTF-8.
+        return cls.from_text(data.decode("utf-8", "surrogateescape"))
+
+    def __bool__(self) -> bool:
+        return bool(self._rules)
+
+    def ignored_here(self, relpath: str, is_dir: bool) -> bool:
+        """Whether the rules exclude ``relpath`` itself, not looking at its parents."""
+        result = False
+        for rule in self._rules:
+            if rule.matches(relpath, is_dir):
+                result = not rule.negate
+        return result
+
+    def ignored(self, relpath: str, is_dir: bool) -> bool:
+        """Whether ``relpath`` is left out: it, or a directory above it, is excluded."""
+        parts = relpath.strip("/").split("/")
+        for depth in range(1, len(parts)):
+            if self.ignored_here("/".join(parts[:depth]), True):
+                return True
+        return self.ignored_here("/".join(parts), is_dir)
+
+
+# --------------------------------------------------------------------------- walking
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing under the source root; ``relpath`` is posix and relative to the root."""
+
+    relpath: str
+    path: Path
+    kind: Literal["dir", "file", "symlink"]
+    mode: int  # permission bits only
+    mtime: int  # whole seconds
+    size: int = 0  # regular files only
+    target: str | None = None  # symlinks only
+
+
+def _mtime(st: os.stat_result) -> int:
+    """Whole seconds, rounded down (also for mtimes before 1970)."""
+    return st.st_mtime_ns // 1_000_000_000
+
+
+def _check_root(root: Path) -> os.stat_result:
+    try:
+        st = root.stat()
+    except FileNotFoundError as exc:
+        raise SourceError(f"source directory {root} does not exist",
+                          "check the path; a relative path starts at the current directory"
+                          ) from exc
+    except OSError as exc:
+        raise SourceError(f"cannot read source directory {root}: {exc.strerror or exc}",
+                          "check the path and its permissions") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise SourceError(f"source {root} is not a directory",
+                          "pass the directory that holds your application")
+    return st
+
+
+def _list_dir(path: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(it, key=lambda e: os.fsencode(e.name))
+    except OSError as exc:
+        raise SourceError(f"cannot read directory {path}: {exc.strerror or exc}",
+                          f"make it readable (chmod u+rx) {_SKIP_HINT}") from exc
+
+
+def _make_entry(item: os.DirEntry[str], relpath: str, warn: Warn | None) -> Entry | None:
+    path = Path(item.path)
+    try:
+        st = item.stat(follow_symlinks=False)
+        target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror or exc}",
+                          f"it may have changed during the build; retry, {_SKIP_HINT}") from exc
+    mode, mtime = stat.S_IMODE(st.st_mode) & 0o777, _mtime(st)
+    if stat.S_ISDIR(st.st_mode):
+        return Entry(relpath, path, "dir", mode, mtime)
+    if target is not None:
+        return Entry(relpath, path, "symlink", mode, mtime, target=target)
+    if stat.S_ISREG(st.st_mode):
+        if not os.access(path, os.R_OK):
+            raise SourceError(f"cannot read {path}: permission denied",
+                              f"make it readable (chmod u+r) {_SKIP_HINT}")
+        return Entry(relpath, path, "file", mode, mtime, size=st.st_size)
+    if warn is not None:
+        warn(f"skipping {relpath}: sockets, FIFOs and device files cannot be archived")
+    return None
+
+
+def walk(root: Path, rules: IgnoreRules, *, warn: Warn | None = None) -> Iterator[Entry]:
+    """Yield the non-ignored entries under ``root`` (not ``root`` itself).
+
+    Order: sorted by name bytes at each level, parents before children. Symlinks are
+    entries and never followed; sockets, FIFOs and devices are skipped (``warn`` is told).
+    A missing root raises SourceError at once; unreadable directories/files raise it
+    while iterating.
+    """
+    _check_root(root)
+    return _walk(root, rules, warn)
+
+
+def _walk(root: Path, rules: IgnoreRules, warn: Warn | None) -> Iterator[Entry]:
+    stack: list[tuple[str, Iterator[os.DirEntry[str]]]] = [("", iter(_list_dir(root)))]
+    while stack:
+        prefix, items = stack[-1]
+        item = next(items, None)
+        if item is None:
+            stack.pop()
+            continue
+        relpath = prefix + item.name
+        is_dir = item.is_dir(follow_symlinks=False)
+        if rules.ignored_here(relpath, is_dir):
+            continue
+        entry = _make_entry(item, relpath, warn)
+        if entry is None:
+            continue
+        yield entry
+        if entry.kind == "dir":
+            stack.append((relpath + "/", iter(_list_dir(entry.path))))
+
+
+# --------------------------------------------------------------------------- tar
+
+
+@dataclass(frozen=True)
+class Member:
+    """An in-memory archive member at archive path ``name`` (not under ``dest``).
+
+    A name ending in ``/`` is a directory (``data`` must be empty). ``mtime`` defaults
+    to 0 so that output stays reproducible.
+    """
+
+    name: str
+    data: bytes
+    mode: int = 0o644
+    mtime: int = 0
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    """What one :func:`tar_stream` sent: regular files (tree and extras), archive bytes."""
+
+    files: int
+    bytes: int
+
+
+def _archive_path(name: str, what: str) -> str:
+    """Validate a relative archive path and return it without a trailing slash."""
+    clean = name.rstrip("/")
+    parts = clean.split("/")
+    if not clean or clean.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"{what} must be a relative path without '.' or '..', got {name!r}")
+    return clean
+
+
+def _parents(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _padding(size: int) -> bytes:
+    return b"\0" * (-size % _BLOCK)
+
+
+def _open_regular(entry: Entry) -> tuple[int, os.stat_result]:
+    """Open a file found by walk without following a symlink swapped in since."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(entry.path, flags)
+    except OSError as exc:
+        raise SourceError(f"cannot read {entry.path}: {exc.strerror or exc}",
+                          f"make it readable (chmod u+r) {_SKIP_HINT}") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise SourceError(f"{entry.path} changed while the source was being archived",
+                          f"stop whatever writes to the source and retry, {_SKIP_HINT}")
+    return fd, st
+
+
+class _Archive:
+    """Builds tar records and hands the bytes out in chunks of about ``chunk_size``."""
+
+    def __init__(self, uid: int, gid: int, chunk_size: int) -> None:
+        self.uid, self.gid, self.chunk_size = uid, gid, chunk_size
+        self.buf = bytearray()
+        self.total = 0
+        self.files = 0
+        self.dirs: set[str] = set()  # directories written, filled only when extras need it
+
+    def add(self, data: bytes) -> Iterator[bytes]:
+        self.buf += data
+        self.total += len(data)
+        if len(self.buf) >= self.chunk_size:
+            yield self.take()
+
+    def take(self) -> bytes:
+        chunk = bytes(self.buf)
+        self.buf.clear()
+        return chunk
+
+    def room(self) -> int:
+        return max(self.chunk_size - len(self.buf), 1)
+
+    def header(self, name: str, kind: bytes, mode: int, mtime: int, size: int = 0,
+               linkname: str = "") -> Iterator[bytes]:
+        info = tarfile.TarInfo(name)
+        info.type, info.mode, info.mtime, info.size = kind, mode, mtime, size
+        info.uid, info.gid, info.uname, info.gname = self.uid, self.gid, "", ""
+        info.linkname = linkname
+        return self.add(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+
+    def parent_dirs(self, path: str) -> Iterator[bytes]:
+        """Entries (0o755, mtime 0) for the directories above ``path`` not yet written."""
+        for name in _parents(path):
+            if name not in self.dirs:
+                self.dirs.add(name)
+                yield from self.header(name, tarfile.DIRTYPE, 0o755, 0)
+
+
+def _file_records(out: _Archive, entry: Entry, name: str) -> Iterator[bytes]:
+    fd, st = _open_regular(entry)
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        mode = stat.S_IMODE(st.st_mode) & 0o777
+        yield from out.header(name, tarfile.REGTYPE, mode, _mtime(st), st.st_size)
+        remaining = st.st_size
+        while remaining:
+            data = f.read(min(remaining, out.room()))
+            if not data:
+                break
+            remaining -= len(data)
+            yield from out.add(data)
+        if remaining or f.read(1):
+            raise SourceError(f"{entry.path} changed size while being archived",
+                              f"stop whatever writes to it and retry, {_SKIP_HINT}")
+    out.files += 1
+    yield from out.add(_padding(st.st_size))
+
+
+def _entry_records(out: _Archive, entry: Entry, name: str) -> Iterator[bytes]:
+    if entry.kind == "file":
+        return _file_records(out, entry, name)
+    kind = tarfile.DIRTYPE if entry.kind == "dir" else tarfile.SYMTYPE
+    return out.header(name, kind, entry.mode, entry.mtime, linkname=entry.target or "")
+
+
+def _member_records(out: _Archive, member: Member) -> Iterator[bytes]:
+    name = _archive_path(member.name, "a member name")
+    yield from out.parent_dirs(name)
+    if member.name.endswith("/"):
+        out.dirs.add(name)
+        yield from out.header(name, tarfile.DIRTYPE, member.mode & 0o7777, member.mtime)
+        return
+    size = len(member.data)
+    yield from out.header(name, tarfile.REGTYPE, member.mode & 0o7777, member.mtime, size)
+    out.files += 1
+    yield from out.add(member.data)
+    yield from out.add(_padding(size))
+
+
+def tar_stream(
+    root: Path,
+    *,
+    rules: IgnoreRules,
+    dest: str = "src",
+    uid: int = 1001,
+    gid: int = 0,
+    extra: Sequence[Member] = (),
+    chunk_size: int = 1 << 20,
+    warn: Warn | None = None,
+    stats: list[SourceStats] | None = None,
+) -> Iterator[bytes]:
+    """Yield an uncompressed PAX tar of ``root`` under ``dest/``, then the ``extra`` members.
+
+    Deterministic for the same tree and arguments. Entries are owned by uid/gid with empty
+    user/group names; permission bits and whole-second mtimes come from disk; symlinks
+    are kept, hard links become regular files. Yielded chunks are at most about
+    ``chunk_size`` plus one header. When the stream is exhausted, one SourceStats is
+    appended to ``stats`` if given.
+
+    Raises at once: SourceError for a missing root, ValueError for a bad ``dest``, member
+    or ``chunk_size``. Raises while iterating: SourceError as :func:`walk` does, and for a
+    file that changes while being read (the archive is never silently corrupt).
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be positive")
+    dest = _archive_path(dest, "dest")
+    for member in extra:
+        _archive_path(member.name, "a member name")
+        if member.name.endswith("/") and member.data:
+            raise ValueError(f"directory member {member.name!r} cannot have data")
+    root_st = _check_root(root)
+    out = _Archive(uid, gid, chunk_size)
+    return _stream(out, root, root_st, rules, dest, extra, warn, stats)
+
+
+def _stream(out: _Archive, root: Path, root_st: os.stat_result, rules: IgnoreRules, dest: str,
+            extra: Sequence[Member], warn: Warn | None,
+            stats: list[SourceStats] | None) -> Iterator[bytes]:
+    yield from out.parent_dirs(dest)
+    out.dirs.add(dest)
+    root_mode = stat.S_IMODE(root_st.st_mode) & 0o777
+    yield from out.header(dest, tarfile.DIRTYPE, root_mode, _mtime(root_st))
+    for entry in walk(root, rules, warn=warn):
+        name = f"{dest}/{entry.relpath}"
+        if extra and entry.kind == "dir":
+            out.dirs.add(name)
+        yield from _entry_records(out, entry, name)
+    for member in extra:
+        yield from _member_records(out, member)
+    yield from out.add(b"\0" * (2 * _BLOCK))
+    if out.buf:
+        yield out.take()
+    if stats is not None:
+        stats.append(SourceStats(files=out.files, bytes=out.total))

@@ -1,0 +1,230 @@
+"""The build's stages against a fake engine: what is created, uploaded, committed, removed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from fakes import BUILDER, FakeEngine
+
+from buildpy import build
+from buildpy.config import BuildOptions
+from buildpy.engine import ImageInfo
+from buildpy.errors import AssembleFailed, BuilderImageError, EnvFileError, SourceError, UsageError
+
+
+def no_git(root: Path) -> None:
+    return None
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    root = tmp_path / "app"
+    (root / ".s2i").mkdir(parents=True)
+    (root / "app.py").write_text("print('hi')\n")
+    (root / ".s2i" / "environment").write_text("FROM_FILE=s2i\nSHARED=s2i\n")
+    return root
+
+
+def make_plan(app: Path, **kwargs: object) -> build.BuildPlan:
+    return build.plan(BuildOptions(source=app, **kwargs), describe=no_git)  # type: ignore[arg-type]
+
+
+def test_precedence_reaches_the_container_environment(app: Path, tmp_path: Path) -> None:
+    env_file = tmp_path / "extra.env"
+    env_file.write_text("SHARED=file\nFROM_ENV_FILE=1\n")
+    plan = make_plan(app, env_files=(env_file,), env=("SHARED=cli",))
+    engine = FakeEngine()
+    build.run(plan, engine, output=_Sink())
+    env = engine.created[0].env
+    assert env["SHARED"] == "cli"
+    assert env["FROM_FILE"] == "s2i"
+    assert env["FROM_ENV_FILE"] == "1"
+
+
+def test_build_only_values_never_reach_the_container_config(app: Path) -> None:
+    plan = make_plan(app, build_env=("SECRET=hunter2",))
+    engine = FakeEngine()
+    build.run(plan, engine, output=_Sink())
+    spec = engine.created[0]
+    assert "SECRET" not in spec.env
+    assert all("hunter2" not in part for part in spec.command)
+    assert b"hunter2" in engine.uploaded_file(".buildpy/env")
+    assert not any("hunter2" in change for change in engine.commits[0].changes)
+
+
+def test_the_wrapper_deletes_the_env_file_before_assemble(app: Path) -> None:
+    engine = FakeEngine()
+    build.run(make_plan(app, build_env=("A=1",)), engine, output=_Sink())
+    command = engine.created[0].command
+    assert command[:2] == ("/bin/sh", "-c")
+    script = command[2]
+    assert script.index("rm -rf /tmp/.buildpy") < script.index('exec "$@"')
+    assert command[-1] == "/usr/libexec/s2i/assemble"
+
+
+def test_wrapper_runs_under_a_real_shell(tmp_path: Path) -> None:
+    """The wrapper sources the file, removes it, then execs the command with the values."""
+    envdir = tmp_path / "tmp" / ".buildpy"
+    envdir.mkdir(parents=True)
+    (envdir / "env").write_text("export GREETING='it'\"'\"'s here'\n")
+    script = build.WRAPPER.replace("/tmp/", f"{tmp_path}/tmp/")
+    done = subprocess.run(
+        ["/bin/sh", "-c", script, "wrapper", "sh", "-c", 'printf %s "$GREETING"'],
+        capture_output=True, text=True, check=True,
+    )
+    assert done.stdout == "it's here"
+    assert not envdir.exists()
+
+
+def test_upload_is_owned_by_the_builder_user(app: Path) -> None:
+    engine = FakeEngine()
+    build.run(make_plan(app), engine, output=_Sink())
+    path, _ = engine.uploads[0]
+    assert path == "/tmp"
+    members = engine.uploaded_members()
+    assert {"src", "src/app.py"} <= set(members)
+    assert {(m.uid, m.gid) for m in members.values()} == {(1001, 0)}
+
+
+def test_named_user_is_resolved_from_passwd(app: Path) -> None:
+    named = ImageInfo(id="x", ref="named", user="default", labels=BUILDER.labels)
+    engine = FakeEngine(images={"named": named})
+    engine.files["/etc/passwd"] = b"root:x:0:0::/root:/bin/sh\ndefault:x:1001:0::/opt:/bin/sh\n"
+    build.run(make_plan(app, builder="named"), engine, output=_Sink())
+    assert {(m.uid, m.gid) for m in engine.uploaded_members().values()} == {(1001, 0)}
+
+
+def test_unknown_named_user_is_an_image_error(app: Path) -> None:
+    named = ImageInfo(id="x", ref="named", user="ghost", labels=BUILDER.labels)
+    engine = FakeEngine(images={"named": named}, files={"/etc/passwd": b"root:x:0:0::/:/bin/sh\n"})
+    with pytest.raises(BuilderImageError, match="ghost"):
+        build.run(make_plan(app, builder="named"), engine, output=_Sink())
+    assert engine.removed == ["ctr1"]
+
+
+def test_commit_sets_cmd_user_and_restores_entrypoint(app: Path) -> None:
+    builder = ImageInfo(
+        id="b", ref="b", user="1001", workdir="/w", entrypoint=("/init",), labels=BUILDER.labels
+    )
+    engine = FakeEngine(images={"b": builder})
+    result = build.run(make_plan(app, builder="b", tag="localhost/app:v1"), engine, output=_Sink())
+    commit = engine.commits[0]
+    assert f"CMD {json.dumps(['/usr/libexec/s2i/run'])}" in commit.changes
+    assert 'ENTRYPOINT ["/init"]' in commit.changes
+    assert "USER 1001" in commit.changes
+    assert (commit.repository, commit.tag) == ("localhost/app", "v1")
+    assert result.image_id == "sha256:result"
+    assert engine.removed == ["ctr1"]
+
+
+def test_source_scripts_win_and_are_uploaded(app: Path) -> None:
+    bindir = app / ".s2i" / "bin"
+    bindir.mkdir()
+    (bindir / "run").write_text("#!/bin/sh\necho custom\n")
+    engine = FakeEngine()
+    build.run(make_plan(app), engine, output=_Sink())
+    assert engine.created[0].command[-1] == "/usr/libexec/s2i/assemble"
+    assert 'CMD ["/tmp/scripts/run"]' in engine.commits[0].changes
+    member = engine.uploaded_members()["scripts/run"]
+    assert member.mode & 0o111
+    assert engine.uploaded_file("scripts/run") == b"#!/bin/sh\necho custom\n"
+
+
+def test_failing_assemble_reports_status_and_tail_and_removes(app: Path) -> None:
+    lines = [f"line {i}\n".encode() for i in range(50)]
+    engine = FakeEngine(status=3, output=[b"".join(lines), b"no newline at end"])
+    with pytest.raises(AssembleFailed) as info:
+        build.run(make_plan(app), engine, output=_Sink())
+    assert info.value.status == 3
+    assert info.value.tail[-1] == "no newline at end"
+    assert info.value.tail[-2] == "line 49"
+    assert len(info.value.tail) == build.TAIL_LINES
+    assert engine.commits == []
+    assert engine.removed == ["ctr1"]
+
+
+def test_interrupt_during_assemble_removes_the_container(app: Path) -> None:
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    engine = FakeEngine(on_logs=interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        build.run(make_plan(app), engine, output=_Sink())
+    assert engine.removed == ["ctr1"]
+
+
+def test_a_failing_remove_does_not_hide_the_build_error(app: Path) -> None:
+    class Stubborn(FakeEngine):
+        def remove(self, container: str) -> None:
+            raise RuntimeError("engine gone")
+
+    with pytest.raises(AssembleFailed):
+        build.run(make_plan(app), Stubborn(status=1), output=_Sink())
+
+
+def test_assemble_output_is_streamed_to_output(app: Path) -> None:
+    sink = _Sink()
+    build.run(make_plan(app), FakeEngine(output=[b"a\n", b"b\n"]), output=sink)
+    assert sink.data == b"a\nb\n"
+
+
+def test_missing_builder_label_and_scripts(app: Path) -> None:
+    plain = ImageInfo(id="p", ref="plain", user="1001")
+    engine = FakeEngine(images={"plain": plain})
+    with pytest.raises(BuilderImageError, match="scripts-url"):
+        build.run(make_plan(app, builder="plain"), engine, output=_Sink())
+    assert engine.created == []
+
+
+def test_ca_bundle_is_mounted_and_announced_build_only(app: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.crt"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    engine = FakeEngine()
+    build.run(make_plan(app, ca_bundle=bundle), engine, output=_Sink())
+    (mount,) = engine.created[0].mounts
+    assert (mount.source, mount.target, mount.read_only) == (str(bundle), build.CA_TARGET, True)
+    env_script = engine.uploaded_file(".buildpy/env").decode()
+    assert f"export PIP_CERT='{build.CA_TARGET}'" in env_script
+    assert "PIP_CERT" not in engine.created[0].env
+
+
+def test_plan_errors(tmp_path: Path, app: Path) -> None:
+    with pytest.raises(SourceError, match="does not exist"):
+        make_plan(tmp_path / "nope")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SourceError, match="not a directory"):
+        make_plan(tmp_path / "file")
+    with pytest.raises(UsageError, match="ca-bundle"):
+        make_plan(app, ca_bundle=tmp_path / "missing.crt")
+    (app / ".s2i" / "environment").write_text("GOOD=1\nnot an assignment\n")
+    with pytest.raises(EnvFileError, match=r"\.s2i/environment, line 2"):
+        make_plan(app)
+
+
+def test_labels_name_builder_source_and_commit(app: Path) -> None:
+    from buildpy.gitinfo import GitInfo
+
+    info = GitInfo("abc123", "Ann <a@example.com>", "2026-01-01T00:00:00+00:00", "fix", "main")
+    plan = build.plan(BuildOptions(source=app), describe=lambda root: info)
+    engine = FakeEngine()
+    build.run(plan, engine, output=_Sink())
+    labels = engine.created[0].labels
+    assert labels["io.openshift.s2i.build.image"] == "localhost/buildpy/python-311"
+    assert labels["io.openshift.s2i.build.source-location"] == str(app)
+    assert labels["io.openshift.build.commit.id"] == "abc123"
+    assert labels["io.openshift.build.commit.ref"] == "main"
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, chunk: bytes) -> int:
+        self.data += chunk
+        return len(chunk)
+
+    def flush(self) -> None:
+        pass

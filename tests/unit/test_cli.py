@@ -1,0 +1,66 @@
+"""The command line: exit codes, ERROR lines and hints, stdout kept for results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from buildpy import cli, errors
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_missing_source_exits_3(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = run(capsys, "build", str(tmp_path / "nope"))
+    assert code == errors.SourceError.exit_code == 3
+    assert out == ""
+    assert "ERROR: source" in err and "does not exist" in err
+
+
+def test_bad_env_file_exits_4_naming_file_and_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    env_file = tmp_path / "bad.env"
+    env_file.write_text("A=1\n\nB C\n")
+    code, _, err = run(capsys, "build", str(tmp_path), "--env-file", str(env_file))
+    assert code == 4
+    assert f"{env_file}, line 3" in err
+
+
+def test_bad_dash_e_exits_4(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "build", str(tmp_path), "-e", "NOEQUALS")
+    assert code == 4
+    assert "hint:" in err
+
+
+def test_silent_engine_exits_5(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONTAINER_HOST", f"unix://{tmp_path}/none.sock")
+    code, out, err = run(capsys, "build", str(tmp_path))
+    assert code == 5
+    assert out == ""
+    assert "no Podman service answers" in err and "hint:" in err
+
+
+def test_usage_error_is_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["build"])
+    assert info.value.code == 2
+
+
+def test_exit_codes_are_distinct() -> None:
+    codes = [kind.exit_code for kind in errors.EXIT_CODES]
+    assert len(codes) == len(set(codes))
+    assert 0 not in codes
+
+
+def test_documented_exit_codes_match_the_code() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "reference" / "exit-codes.md").read_text()
+    for kind in errors.EXIT_CODES:
+        assert f"| {kind.exit_code} | `{kind.__name__}`" in doc, kind.__name__

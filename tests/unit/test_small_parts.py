@@ -1,0 +1,175 @@
+"""Pure helpers: scripts, commit changes, tags, configuration, git, service discovery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from buildpy import builders, config, gitinfo, image, scripts, service
+from buildpy.config import BuildOptions
+from buildpy.engine import ImageInfo
+from buildpy.errors import BuilderImageError, EngineUnavailable, UsageError
+
+LABEL = {"io.openshift.s2i.scripts-url": "image:///usr/libexec/s2i/"}
+
+
+def test_scripts_from_image_label() -> None:
+    chosen = scripts.resolve(LABEL, set(), "b")
+    assert (chosen.assemble, chosen.run) == ("/usr/libexec/s2i/assemble", "/usr/libexec/s2i/run")
+
+
+def test_scripts_from_source_win_one_by_one() -> None:
+    chosen = scripts.resolve(LABEL, {"assemble"}, "b")
+    assert (chosen.assemble, chosen.run) == ("/tmp/scripts/assemble", "/usr/libexec/s2i/run")
+
+
+def test_old_label_name_still_works() -> None:
+    chosen = scripts.resolve({"io.s2i.scripts-url": "image:///s2i"}, set(), "b")
+    assert chosen.run == "/s2i/run"
+
+
+@pytest.mark.parametrize("url", ["http://example.invalid/s2i", "file:///s2i", "image://relative"])
+def test_scripts_that_would_need_downloading_are_refused(url: str) -> None:
+    with pytest.raises(BuilderImageError, match="image:///PATH"):
+        scripts.resolve({"io.openshift.s2i.scripts-url": url}, set(), "b")
+
+
+def test_no_label_but_all_scripts_in_source_is_fine() -> None:
+    chosen = scripts.resolve({}, {"assemble", "run"}, "b")
+    assert chosen.run == "/tmp/scripts/run"
+
+
+def test_source_scripts_found(tmp_path: Path) -> None:
+    (tmp_path / ".s2i" / "bin").mkdir(parents=True)
+    (tmp_path / ".s2i" / "bin" / "assemble").write_text("#!/bin/sh\n")
+    (tmp_path / ".s2i" / "bin" / "notes.txt").write_text("")
+    assert set(scripts.source_scripts(tmp_path)) == {"assemble"}
+
+
+def test_commit_changes_keep_the_builder_shape() -> None:
+    builder = ImageInfo(id="i", ref="r", user="1001", workdir="/opt/app-root/src")
+    changes = image.commit_changes(builder, "/usr/libexec/s2i/run")
+    assert changes == (
+        'CMD ["/usr/libexec/s2i/run"]',
+        "ENTRYPOINT []",
+        "USER 1001",
+        "WORKDIR /opt/app-root/src",
+    )
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        ("app", ("app", "latest")),
+        ("app:v1", ("app", "v1")),
+        ("localhost/app:v1", ("localhost/app", "v1")),
+        ("registry:5000/app", ("registry:5000/app", "latest")),
+        ("registry:5000/app:2", ("registry:5000/app", "2")),
+    ],
+)
+def test_split_tag(ref: str, expected: tuple[str, str]) -> None:
+    assert image.split_tag(ref) == expected
+
+
+def test_pyproject_fills_only_what_the_cli_left(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.buildpy]\nbuilder = "localhost/buildpy/python-313"\ntag = "app:v2"\n'
+    )
+    cli = BuildOptions(source=tmp_path, tag="mine:1")
+    resolved = config.resolve(cli, frozenset({"tag"}))
+    assert resolved.builder == "localhost/buildpy/python-313"
+    assert resolved.tag == "mine:1"
+
+
+def test_pyproject_unknown_key_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.buildpy]\nbuilderr = "x"\n')
+    with pytest.raises(UsageError, match="builderr"):
+        config.resolve(BuildOptions(source=tmp_path), frozenset())
+
+
+def test_pyproject_bad_toml_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.buildpy\n")
+    with pytest.raises(UsageError, match="pyproject.toml"):
+        config.resolve(BuildOptions(source=tmp_path), frozenset())
+
+
+def test_git_describe_parses_log() -> None:
+    def fake(args: Sequence[str], cwd: Path) -> Optional[str]:
+        if args[0] == "log":
+            return "abc\x00Ann <a@x>\x002026-01-01T00:00:00+00:00\x00subject line\n"
+        return "HEAD\n"  # detached
+
+    info = gitinfo.describe(Path("."), run=fake)
+    assert info == gitinfo.GitInfo("abc", "Ann <a@x>", "2026-01-01T00:00:00+00:00", "subject line")
+
+
+def test_git_describe_outside_a_checkout(tmp_path: Path) -> None:
+    assert gitinfo.describe(tmp_path / "nowhere") is None
+
+
+def test_connect_prefers_container_host() -> None:
+    with service.connect({"CONTAINER_HOST": "tcp://127.0.0.1:1"}, ping=lambda p: False) as url:
+        assert url == "tcp://127.0.0.1:1"
+
+
+def test_connect_refuses_a_silent_container_host() -> None:
+    with pytest.raises(EngineUnavailable, match="CONTAINER_HOST"), service.connect(
+        {"CONTAINER_HOST": "unix:///nowhere.sock"}, ping=lambda p: False
+    ):
+        pass
+
+
+def test_connect_uses_the_first_socket_that_answers() -> None:
+    answered = {"/b.sock"}
+    with service.connect(
+        {}, candidates=["/a.sock", "/b.sock"], ping=lambda p: p in answered
+    ) as url:
+        assert url == "unix:///b.sock"
+
+
+def test_connect_without_podman_says_how_to_install() -> None:
+    with pytest.raises(EngineUnavailable, match="not installed") as info, service.connect(
+        {}, candidates=[], podman="no-such-podman-binary", ping=lambda p: False
+    ):
+        pass
+    assert info.value.hint and "apt-get install podman" in info.value.hint
+
+
+def test_default_sockets() -> None:
+    assert service.default_sockets({}, 0) == ["/run/podman/podman.sock"]
+    assert service.default_sockets({"XDG_RUNTIME_DIR": "/run/user/5"}, 5) == [
+        "/run/user/5/podman/podman.sock"
+    ]
+    assert service.default_sockets({}, 7) == ["/run/user/7/podman/podman.sock"]
+
+
+def test_ping_of_a_missing_socket_is_false(tmp_path: Path) -> None:
+    assert service.ping_unix(str(tmp_path / "none.sock")) is False
+
+
+def test_builder_context_is_deterministic_and_digest_tracks_inputs() -> None:
+    root = builders.data_root()
+    one, two = builders.context_tar(root), builders.context_tar(root)
+    assert one == two
+    builder = builders.BUILDERS["python-311"]
+    base = builders.digest(one, builder, "sha256:base")
+    assert base == builders.digest(two, builder, "sha256:base")
+    assert base != builders.digest(one, builder, "sha256:other-base")
+    assert base != builders.digest(one + b"x", builder, "sha256:base")
+
+
+def test_builder_lookup_accepts_tags_and_rejects_unknown() -> None:
+    assert builders.lookup("localhost/buildpy/python-311").name == "python-311"
+    with pytest.raises(UsageError, match="unknown builder") as info:
+        builders.lookup("python-27")
+    assert info.value.hint and "python-311" in info.value.hint
+
+
+@given(st.text(alphabet="abc:/5", min_size=1, max_size=20))
+def test_split_tag_round_trips(ref: str) -> None:
+    name, tag = image.split_tag(ref)
+    assert ref in (f"{name}:{tag}", name)
