@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import io
 import tarfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable
 
 from buildpy.engine import CommitSpec, ContainerSpec, ImageInfo
 from buildpy.errors import BuilderImageError
@@ -28,7 +29,7 @@ class FakeEngine:
     status: int = 0
     output: list[bytes] = field(default_factory=lambda: [b"---> assembling\n"])
     files: dict[str, bytes] = field(default_factory=dict)
-    on_logs: Optional[Callable[[], None]] = None
+    on_logs: Callable[[], None] | None = None
     created: list[ContainerSpec] = field(default_factory=list)
     uploads: list[tuple[str, bytes]] = field(default_factory=list)
     commits: list[CommitSpec] = field(default_factory=list)
@@ -47,7 +48,7 @@ class FakeEngine:
     def upload(self, container: str, path: str, archive: Iterable[bytes]) -> None:
         self.uploads.append((path, b"".join(archive)))
 
-    def read_file(self, container: str, path: str) -> Optional[bytes]:
+    def read_file(self, container: str, path: str) -> bytes | None:
         return self.files.get(path)
 
     def start(self, container: str) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import pytest
 from hypothesis import given
@@ -93,12 +93,12 @@ def test_pyproject_unknown_key_is_an_error(tmp_path: Path) -> None:
 
 def test_pyproject_bad_toml_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text("[tool.buildpy\n")
-    with pytest.raises(UsageError, match="pyproject.toml"):
+    with pytest.raises(UsageError, match=r"pyproject\.toml"):
         config.resolve(BuildOptions(source=tmp_path), frozenset())
 
 
 def test_git_describe_parses_log() -> None:
-    def fake(args: Sequence[str], cwd: Path) -> Optional[str]:
+    def fake(args: Sequence[str], cwd: Path) -> str | None:
         if args[0] == "log":
             return "abc\x00Ann <a@x>\x002026-01-01T00:00:00+00:00\x00subject line\n"
         return "HEAD\n"  # detached
