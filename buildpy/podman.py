@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 from podman import PodmanClient
-from podman.errors import APIError, BuildError, NotFound, PodmanError
+from podman.errors import APIError, BuildError, ImageNotFound, NotFound, PodmanError
 
 from buildpy.engine import CommitSpec, ContainerSpec, ImageInfo
 from buildpy.errors import BuilderImageError, EngineError, EngineUnavailable
@@ -97,7 +97,7 @@ class PodmanEngine:
             with _translated(f"inspect image {ref}"):
                 attrs: dict[str, Any] = self._client.images.get(ref).attrs
         except EngineError as exc:
-            if isinstance(exc.__cause__, NotFound):
+            if _not_found(exc.__cause__):
                 raise BuilderImageError(
                     f"builder image {ref} is not in local storage",
                     "build it with `buildpy builder build` (or `make builders`), load it with"
@@ -149,7 +149,7 @@ class PodmanEngine:
                 chunks, _ = self._container(container).get_archive(path)
                 data = b"".join(chunks)
         except EngineError as exc:
-            if isinstance(exc.__cause__, NotFound):
+            if _not_found(exc.__cause__):
                 return None
             raise
         with tarfile.open(fileobj=io.BytesIO(data)) as archive:
@@ -186,7 +186,7 @@ class PodmanEngine:
             with _translated("remove the working container"):
                 self._client.containers.remove(container, force=True)
         except EngineError as exc:
-            if not isinstance(exc.__cause__, NotFound):
+            if not _not_found(exc.__cause__):
                 raise
 
     def image_id(self, ref: str) -> str | None:
@@ -250,3 +250,11 @@ def _build_line(raw: Any) -> str:
     except (TypeError, ValueError):
         return str(raw).strip()
     return str(item.get("stream") or item.get("error") or "").strip()
+
+
+def _not_found(exc: BaseException | None) -> bool:
+    """podman-py has two unrelated not-found types; the status code is what counts."""
+    if isinstance(exc, (NotFound, ImageNotFound)):
+        return True
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None) == 404

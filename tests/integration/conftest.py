@@ -39,6 +39,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_leftovers() -> Iterator[None]:
+    """After the suite: no working container and no private Podman service left behind."""
+    yield
+    names = subprocess.run(
+        ["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True
+    ).stdout.split()
+    leaked = [n for n in names if n.startswith(("buildpy-", "buildpy-test-"))]
+    assert not leaked, f"containers left behind: {leaked}"
+
+
 @pytest.fixture(scope="session")
 def podman_url() -> Iterator[str]:
     """One private Podman service for the whole session (no daemon left behind)."""
@@ -86,7 +97,7 @@ def images() -> Iterator[list[str]]:
         subprocess.run(["podman", "rmi", "-f", *made], capture_output=True, check=False)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def buildpy_build(podman_url: str, index_url: str, images: list[str]):
     """Run `buildpy build` on a source dir; offline by default (local index, host network)."""
 

@@ -1,0 +1,243 @@
+"""`buildpy build` end to end: real Podman, the real builder, apps answering HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import BUILDPY, HOST_CA, ROOT, Built
+from itest import containers_named, http_get, inspect_image, running
+
+BUILDER = "localhost/buildpy/python-311"
+EXAMPLE = ROOT / "examples" / "hello-flask"
+
+
+@pytest.fixture(scope="module")
+def flask_image(buildpy_build) -> Built:
+    return buildpy_build(EXAMPLE, "-e", "GREETING=Howdy")
+
+
+def write_app(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if name.startswith(".s2i/bin/"):
+            path.chmod(0o755)
+    return root
+
+
+PLAIN_APP = """\
+import os, http.server
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("plain app: " + os.environ.get("COLOR", "none") + "\\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+http.server.HTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
+"""
+
+
+def test_flask_app_served_by_gunicorn(flask_image: Built) -> None:
+    assert flask_image.stdout.strip() == flask_image.tag
+    with running(flask_image.tag) as (url, name):
+        status, body = http_get(url + "/", name=name)
+        assert (status, body) == (200, "Howdy from buildpy!\n")
+        logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True)
+        assert "gunicorn" in (logs.stdout + logs.stderr).lower()
+
+
+def test_image_config_labels_cmd_user_env(flask_image: Built) -> None:
+    info = inspect_image(flask_image.tag)
+    builder = inspect_image(BUILDER)
+    config = info["Config"]
+    assert config["Cmd"] == ["/usr/libexec/s2i/run"]
+    assert config["User"] == builder["Config"]["User"] == "1001"
+    assert config["WorkingDir"] == builder["Config"]["WorkingDir"] == "/opt/app-root/src"
+    assert not config.get("Entrypoint")
+    labels = config["Labels"]
+    assert labels["io.openshift.s2i.build.image"] == BUILDER
+    assert labels["io.openshift.s2i.build.source-location"] == str(EXAMPLE)
+    assert labels["io.openshift.s2i.scripts-url"] == "image:///usr/libexec/s2i"
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert env["GREETING"] == "Howdy"  # -e beats .s2i/environment (GREETING=Hello)
+    assert env["HOME"] == "/opt/app-root/src"
+    assert not any(key.startswith("PIP_") and key != "PIP_NO_CACHE_DIR" for key in env), env
+
+
+def test_build_only_variables_leave_no_trace(flask_image: Built, index_url: str) -> None:
+    info = inspect_image(flask_image.tag)
+    assert index_url not in " ".join(info["Config"]["Env"])
+    changed = subprocess.run(
+        ["podman", "image", "diff", flask_image.tag, BUILDER],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "/tmp/.buildpy" not in changed
+    assert "/dev/shm" not in changed
+    assert "/opt/app-root/src/wsgi.py" in changed
+
+
+def test_plain_app_py_and_dash_e_beats_s2i_environment(buildpy_build, tmp_path: Path) -> None:
+    app = write_app(tmp_path / "plain", {"app.py": PLAIN_APP, ".s2i/environment": "COLOR=blue\n"})
+    built = buildpy_build(app, "-e", "COLOR=red")
+    with running(built.tag) as (url, name):
+        assert http_get(url + "/", name=name) == (200, "plain app: red\n")
+    built = buildpy_build(app)
+    with running(built.tag) as (url, name):
+        assert http_get(url + "/", name=name) == (200, "plain app: blue\n")
+
+
+def test_variables_reach_assemble_with_their_precedence(buildpy_build, tmp_path: Path) -> None:
+    assemble = (
+        "#!/bin/sh\nset -e\n"
+        'echo "A=$A B=$B C=$C SECRET=$SECRET"\n'
+        "mkdir -p $HOME && env > $HOME/assemble-env.txt\n"
+    )
+    app = write_app(
+        tmp_path / "vars",
+        {
+            ".s2i/bin/assemble": assemble,
+            ".s2i/bin/run": "#!/bin/sh\ncat $HOME/assemble-env.txt\n",
+            ".s2i/environment": "A=s2i\nB=s2i\nC=s2i\n",
+            "vars.env": "B=file\nC=file\n",
+        },
+    )
+    built = buildpy_build(
+        app, "--env-file", str(app / "vars.env"), "-e", "C=cli", "--build-env", "SECRET=s3cr3t",
+        offline=False,
+    )
+    assert "A=s2i B=file C=cli SECRET=s3cr3t" in built.stderr
+    env = subprocess.run(
+        ["podman", "run", "--rm", built.tag], capture_output=True, text=True, check=True
+    ).stdout
+    assert "SECRET=s3cr3t" in env  # assemble saw it ...
+    image_env = inspect_image(built.tag)["Config"]["Env"]
+    assert "C=cli" in image_env and "B=file" in image_env
+    assert not any(item.startswith("SECRET=") for item in image_env)  # ... the image did not
+
+
+def test_s2iignore_is_honoured(buildpy_build, tmp_path: Path) -> None:
+    app = write_app(
+        tmp_path / "ignored",
+        {
+            "app.py": PLAIN_APP,
+            "secret.key": "do not ship\n",
+            "notes/todo.txt": "x\n",
+            ".s2iignore": "*.key\nnotes/\n",
+        },
+    )
+    built = buildpy_build(app, offline=False)
+    listing = subprocess.run(
+        ["podman", "run", "--rm", "--entrypoint", "ls", built.tag, "-A", "/opt/app-root/src"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert "app.py" in listing and ".s2iignore" in listing
+    assert "secret.key" not in listing and "notes" not in listing
+
+
+def test_git_checkout_labels(buildpy_build, tmp_path: Path) -> None:
+    app = write_app(tmp_path / "gitapp", {"app.py": PLAIN_APP})
+    git = ["git", "-C", str(app), "-c", "user.name=T", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    (app / "uncommitted.txt").write_text("on disk only\n")
+    built = buildpy_build(app, offline=False)
+    labels = inspect_image(built.tag)["Config"]["Labels"]
+    assert labels["io.openshift.build.commit.id"] == head.strip()
+    assert labels["io.openshift.build.commit.ref"] == "main"
+    assert labels["io.openshift.build.commit.message"] == "first"
+    listing = subprocess.run(
+        ["podman", "run", "--rm", "--entrypoint", "ls", built.tag, "/opt/app-root/src"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert "uncommitted.txt" in listing
+
+
+def test_failing_assemble_exits_7_with_tail_and_leaves_no_container(
+    buildpy_build, tmp_path: Path
+) -> None:
+    app = write_app(
+        tmp_path / "broken",
+        {"app.py": PLAIN_APP, "requirements.txt": "this-package-does-not-exist-anywhere==1.0\n"},
+    )
+    before = set(containers_named("buildpy-"))
+    built = buildpy_build(app, check=False)
+    assert built.returncode == 7
+    assert built.stdout == ""
+    assert "ERROR: assemble exited with status" in built.stderr
+    assert "this-package-does-not-exist-anywhere" in built.stderr.split("ERROR:")[-1]
+    assert set(containers_named("buildpy-")) == before
+
+
+def test_missing_builder_exits_6(buildpy_build, tmp_path: Path) -> None:
+    app = write_app(tmp_path / "nobuilder", {"app.py": PLAIN_APP})
+    built = buildpy_build(app, builder="localhost/buildpy/no-such-builder", check=False)
+    assert built.returncode == 6
+    assert "buildpy builder build" in built.stderr
+
+
+def test_real_index_through_the_ca_bundle(buildpy_build) -> None:
+    """The one test that goes to the real package index, through the host's TLS proxy."""
+    if not HOST_CA.is_file():
+        pytest.fail(f"{HOST_CA} is missing: this test needs the host's CA bundle")
+    built = buildpy_build(EXAMPLE, "--ca-bundle", str(HOST_CA), offline=False)
+    info = inspect_image(built.tag)
+    assert not any("ca-bundle" in item or "PIP_CERT" in item for item in info["Config"]["Env"])
+    with running(built.tag) as (url, name):
+        assert http_get(url + "/", name=name) == (200, "Hello from buildpy!\n")
+
+
+def test_ctrl_c_removes_the_container_and_the_private_service(tmp_path: Path) -> None:
+    """No CONTAINER_HOST: buildpy starts its own service, and stops it on Ctrl-C."""
+    app = write_app(
+        tmp_path / "slow",
+        {".s2i/bin/assemble": "#!/bin/sh\necho assembling-now\nexec sleep 120\n"},
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CONTAINER_HOST"}
+    before = set(containers_named("buildpy-"))
+    services_before = _private_services()
+    proc = subprocess.Popen(
+        [*BUILDPY, "build", str(app), "--builder", BUILDER],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    seen = ""
+    while "assembling-now" not in seen and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+    assert "assembling-now" in seen, seen
+    services = _private_services() - services_before
+    assert services, "expected buildpy's own private podman service to be running"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert out == ""
+    assert "interrupted" in err
+    assert set(containers_named("buildpy-")) == before
+    assert not (_private_services() & services)
+
+
+def _private_services() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "system service --time=0 unix:///tmp/buildpy-podman-"],
+                         capture_output=True, text=True).stdout
+    return {int(pid) for pid in out.split()}
+
+
+def test_usage_shows_the_builder_text(podman_url: str) -> None:
+    env = {**os.environ, "CONTAINER_HOST": podman_url}
+    done = subprocess.run([*BUILDPY, "usage", BUILDER], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "buildpy build" in done.stdout
