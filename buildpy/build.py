@@ -1,39 +1,38 @@
-"""The build, as small stages: plan, inspect the builder, assemble, commit.
+"""The build, as small stages: plan, inspect the builder, dependencies, assemble, commit.
 
 ``plan`` reads the source and the configuration and touches no engine; ``run``
-carries a plan out against an ``Engine``. The working container belongs to a
-``with`` block and is removed after success, failure and Ctrl-C alike.
+carries a plan out against an ``Engine``. When the builder advertises a
+dependency phase (label ``io.buildpy.assemble-phases``), the build runs in two
+assemble runs: the files that decide dependencies first, kept as a cached
+dependency image, then the whole source on top of it (see ``dependencies``).
+Otherwise, and for builders such as sclorg's, it is one S2I assemble run.
 
-How variables reach assemble: the image's variables (``.s2i/environment``,
-``--env-file``, ``-e``) are the working container's environment, so the commit
-keeps them. Build-only variables (``--build-env``, the CA bundle's paths) travel
-in a file inside the uploaded archive that a tiny wrapper sources and deletes
-before it execs assemble: the container's configuration never holds them and
-the committed layer has no trace of the file.
+The image's variables (``.s2i/environment``, ``--env-file``, ``-e``) are the
+working container's environment, so the commit keeps them; build-only values
+(``--build-env``, the CA bundle's paths, cache locations, the phase) never are
+(see ``assemble``).
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 import time
-from collections import deque
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from buildpy import environment, gitinfo, image, log, scripts, source
+from buildpy import cache, dependencies, environment, gitinfo, image, log, scripts, source
+from buildpy.assemble import WRAPPER as WRAPPER
+from buildpy.assemble import ArchiveFactory, assemble_and_commit, build_env_member, container_name
 from buildpy.config import BuildOptions
-from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo, Mount
-from buildpy.errors import AssembleFailed, BuilderImageError, SourceError, UsageError
+from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo, Mount, VolumeMount
+from buildpy.errors import SourceError, UsageError
 
 _log = log.get(__name__)
 
 S2I_ENVIRONMENT = ".s2i/environment"
-BUILD_DIR = ".buildpy"  # under /tmp, removed before assemble starts
 CA_TARGET = "/dev/shm/buildpy-ca-bundle.crt"  # a tmpfs: the mount point is never committed
 CA_VARIABLES = (
     "PIP_CERT",
@@ -43,11 +42,8 @@ CA_VARIABLES = (
     "GIT_SSL_CAINFO",
     "NODE_EXTRA_CA_CERTS",
 )
-WRAPPER = (
-    f"if [ -f /tmp/{BUILD_DIR}/env ]; then . /tmp/{BUILD_DIR}/env || exit 1; fi; "
-    f'rm -rf /tmp/{BUILD_DIR}; exec "$@"'
-)
-TAIL_LINES = 20
+PHASES_LABEL = "io.buildpy.assemble-phases"
+PHASE_VARIABLE = "BUILDPY_ASSEMBLE_PHASE"
 
 
 @dataclass(frozen=True)
@@ -63,6 +59,7 @@ class BuildPlan:
     source_scripts: Mapping[str, Path]
     labels: Mapping[str, str]
     mounts: tuple[Mount, ...]
+    dependencies: dependencies.DependencyFiles
 
 
 @dataclass(frozen=True)
@@ -71,6 +68,9 @@ class BuildResult:
     tag: str | None
     seconds: float
     assemble_seconds: float
+    phases: int = 1
+    dependencies_reused: bool = False
+    times: Mapping[str, float] = field(default_factory=dict)
 
 
 def plan(
@@ -97,6 +97,7 @@ def plan(
         source_scripts=scripts.source_scripts(root),
         labels=image.output_labels(options.builder, str(root), describe(root)),
         mounts=mounts,
+        dependencies=dependencies.select(root),
     )
 
 
@@ -140,171 +141,144 @@ def _env_layers(root: Path, options: BuildOptions) -> tuple[environment.EnvLayer
 
 
 def run(plan: BuildPlan, engine: Engine, output: BinaryIO | None = None) -> BuildResult:
-    """Carry the plan out: working container, upload, assemble, commit."""
+    """Carry the plan out: dependencies (cached when possible), assemble, commit."""
     started = time.monotonic()
     out = output if output is not None else sys.stderr.buffer
     builder = engine.image(plan.options.builder)
     chosen = scripts.resolve(builder.labels, set(plan.source_scripts), builder.ref)
-    spec = ContainerSpec(
-        image=builder.id,
-        command=("/bin/sh", "-c", WRAPPER, "buildpy-assemble", chosen.assemble),
-        user=builder.user,
-        env=plan.image_env,
-        labels=plan.labels,
-        mounts=plan.mounts,
-        network=plan.options.network,
-        name=f"buildpy-{secrets.token_hex(6)}",
-    )
-    with working_container(engine, spec) as container:
-        uid, gid = owner(engine, container, builder)
-        engine.upload(container, scripts.UPLOAD_DIR, _archive(plan, uid, gid))
-        assemble_started = time.monotonic()
-        status, tail = _assemble(engine, container, out)
-        assemble_seconds = time.monotonic() - assemble_started
-        if status != 0:
-            raise AssembleFailed(status, tail, _assemble_hint(status))
-        repository, tag = image.split_tag(plan.options.tag) if plan.options.tag else (None, None)
-        changes = image.commit_changes(builder, chosen.run)
-        image_id = engine.commit(container, CommitSpec(changes, repository, tag))
-    return BuildResult(image_id, plan.options.tag, time.monotonic() - started, assemble_seconds)
-
-
-@contextmanager
-def working_container(engine: Engine, spec: ContainerSpec) -> Iterator[str]:
-    """A container that is gone when the block ends, however it ends."""
-    container = engine.create(spec)
-    _log.debug("working container created", container=spec.name, image=spec.image)
-    try:
-        yield container
-    finally:
-        try:
-            engine.remove(container)
-        except Exception as exc:  # never mask the build's own error
-            _log.warning(
-                "could not remove the working container",
-                container=spec.name,
-                error=str(exc),
-                hint=f"remove it with `podman rm -f {spec.name}`",
-            )
-
-
-def owner(engine: Engine, container: str, builder: ImageInfo) -> tuple[int, int]:
-    """Numeric uid and gid of the builder's user, for the uploaded files."""
-    name, _, group = builder.user.partition(":")
-    if not name:
-        return 0, 0
-    if name.isdigit() and (group.isdigit() or not group):
-        gid = int(group) if group else _passwd_gid(engine, container, name) or 0
-        return int(name), gid
-    passwd = engine.read_file(container, "/etc/passwd") or b""
-    for line in passwd.decode(errors="replace").splitlines():
-        fields = line.split(":")
-        if len(fields) >= 4 and name in (fields[0], fields[2]):
-            return int(fields[2]), int(group) if group.isdigit() else int(fields[3])
-    raise BuilderImageError(
-        f"builder image {builder.ref} runs as user {builder.user!r}, which /etc/passwd lacks",
-        "use a numeric USER (e.g. 1001) in the builder image",
+    volumes = (cache.downloads(engine),) if plan.options.cache else ()
+    times: dict[str, float] = {}
+    start, phase, reused = builder.id, {}, False
+    reason = split_reason(plan, builder)
+    if reason is None:
+        start, reused = _dependency_image(
+            plan, engine, builder, chosen.assemble, volumes, out, times
+        )
+        phase = {PHASE_VARIABLE: "application"}
+    else:
+        _log.info("building in one phase", reason=reason)
+    spec = _spec(plan, start, builder, chosen.assemble, plan.image_env, plan.labels, volumes)
+    archive = _source_archive(plan, {**_build_env(plan, volumes), **phase})
+    repository, tag = image.split_tag(plan.options.tag) if plan.options.tag else (None, None)
+    commit = CommitSpec(image.commit_changes(builder, chosen.run), repository, tag)
+    image_id, step = assemble_and_commit(engine, spec, builder, archive, commit, out)
+    times.update(upload=step.upload, assemble=step.assemble, commit=step.commit)
+    seconds = time.monotonic() - started
+    return BuildResult(
+        image_id, plan.options.tag, seconds, step.assemble, 2 if phase else 1, reused, times
     )
 
 
-def _passwd_gid(engine: Engine, container: str, uid: str) -> int | None:
-    passwd = engine.read_file(container, "/etc/passwd") or b""
-    for line in passwd.decode(errors="replace").splitlines():
-        fields = line.split(":")
-        if len(fields) >= 4 and fields[2] == uid and fields[3].isdigit():
-            return int(fields[3])
+def split_reason(plan: BuildPlan, builder: ImageInfo) -> str | None:
+    """Why this build cannot reuse a dependency layer, or None when it can."""
+    phases = builder.labels.get(PHASES_LABEL, "").replace(",", " ").split()
+    if not plan.options.cache:
+        return "caching is off (--no-cache)"
+    if "dependencies" not in phases:
+        return f"builder {builder.ref} has no dependency phase (label {PHASES_LABEL})"
+    if "assemble" in plan.source_scripts:
+        return "the source brings its own assemble (.s2i/bin/assemble)"
+    if plan.dependencies.needs_full_source:
+        return plan.dependencies.needs_full_source + ": dependencies need the whole source"
+    if not set(plan.dependencies.files) - {S2I_ENVIRONMENT, ".python-version"}:
+        return "no dependency files (requirements.txt, Pipfile, pyproject.toml, ...)"
     return None
 
 
-def _archive(plan: BuildPlan, uid: int, gid: int) -> Iterator[bytes]:
-    """The upload for /tmp: src/, scripts/ from .s2i/bin, and the build-only env file."""
-    extra = [
-        source.Member(f"scripts/{name}", _read_script(path), 0o755)
-        for name, path in sorted(plan.source_scripts.items())
-    ]
-    if plan.build_env:
-        script = environment.shell_export_script(plan.build_env)
-        extra.append(source.Member(f"{BUILD_DIR}/env", script.encode(), 0o600))
-    return source.tar_stream(
-        plan.root,
-        rules=plan.rules,
-        dest="src",
-        uid=uid,
-        gid=gid,
-        extra=extra,
-        warn=lambda message: _log.warning(message),
+def _dependency_image(
+    plan: BuildPlan,
+    engine: Engine,
+    builder: ImageInfo,
+    assemble: str,
+    volumes: tuple[VolumeMount, ...],
+    out: BinaryIO,
+    times: dict[str, float],
+) -> tuple[str, bool]:
+    """The cached dependency image for this plan, built first when there is none."""
+    files = [(name, _read(plan.root / name)) for name in plan.dependencies.files]
+    variables = dependencies.install_variables({**plan.image_env, **plan.build_env})
+    key = dependencies.key(builder.id, files, variables)
+    tag = cache.dependency_tag(key)
+    existing = engine.image_id(tag)
+    if existing is not None:
+        _log.info("dependency layer reused", image=tag)
+        return existing, True
+    _log.info("installing dependencies", files=[name for name, _ in files], image=tag)
+    env = dependencies.install_variables(plan.image_env)
+    labels = {
+        cache.CACHE_LABEL: "dependencies",
+        cache.KEY_LABEL: key,
+        cache.BUILDER_LABEL: builder.ref,
+    }
+    spec = _spec(plan, builder.id, builder, assemble, env, labels, volumes)
+    build_env = {**_build_env(plan, volumes), PHASE_VARIABLE: "dependencies"}
+    members = [source.Member(f"src/{name}", data) for name, data in files]
+    members += build_env_member(build_env)
+
+    def archive(uid: int, gid: int) -> Iterator[bytes]:
+        return source.members_stream(members, uid=uid, gid=gid)
+
+    name, tag_part = tag.rsplit(":", 1)
+    image_id, step = assemble_and_commit(
+        engine, spec, builder, archive, CommitSpec((), name, tag_part), out
+    )
+    times.update(dependencies=step.upload + step.assemble + step.commit)
+    return image_id, False
+
+
+def _spec(
+    plan: BuildPlan,
+    start: str,
+    builder: ImageInfo,
+    assemble: str,
+    env: Mapping[str, str],
+    labels: Mapping[str, str],
+    volumes: tuple[VolumeMount, ...],
+) -> ContainerSpec:
+    return ContainerSpec(
+        image=start,
+        command=("/bin/sh", "-c", WRAPPER, "buildpy-assemble", assemble),
+        user=builder.user,
+        env=env,
+        labels=labels,
+        mounts=plan.mounts,
+        volumes=volumes,
+        network=plan.options.network,
+        name=container_name(),
     )
 
 
-def _read_script(path: Path) -> bytes:
+def _build_env(plan: BuildPlan, volumes: tuple[VolumeMount, ...]) -> dict[str, str]:
+    """Build-only values: download cache locations (when mounted), then the user's."""
+    values = dict(cache.DOWNLOAD_VARIABLES) if volumes else {"PIP_NO_CACHE_DIR": "1"}
+    values.update(plan.build_env)
+    return values
+
+
+def _source_archive(plan: BuildPlan, build_env: Mapping[str, str]) -> ArchiveFactory:
+    """The upload for /tmp: src/, scripts/ from .s2i/bin, and the build-only env file."""
+    extra = [
+        source.Member(f"scripts/{name}", _read(path), 0o755)
+        for name, path in sorted(plan.source_scripts.items())
+    ]
+    extra += build_env_member(build_env)
+
+    def archive(uid: int, gid: int) -> Iterator[bytes]:
+        return source.tar_stream(
+            plan.root,
+            rules=plan.rules,
+            dest="src",
+            uid=uid,
+            gid=gid,
+            extra=extra,
+            warn=lambda message: _log.warning(message),
+        )
+
+    return archive
+
+
+def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
         raise SourceError(f"cannot read {path}: {exc.strerror}") from exc
-
-
-def _assemble(engine: Engine, container: str, out: BinaryIO) -> tuple[int, list[str]]:
-    """Start assemble, stream its output to ``out``, return its status and last lines."""
-    tail = _Tail(TAIL_LINES)
-    engine.start(container)
-    for chunk in engine.logs(container):
-        out.write(chunk)
-        out.flush()
-        tail.feed(chunk)
-    return engine.wait(container), tail.lines()
-
-
-def _assemble_hint(status: int) -> str:
-    if status in (126, 127):
-        return "the assemble script could not be executed: check it exists and is executable"
-    if status in (137, 143):
-        return "assemble was killed (out of memory, or stopped from outside)"
-    return "fix the error shown above in the assemble output, then build again"
-
-
-class _Tail:
-    """The last ``size`` lines of a byte stream, decoded for an error message."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._lines: deque[str] = deque(maxlen=size)
-        self._partial = b""
-
-    def feed(self, chunk: bytes) -> None:
-        data = self._partial + chunk
-        *complete, self._partial = data.split(b"\n")
-        for line in complete:
-            self._lines.append(line.decode(errors="replace").rstrip("\r"))
-        if len(self._partial) > 64 * 1024:
-            self._lines.append(self._partial.decode(errors="replace"))
-            self._partial = b""
-
-    def lines(self) -> list[str]:
-        lines = list(self._lines)
-        if self._partial:
-            lines.append(self._partial.decode(errors="replace"))
-        return lines[-self._size :]
-
-
-def usage(engine: Engine, ref: str) -> str:
-    """What the builder's usage script prints (S2I's `s2i usage`)."""
-    builder = engine.image(ref)
-    chosen = scripts.image_scripts_dir(builder.labels, ref)
-    if chosen is None:
-        raise BuilderImageError(
-            f"{ref} has no io.openshift.s2i.scripts-url label, so it has no usage script",
-            "is it an S2I builder image?",
-        )
-    spec = ContainerSpec(
-        image=builder.id,
-        command=(f"{chosen}/usage",),
-        user=builder.user,
-        name=f"buildpy-usage-{secrets.token_hex(6)}",
-    )
-    with working_container(engine, spec) as container:
-        engine.start(container)
-        text = b"".join(engine.logs(container))
-        status = engine.wait(container)
-    if status != 0:
-        raise BuilderImageError(f"{ref}'s usage script exited with status {status}")
-    return text.decode(errors="replace")

@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from buildpy import __version__, builders, log
+from buildpy import __version__, builders, cache, log
+from buildpy import assemble as assemble_step
 from buildpy import build as build_stage
 from buildpy.config import DEFAULT_BUILDER, BuildOptions, resolve
 from buildpy.errors import BuildpyError, Interrupted
@@ -75,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--network", help="network for assemble: bridge, host, none, ... (Podman's default)"
     )
+    b.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="no dependency layer reuse and no download cache for this build",
+    )
 
     bb = commands.add_parser("builder", help="manage buildpy's own builder images")
     bsub = bb.add_subparsers(dest="builder_command", metavar="ACTION", required=True)
@@ -83,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     bbuild.add_argument("--base", help="base image to build on (default: the builder's own)")
     bbuild.add_argument("--force", action="store_true", help="rebuild even when up to date")
     bsub.add_parser("list", help="list the builder images buildpy can build")
+
+    c = commands.add_parser("cache", help="list or remove what buildpy keeps between builds")
+    csub = c.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    csub.add_parser("ls", help="list cached dependency images and download volumes")
+    csub.add_parser("prune", help="remove all cached dependency images and download volumes")
 
     u = commands.add_parser("usage", help="show a builder image's usage text")
     u.add_argument("image", nargs="?", default=DEFAULT_BUILDER, metavar="IMAGE")
@@ -143,6 +154,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _build(args)
     if args.command == "builder":
         return _builder(args)
+    if args.command == "cache":
+        return _cache(args)
     return _usage(args)
 
 
@@ -158,6 +171,7 @@ def _build(args: argparse.Namespace) -> int:
             build_env=tuple(args.build_env),
             ca_bundle=args.ca_bundle,
             network=args.network,
+            cache=not args.no_cache,
         ),
         explicit,
     )
@@ -172,8 +186,11 @@ def _build(args: argparse.Namespace) -> int:
         "built",
         image=result.image_id[:12],
         tag=result.tag,
-        seconds=round(result.seconds, 2),
-        assemble_seconds=round(result.assemble_seconds, 2),
+        seconds=round(result.seconds, 3),
+        assemble_seconds=round(result.assemble_seconds, 3),
+        phases=result.phases,
+        dependencies_reused=result.dependencies_reused,
+        **{f"{k}_seconds": round(v, 3) for k, v in result.times.items() if k != "assemble"},
     )
     print(result.tag or result.image_id)
     return 0
@@ -200,8 +217,28 @@ def _usage(args: argparse.Namespace) -> int:
     with connect() as url:
         engine = PodmanEngine(url)
         try:
-            text = build_stage.usage(engine, args.image)
+            text = assemble_step.usage(engine, args.image)
         finally:
             engine.close()
     sys.stdout.write(text)
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    with connect() as url:
+        engine = PodmanEngine(url)
+        try:
+            if args.cache_command == "prune":
+                gone = cache.prune(engine)
+                verb = "removed"
+            else:
+                gone = cache.listing(engine)
+                verb = "cached"
+        finally:
+            engine.close()
+    for item in gone.images:
+        tags = ",".join(item.tags) or item.id[:12]
+        print(f"{verb}\timage\t{tags}\t{item.size / 1e6:.1f} MB\t{item.created}")
+    for name, mountpoint in gone.volumes:
+        print(f"{verb}\tvolume\t{name}\t{mountpoint}")
     return 0

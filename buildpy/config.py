@@ -36,6 +36,7 @@ class BuildOptions:
     build_env: tuple[str, ...] = ()
     ca_bundle: Path | None = None
     network: str | None = None
+    cache: bool = True
 
 
 def pyproject_settings(source: Path) -> dict[str, str]:

@@ -36,6 +36,25 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class VolumeMount:
+    """A named volume mounted into the working container only."""
+
+    name: str
+    target: str
+
+
+@dataclass(frozen=True)
+class ImageSummary:
+    """One line of an image listing."""
+
+    id: str
+    tags: tuple[str, ...]
+    size: int
+    created: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """A working container. ``env`` and ``labels`` are committed into the image."""
 
@@ -45,6 +64,7 @@ class ContainerSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     mounts: tuple[Mount, ...] = ()
+    volumes: tuple[VolumeMount, ...] = ()
     network: str | None = None
     name: str | None = None
 
@@ -63,6 +83,30 @@ class Engine(Protocol):
 
     def image(self, ref: str) -> ImageInfo:
         """Inspect a local image; ``BuilderImageError`` when it does not exist."""
+        ...
+
+    def image_id(self, ref: str) -> str | None:
+        """The ID of a local image, or None when there is none by that name."""
+        ...
+
+    def images(self, label: str) -> list[ImageSummary]:
+        """Local images carrying ``label`` (any value)."""
+        ...
+
+    def remove_image(self, ref: str) -> None:
+        """Remove an image; no error when it is gone."""
+        ...
+
+    def ensure_volume(self, name: str, labels: Mapping[str, str]) -> bool:
+        """Create the named volume unless it exists; True when it was created."""
+        ...
+
+    def volumes(self, label: str) -> list[tuple[str, str]]:
+        """(name, mount point) of the volumes carrying ``label``."""
+        ...
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume; no error when it is gone."""
         ...
 
     def create(self, spec: ContainerSpec) -> str:

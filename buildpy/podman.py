@@ -20,7 +20,7 @@ import requests
 from podman import PodmanClient
 from podman.errors import APIError, BuildError, ImageNotFound, NotFound, PodmanError
 
-from buildpy.engine import CommitSpec, ContainerSpec, ImageInfo
+from buildpy.engine import CommitSpec, ContainerSpec, ImageInfo, ImageSummary
 from buildpy.errors import BuilderImageError, EngineError, EngineUnavailable
 
 # Messages Podman gives on hosts that need a setting changed, and what to change.
@@ -128,6 +128,8 @@ class PodmanEngine:
                 for m in spec.mounts
             ],
         }
+        if spec.volumes:
+            kwargs["volumes"] = {v.name: {"bind": v.target, "mode": "rw"} for v in spec.volumes}
         if spec.user:
             kwargs["user"] = spec.user
         if spec.network:
@@ -194,6 +196,48 @@ class PodmanEngine:
             return self.image(ref).id
         except BuilderImageError:
             return None
+
+    def images(self, label: str) -> list[ImageSummary]:
+        with _translated("list images"):
+            found = self._client.images.list(filters={"label": label})
+        return [
+            ImageSummary(
+                id=str(item.id),
+                tags=tuple(item.attrs.get("RepoTags") or item.attrs.get("Names") or ()),
+                size=int(item.attrs.get("Size") or 0),
+                created=str(item.attrs.get("Created") or ""),
+                labels=dict(item.attrs.get("Labels") or {}),
+            )
+            for item in found
+        ]
+
+    def remove_image(self, ref: str) -> None:
+        try:
+            with _translated(f"remove image {ref}"):
+                self._client.images.remove(ref, force=True)
+        except EngineError as exc:
+            if not _not_found(exc.__cause__):
+                raise
+
+    def ensure_volume(self, name: str, labels: Mapping[str, str]) -> bool:
+        with _translated(f"create volume {name}"):
+            if self._client.volumes.exists(name):
+                return False
+            self._client.volumes.create(name, labels=dict(labels))
+            return True
+
+    def volumes(self, label: str) -> list[tuple[str, str]]:
+        with _translated("list volumes"):
+            found = self._client.volumes.list(filters={"label": label})
+        return [(str(v.name), str(v.attrs.get("Mountpoint", ""))) for v in found]
+
+    def remove_volume(self, name: str) -> None:
+        try:
+            with _translated(f"remove volume {name}"):
+                self._client.volumes.remove(name, force=True)
+        except EngineError as exc:
+            if not _not_found(exc.__cause__):
+                raise
 
     def image_label(self, ref: str, label: str) -> str | None:
         try:

@@ -38,6 +38,7 @@ __all__ = [
     "IgnoreRules",
     "Member",
     "SourceStats",
+    "members_stream",
     "tar_stream",
     "walk",
 ]
@@ -492,3 +493,15 @@ def _stream(out: _Archive, root: Path, root_st: os.stat_result, rules: IgnoreRul
         yield out.take()
     if stats is not None:
         stats.append(SourceStats(files=out.files, bytes=out.total))
+
+
+def members_stream(members: Sequence[Member], *, uid: int = 1001, gid: int = 0) -> Iterator[bytes]:
+    """An archive of in-memory members only, owned by uid/gid (parents added as needed)."""
+    for member in members:
+        _archive_path(member.name, "a member name")
+    out = _Archive(uid, gid, 1 << 20)
+    for member in members:
+        yield from _member_records(out, member)
+    yield from out.add(b"\0" * (2 * _BLOCK))
+    if out.buf:
+        yield out.take()

@@ -40,13 +40,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_leftovers() -> Iterator[None]:
-    """After the suite: no working container and no private Podman service left behind."""
+def no_leftovers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the suite: no working or app container of this session left behind."""
     yield
-    names = subprocess.run(
-        ["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True
-    ).stdout.split()
-    leaked = [n for n in names if n.startswith(("buildpy-", "buildpy-test-"))]
+    from itest import build_containers, containers_named
+
+    leaked = containers_named("buildpy-test-")
+    for under in (str(tmp_path_factory.getbasetemp()), str(ROOT)):
+        leaked += build_containers(under)
     assert not leaked, f"containers left behind: {leaked}"
 
 

@@ -79,3 +79,28 @@ def containers_named(prefix: str) -> list[str]:
         ["podman", "ps", "-a", "--format", "{{.Names}}"], check=True, capture_output=True, text=True
     ).stdout
     return [n for n in out.split() if n.startswith(prefix)]
+
+
+SOURCE_LABEL = "io.openshift.s2i.build.source-location"
+
+
+def build_containers(under: str) -> list[str]:
+    """Working containers (any state) whose source lies under ``under``."""
+    out = subprocess.run(
+        [
+            "podman",
+            "ps",
+            "-a",
+            "--format",
+            f'{{{{.Names}}}} {{{{index .Labels "{SOURCE_LABEL}"}}}}',
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    found = []
+    for line in out.splitlines():
+        name, _, location = line.partition(" ")
+        if location.startswith(under):
+            found.append(name)
+    return found

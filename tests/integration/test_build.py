@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BUILDPY, HOST_CA, ROOT, Built
-from itest import containers_named, http_get, inspect_image, running
+from itest import build_containers, http_get, inspect_image, running
 
 BUILDER = "localhost/buildpy/python-311"
 EXAMPLE = ROOT / "examples" / "hello-flask"
@@ -170,13 +170,12 @@ def test_failing_assemble_exits_7_with_tail_and_leaves_no_container(
         tmp_path / "broken",
         {"app.py": PLAIN_APP, "requirements.txt": "this-package-does-not-exist-anywhere==1.0\n"},
     )
-    before = set(containers_named("buildpy-"))
     built = buildpy_build(app, check=False)
     assert built.returncode == 7
     assert built.stdout == ""
     assert "ERROR: assemble exited with status" in built.stderr
     assert "this-package-does-not-exist-anywhere" in built.stderr.split("ERROR:")[-1]
-    assert set(containers_named("buildpy-")) == before
+    assert build_containers(str(app)) == []
 
 
 def test_missing_builder_exits_6(buildpy_build, tmp_path: Path) -> None:
@@ -204,7 +203,6 @@ def test_ctrl_c_removes_the_container_and_the_private_service(tmp_path: Path) ->
         {".s2i/bin/assemble": "#!/bin/sh\necho assembling-now\nexec sleep 120\n"},
     )
     env = {k: v for k, v in os.environ.items() if k != "CONTAINER_HOST"}
-    before = set(containers_named("buildpy-"))
     services_before = _private_services()
     proc = subprocess.Popen(
         [*BUILDPY, "build", str(app), "--builder", BUILDER],
@@ -226,7 +224,7 @@ def test_ctrl_c_removes_the_container_and_the_private_service(tmp_path: Path) ->
     assert proc.returncode == 130, err
     assert out == ""
     assert "interrupted" in err
-    assert set(containers_named("buildpy-")) == before
+    assert build_containers(str(app)) == []
     assert not (_private_services() & services)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Callable
 
-from buildpy.engine import CommitSpec, ContainerSpec, ImageInfo
+from buildpy.engine import CommitSpec, ContainerSpec, ImageInfo, ImageSummary
 from buildpy.errors import BuilderImageError
 
 BUILDER = ImageInfo(
@@ -25,7 +25,7 @@ BUILDER = ImageInfo(
 class FakeEngine:
     """Records what the build asked for; scripted exit status and output."""
 
-    images: dict[str, ImageInfo] = field(default_factory=lambda: {BUILDER.ref: BUILDER})
+    stored: dict[str, ImageInfo] = field(default_factory=lambda: {BUILDER.ref: BUILDER})
     status: int = 0
     output: list[bytes] = field(default_factory=lambda: [b"---> assembling\n"])
     files: dict[str, bytes] = field(default_factory=dict)
@@ -35,11 +35,41 @@ class FakeEngine:
     commits: list[CommitSpec] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
+    volumes_made: dict[str, dict[str, str]] = field(default_factory=dict)
+    removed_images: list[str] = field(default_factory=list)
 
     def image(self, ref: str) -> ImageInfo:
-        if ref not in self.images:
+        if ref not in self.stored:
             raise BuilderImageError(f"builder image {ref} is not in local storage")
-        return self.images[ref]
+        return self.stored[ref]
+
+    def image_id(self, ref: str) -> str | None:
+        info = self.stored.get(ref)
+        return info.id if info else None
+
+    def images(self, label: str) -> list[ImageSummary]:
+        return [
+            ImageSummary(i.id, (ref,), 1000, "now", dict(i.labels))
+            for ref, i in self.stored.items()
+            if label in i.labels
+        ]
+
+    def remove_image(self, ref: str) -> None:
+        self.removed_images.append(ref)
+        for name, info in list(self.stored.items()):
+            if ref in (name, info.id):
+                del self.stored[name]
+
+    def ensure_volume(self, name: str, labels: dict[str, str]) -> bool:  # type: ignore[override]
+        created = name not in self.volumes_made
+        self.volumes_made.setdefault(name, dict(labels))
+        return created
+
+    def volumes(self, label: str) -> list[tuple[str, str]]:
+        return [(n, f"/vol/{n}") for n, labels in self.volumes_made.items() if label in labels]
+
+    def remove_volume(self, name: str) -> None:
+        self.volumes_made.pop(name, None)
 
     def create(self, spec: ContainerSpec) -> str:
         self.created.append(spec)
@@ -64,7 +94,13 @@ class FakeEngine:
 
     def commit(self, container: str, spec: CommitSpec) -> str:
         self.commits.append(spec)
-        return "sha256:result"
+        image_id = f"sha256:result{len(self.commits)}"
+        if spec.repository:
+            created = self.created[int(container[3:]) - 1]
+            self.stored[f"{spec.repository}:{spec.tag}"] = ImageInfo(
+                id=image_id, ref=spec.repository, labels=dict(created.labels)
+            )
+        return image_id
 
     def remove(self, container: str) -> None:
         self.removed.append(container)

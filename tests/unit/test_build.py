@@ -10,6 +10,7 @@ import pytest
 from fakes import BUILDER, FakeEngine
 
 from buildpy import build
+from buildpy.assemble import TAIL_LINES
 from buildpy.config import BuildOptions
 from buildpy.engine import ImageInfo
 from buildpy.errors import AssembleFailed, BuilderImageError, EnvFileError, SourceError, UsageError
@@ -73,7 +74,9 @@ def test_wrapper_runs_under_a_real_shell(tmp_path: Path) -> None:
     script = build.WRAPPER.replace("/tmp/", f"{tmp_path}/tmp/")
     done = subprocess.run(
         ["/bin/sh", "-c", script, "wrapper", "sh", "-c", 'printf %s "$GREETING"'],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert done.stdout == "it's here"
     assert not envdir.exists()
@@ -91,7 +94,7 @@ def test_upload_is_owned_by_the_builder_user(app: Path) -> None:
 
 def test_named_user_is_resolved_from_passwd(app: Path) -> None:
     named = ImageInfo(id="x", ref="named", user="default", labels=BUILDER.labels)
-    engine = FakeEngine(images={"named": named})
+    engine = FakeEngine(stored={"named": named})
     engine.files["/etc/passwd"] = b"root:x:0:0::/root:/bin/sh\ndefault:x:1001:0::/opt:/bin/sh\n"
     build.run(make_plan(app, builder="named"), engine, output=_Sink())
     assert {(m.uid, m.gid) for m in engine.uploaded_members().values()} == {(1001, 0)}
@@ -99,7 +102,7 @@ def test_named_user_is_resolved_from_passwd(app: Path) -> None:
 
 def test_unknown_named_user_is_an_image_error(app: Path) -> None:
     named = ImageInfo(id="x", ref="named", user="ghost", labels=BUILDER.labels)
-    engine = FakeEngine(images={"named": named}, files={"/etc/passwd": b"root:x:0:0::/:/bin/sh\n"})
+    engine = FakeEngine(stored={"named": named}, files={"/etc/passwd": b"root:x:0:0::/:/bin/sh\n"})
     with pytest.raises(BuilderImageError, match="ghost"):
         build.run(make_plan(app, builder="named"), engine, output=_Sink())
     assert engine.removed == ["ctr1"]
@@ -109,14 +112,14 @@ def test_commit_sets_cmd_user_and_restores_entrypoint(app: Path) -> None:
     builder = ImageInfo(
         id="b", ref="b", user="1001", workdir="/w", entrypoint=("/init",), labels=BUILDER.labels
     )
-    engine = FakeEngine(images={"b": builder})
+    engine = FakeEngine(stored={"b": builder})
     result = build.run(make_plan(app, builder="b", tag="localhost/app:v1"), engine, output=_Sink())
     commit = engine.commits[0]
     assert f"CMD {json.dumps(['/usr/libexec/s2i/run'])}" in commit.changes
     assert 'ENTRYPOINT ["/init"]' in commit.changes
     assert "USER 1001" in commit.changes
     assert (commit.repository, commit.tag) == ("localhost/app", "v1")
-    assert result.image_id == "sha256:result"
+    assert result.image_id == "sha256:result1"
     assert engine.removed == ["ctr1"]
 
 
@@ -141,7 +144,7 @@ def test_failing_assemble_reports_status_and_tail_and_removes(app: Path) -> None
     assert info.value.status == 3
     assert info.value.tail[-1] == "no newline at end"
     assert info.value.tail[-2] == "line 49"
-    assert len(info.value.tail) == build.TAIL_LINES
+    assert len(info.value.tail) == TAIL_LINES
     assert engine.commits == []
     assert engine.removed == ["ctr1"]
 
@@ -173,7 +176,7 @@ def test_assemble_output_is_streamed_to_output(app: Path) -> None:
 
 def test_missing_builder_label_and_scripts(app: Path) -> None:
     plain = ImageInfo(id="p", ref="plain", user="1001")
-    engine = FakeEngine(images={"plain": plain})
+    engine = FakeEngine(stored={"plain": plain})
     with pytest.raises(BuilderImageError, match="scripts-url"):
         build.run(make_plan(app, builder="plain"), engine, output=_Sink())
     assert engine.created == []
@@ -228,3 +231,83 @@ class _Sink:
 
     def flush(self) -> None:
         pass
+
+
+PHASED = ImageInfo(
+    id="sha256:phased",
+    ref="phased",
+    user="1001",
+    labels={**BUILDER.labels, build.PHASES_LABEL: "dependencies,application"},
+)
+
+
+def phased_app(app: Path) -> Path:
+    (app / "requirements.txt").write_text("flask\n")
+    return app
+
+
+def test_two_phases_then_the_dependency_layer_is_reused(app: Path) -> None:
+    engine = FakeEngine(stored={"phased": PHASED})
+    first = build.run(make_plan(phased_app(app), builder="phased"), engine, output=_Sink())
+    assert (first.phases, first.dependencies_reused) == (2, False)
+    deps_spec, final_spec = engine.created
+    assert deps_spec.image == "sha256:phased"
+    assert final_spec.image == "sha256:result1"  # the dependency image
+    assert "FROM_FILE" not in deps_spec.env  # only installation variables are keyed and kept
+    assert final_spec.env["FROM_FILE"] == "s2i"
+    deps_upload = engine.uploads[0][1]
+    assert b"requirements.txt" in deps_upload and b"app.py" not in deps_upload
+    assert b"BUILDPY_ASSEMBLE_PHASE='dependencies'" in deps_upload
+    assert b"BUILDPY_ASSEMBLE_PHASE='application'" in engine.uploads[1][1]
+    assert engine.removed == ["ctr1", "ctr2"]
+
+    (app / "app.py").write_text("print('changed')\n")
+    second = build.run(make_plan(app, builder="phased"), engine, output=_Sink())
+    assert (second.phases, second.dependencies_reused) == (2, True)
+    assert len(engine.created) == 3 and engine.created[2].image == "sha256:result1"
+
+    (app / "requirements.txt").write_text("flask\nsix\n")
+    third = build.run(make_plan(app, builder="phased"), engine, output=_Sink())
+    assert third.dependencies_reused is False
+    assert len(engine.created) == 5
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"cache": False}, "--no-cache"),
+        ({"builder": "localhost/buildpy/python-311"}, "no dependency phase"),
+    ],
+)
+def test_one_phase_when_splitting_is_off_or_unsupported(
+    app: Path, change: dict[str, object], reason: str
+) -> None:
+    plan = make_plan(phased_app(app), **{"builder": "phased", **change})
+    engine = FakeEngine(stored={"phased": PHASED, BUILDER.ref: BUILDER})
+    assert reason in (build.split_reason(plan, engine.image(plan.options.builder)) or "")
+    result = build.run(plan, engine, output=_Sink())
+    assert result.phases == 1 and len(engine.created) == 1
+
+
+def test_requirements_that_need_the_source_build_in_one_phase(app: Path) -> None:
+    (app / "requirements.txt").write_text("-e .\n")
+    plan = make_plan(app, builder="phased")
+    reason = build.split_reason(plan, PHASED)
+    assert reason and "requirements.txt line 1" in reason
+
+
+def test_download_cache_is_mounted_and_pointed_at_build_only(app: Path) -> None:
+    engine = FakeEngine()
+    build.run(make_plan(app), engine, output=_Sink())
+    (volume,) = engine.created[0].volumes
+    assert volume.target.startswith("/dev/shm/")
+    env_script = engine.uploaded_file(".buildpy/env").decode()
+    assert f"export PIP_CACHE_DIR='{volume.target}/pip'" in env_script
+    assert "PIP_CACHE_DIR" not in engine.created[0].env
+
+
+def test_no_cache_means_no_volume_and_no_pip_cache(app: Path) -> None:
+    engine = FakeEngine()
+    build.run(make_plan(app, cache=False), engine, output=_Sink())
+    assert engine.created[0].volumes == ()
+    assert "export PIP_NO_CACHE_DIR='1'" in engine.uploaded_file(".buildpy/env").decode()

@@ -44,7 +44,7 @@ from buildpy.errors import EnvFileError
         ("A='\"'\n", {"A": '"'}),
         ("A='''\n", {"A": "'"}),
         ('A="a"b"\n', {"A": 'a"b'}),
-        ("A=\"'\"\n", {"A": "'"}),
+        ('A="\'"\n', {"A": "'"}),
         ('A=" padded "\n', {"A": " padded "}),
         ("A=abc'\n", {"A": "abc'"}),
         ("A=a'b\"c\n", {"A": "a'b\"c"}),
@@ -311,8 +311,17 @@ line_values = st.text(
 env_dicts = st.dictionaries(keys, line_values, max_size=8)
 
 
-@given(st.lists(st.tuples(st.sampled_from("ABCDE"), st.dictionaries(
-    st.sampled_from(["K1", "K2", "K3", "K4"]), st.text(max_size=3), max_size=4)), max_size=6))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from("ABCDE"),
+            st.dictionaries(
+                st.sampled_from(["K1", "K2", "K3", "K4"]), st.text(max_size=3), max_size=4
+            ),
+        ),
+        max_size=6,
+    )
+)
 def test_precedence_last_layer_wins(raw: list[tuple[str, dict[str, str]]]) -> None:
     layers = [EnvLayer(f"{name}{i}", values) for i, (name, values) in enumerate(raw)]
     merged = merge(*(layer.values for layer in layers))
@@ -337,8 +346,9 @@ no_cr_values = st.text(
 )
 blank_lines = st.text(alphabet=" \t", max_size=3)
 comment_lines = st.builds(lambda ws, body: f"{ws}#{body}", blank_lines, no_cr_values)
-value_lines = st.builds(lambda ws, k, v: ws + render_env_text({k: v}).rstrip("\n"),
-                        blank_lines, keys, no_cr_values)
+value_lines = st.builds(
+    lambda ws, k, v: ws + render_env_text({k: v}).rstrip("\n"), blank_lines, keys, no_cr_values
+)
 
 
 @given(st.lists(st.one_of(value_lines, comment_lines, blank_lines), max_size=10), st.booleans())
@@ -357,8 +367,11 @@ def test_equals_in_values_is_preserved(key: str, parts: list[str]) -> None:
     assert parse_env_text(render_env_text({key: "=" + value}), "f") == {key: "=" + value}
 
 
-@given(env_dicts, st.lists(st.tuples(st.integers(0, 20), st.one_of(comment_lines, blank_lines)),
-                           max_size=6), st.sampled_from(["\n", "\r\n"]))
+@given(
+    env_dicts,
+    st.lists(st.tuples(st.integers(0, 20), st.one_of(comment_lines, blank_lines)), max_size=6),
+    st.sampled_from(["\n", "\r\n"]),
+)
 def test_comments_and_blank_lines_do_not_matter(
     values: dict[str, str], extra: list[tuple[int, str]], newline: str
 ) -> None:
@@ -369,9 +382,7 @@ def test_comments_and_blank_lines_do_not_matter(
     assert parse_env_text("".join(lines), "f") == values
 
 
-shell_values = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_characters="\0"), max_size=20
-)
+shell_values = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\0"), max_size=20)
 
 
 @settings(max_examples=50, deadline=None)
@@ -382,8 +393,10 @@ def test_shell_export_script_round_trips_through_sh(values: dict[str, str]) -> N
         script.write_bytes(shell_export_script(values).encode("utf-8"))
         out = subprocess.run(
             ["/bin/sh", "-c", ". ./env.sh && env -0"],
-            cwd=tmp, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-            check=True, capture_output=True,
+            cwd=tmp,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            check=True,
+            capture_output=True,
         ).stdout
     seen = dict(item.split(b"=", 1) for item in out.split(b"\0") if item)
     got = {k.decode(): v.decode("utf-8") for k, v in seen.items() if k.startswith(b"BPT_")}

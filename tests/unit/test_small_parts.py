@@ -117,8 +117,9 @@ def test_connect_prefers_container_host() -> None:
 
 
 def test_connect_refuses_a_silent_container_host() -> None:
-    with pytest.raises(EngineUnavailable, match="CONTAINER_HOST"), service.connect(
-        {"CONTAINER_HOST": "unix:///nowhere.sock"}, ping=lambda p: False
+    with (
+        pytest.raises(EngineUnavailable, match="CONTAINER_HOST"),
+        service.connect({"CONTAINER_HOST": "unix:///nowhere.sock"}, ping=lambda p: False),
     ):
         pass
 
@@ -132,8 +133,9 @@ def test_connect_uses_the_first_socket_that_answers() -> None:
 
 
 def test_connect_without_podman_says_how_to_install() -> None:
-    with pytest.raises(EngineUnavailable, match="not installed") as info, service.connect(
-        {}, candidates=[], podman="no-such-podman-binary", ping=lambda p: False
+    with (
+        pytest.raises(EngineUnavailable, match="not installed") as info,
+        service.connect({}, candidates=[], podman="no-such-podman-binary", ping=lambda p: False),
     ):
         pass
     assert info.value.hint and "apt-get install podman" in info.value.hint
@@ -173,3 +175,22 @@ def test_builder_lookup_accepts_tags_and_rejects_unknown() -> None:
 def test_split_tag_round_trips(ref: str) -> None:
     name, tag = image.split_tag(ref)
     assert ref in (f"{name}:{tag}", name)
+
+
+def test_cache_listing_and_prune() -> None:
+    from fakes import FakeEngine
+
+    from buildpy import cache
+    from buildpy.engine import ImageInfo
+
+    engine = FakeEngine()
+    engine.stored["deps"] = ImageInfo(
+        id="d1", ref="deps", labels={cache.CACHE_LABEL: "dependencies"}
+    )
+    cache.downloads(engine)
+    found = cache.listing(engine)
+    assert [i.id for i in found.images] == ["d1"]
+    assert [name for name, _ in found.volumes] == [cache.DOWNLOADS_VOLUME]
+    cache.prune(engine)
+    assert engine.removed_images == ["d1"]
+    assert cache.listing(engine) == cache.CacheListing((), ())

@@ -302,10 +302,24 @@ def test_tar_defaults(tmp_path: Path) -> None:
 
 
 def test_tar_respects_s2iignore(tmp_path: Path) -> None:
-    make_tree(tmp_path, {".s2iignore": b"*.pyc\n/build/\n", "a.py": b"", "a.pyc": b"",
-                         "build/x": b"", "pkg/build/y": b"", "pkg/b.pyc": b""})
+    make_tree(
+        tmp_path,
+        {
+            ".s2iignore": b"*.pyc\n/build/\n",
+            "a.py": b"",
+            "a.pyc": b"",
+            "build/x": b"",
+            "pkg/build/y": b"",
+            "pkg/b.pyc": b"",
+        },
+    )
     assert names(archive(tmp_path)) == [
-        "src", "src/.s2iignore", "src/a.py", "src/pkg", "src/pkg/build", "src/pkg/build/y",
+        "src",
+        "src/.s2iignore",
+        "src/a.py",
+        "src/pkg",
+        "src/pkg/build",
+        "src/pkg/build/y",
     ]
 
 
@@ -331,7 +345,9 @@ def test_hardlinks_are_stored_as_regular_files(tmp_path: Path) -> None:
     os.link(tmp_path / "a", tmp_path / "b")
     infos = members(archive(tmp_path))
     assert [(i.name, i.isfile(), i.size) for i in infos[1:]] == [
-        ("src/a", True, 4), ("src/b", True, 4)]
+        ("src/a", True, 4),
+        ("src/b", True, 4),
+    ]
 
 
 def test_extra_members_come_last_with_parents(tmp_path: Path) -> None:
@@ -345,9 +361,17 @@ def test_extra_members_come_last_with_parents(tmp_path: Path) -> None:
     data = archive(tmp_path, extra=extra)
     infos = {i.name: i for i in members(data)}
     assert list(infos) == [
-        "src", "src/.s2i", "src/.s2i/environment", "src/app.py",
-        "scripts", "scripts/assemble", "scripts/run",
-        "src/.s2i/bin", "src/.s2i/bin/assemble", "empty", "empty/dir",
+        "src",
+        "src/.s2i",
+        "src/.s2i/environment",
+        "src/app.py",
+        "scripts",
+        "scripts/assemble",
+        "scripts/run",
+        "src/.s2i/bin",
+        "src/.s2i/bin/assemble",
+        "empty",
+        "empty/dir",
     ]
     assert infos["scripts"].isdir() and infos["scripts"].mode == 0o755
     assert infos["scripts/assemble"].mode == 0o755 and infos["src/.s2i/bin/assemble"].mode == 0o644
@@ -356,8 +380,16 @@ def test_extra_members_come_last_with_parents(tmp_path: Path) -> None:
     assert contents(data)["scripts/assemble"] == b"#!/bin/sh\n"
 
 
-@pytest.mark.parametrize("bad", [Member("/abs", b""), Member("../up", b""), Member("a//b", b""),
-                                 Member("", b""), Member("dir/", b"data")])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        Member("/abs", b""),
+        Member("../up", b""),
+        Member("a//b", b""),
+        Member("", b""),
+        Member("dir/", b"data"),
+    ],
+)
 def test_bad_extra_members(tmp_path: Path, bad: Member) -> None:
     with pytest.raises(ValueError):
         tar_stream(tmp_path, rules=NO_RULES, extra=[bad])
@@ -462,9 +494,7 @@ def ref_ignored(pats: list[str], path: str, is_dir: bool) -> bool:
     """Reference: out if the path or any directory above it is excluded."""
     parts = path.split("/")
     prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-    return any(
-        ref_excluded_here(pats, prefix, is_dir or prefix != path) for prefix in prefixes
-    )
+    return any(ref_excluded_here(pats, prefix, is_dir or prefix != path) for prefix in prefixes)
 
 
 @given(pattern_lists, rel_paths, st.booleans())
@@ -519,9 +549,7 @@ def test_archive_round_trips_non_ignored_files(
         root = Path(tmp)
         write_tree(root, files, dirs)
         data = b"".join(tar_stream(root, rules=IgnoreRules.from_text("\n".join(pats))))
-    expected_files = {
-        f"src/{p}": d for p, d in files.items() if not ref_ignored(pats, p, False)
-    }
+    expected_files = {f"src/{p}": d for p, d in files.items() if not ref_ignored(pats, p, False)}
     expected_dirs = {f"src/{d}" for d in dirs if not ref_ignored(pats, d, True)}
     assert contents(data) == expected_files
     assert {i.name for i in members(data) if i.isdir()} == expected_dirs | {"src"}

@@ -1,0 +1,195 @@
+"""One assemble run: a working container, an upload, assemble, a commit.
+
+Both phases of a build use this step. The working container belongs to a
+``with`` block and is removed after success, failure and Ctrl-C alike.
+
+How variables reach assemble: the container's environment (``ContainerSpec.env``)
+is committed with it, so only values meant for the image go there. Build-only
+values travel in ``/tmp/.buildpy/env`` inside the upload; ``WRAPPER`` sources that
+file, deletes it and execs assemble, so the committed layer has no trace of it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from buildpy import environment, log, scripts, source
+from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo
+from buildpy.errors import AssembleFailed, BuilderImageError
+
+_log = log.get(__name__)
+
+BUILD_DIR = ".buildpy"  # under /tmp, removed before assemble starts
+WRAPPER = (
+    f"if [ -f /tmp/{BUILD_DIR}/env ]; then . /tmp/{BUILD_DIR}/env || exit 1; fi; "
+    f'rm -rf /tmp/{BUILD_DIR}; exec "$@"'
+)
+TAIL_LINES = 20
+
+# Archive members for /tmp, given the uid and gid that must own them.
+ArchiveFactory = Callable[[int, int], Iterator[bytes]]
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """Seconds spent in each part of one assemble run."""
+
+    upload: float
+    assemble: float
+    commit: float
+
+
+def container_name(kind: str = "build") -> str:
+    """Working containers are named buildpy-*, so leftovers are easy to find."""
+    return f"buildpy-{kind}-{secrets.token_hex(6)}"
+
+
+def assemble_and_commit(
+    engine: Engine,
+    spec: ContainerSpec,
+    builder: ImageInfo,
+    archive: ArchiveFactory,
+    commit: CommitSpec,
+    out: BinaryIO,
+) -> tuple[str, StepTimes]:
+    """Create, upload, run assemble, commit; return the image ID and the times taken."""
+    with working_container(engine, spec) as container:
+        uid, gid = owner(engine, container, builder)
+        t0 = time.monotonic()
+        engine.upload(container, scripts.UPLOAD_DIR, archive(uid, gid))
+        t1 = time.monotonic()
+        status, tail = _assemble(engine, container, out)
+        t2 = time.monotonic()
+        if status != 0:
+            raise AssembleFailed(status, tail, _assemble_hint(status))
+        image_id = engine.commit(container, commit)
+        t3 = time.monotonic()
+    return image_id, StepTimes(t1 - t0, t2 - t1, t3 - t2)
+
+
+def build_env_member(values: Mapping[str, str]) -> list[source.Member]:
+    """The build-only variables as the file WRAPPER sources (nothing when there are none)."""
+    if not values:
+        return []
+    script = environment.shell_export_script(values)
+    return [source.Member(f"{BUILD_DIR}/env", script.encode(), 0o600)]
+
+
+@contextmanager
+def working_container(engine: Engine, spec: ContainerSpec) -> Iterator[str]:
+    """A container that is gone when the block ends, however it ends."""
+    container = engine.create(spec)
+    _log.debug("working container created", container=spec.name, image=spec.image)
+    try:
+        yield container
+    finally:
+        try:
+            engine.remove(container)
+        except Exception as exc:  # never mask the build's own error
+            _log.warning(
+                "could not remove the working container",
+                container=spec.name,
+                error=str(exc),
+                hint=f"remove it with `podman rm -f {spec.name}`",
+            )
+
+
+def owner(engine: Engine, container: str, builder: ImageInfo) -> tuple[int, int]:
+    """Numeric uid and gid of the builder's user, for the uploaded files."""
+    name, _, group = builder.user.partition(":")
+    if not name:
+        return 0, 0
+    if name.isdigit() and (group.isdigit() or not group):
+        gid = int(group) if group else _passwd_gid(engine, container, name) or 0
+        return int(name), gid
+    passwd = engine.read_file(container, "/etc/passwd") or b""
+    for line in passwd.decode(errors="replace").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 4 and name in (fields[0], fields[2]):
+            return int(fields[2]), int(group) if group.isdigit() else int(fields[3])
+    raise BuilderImageError(
+        f"builder image {builder.ref} runs as user {builder.user!r}, which /etc/passwd lacks",
+        "use a numeric USER (e.g. 1001) in the builder image",
+    )
+
+
+def _passwd_gid(engine: Engine, container: str, uid: str) -> int | None:
+    passwd = engine.read_file(container, "/etc/passwd") or b""
+    for line in passwd.decode(errors="replace").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 4 and fields[2] == uid and fields[3].isdigit():
+            return int(fields[3])
+    return None
+
+
+def _assemble(engine: Engine, container: str, out: BinaryIO) -> tuple[int, list[str]]:
+    """Start assemble, stream its output to ``out``, return its status and last lines."""
+    tail = _Tail(TAIL_LINES)
+    engine.start(container)
+    for chunk in engine.logs(container):
+        out.write(chunk)
+        out.flush()
+        tail.feed(chunk)
+    return engine.wait(container), tail.lines()
+
+
+def _assemble_hint(status: int) -> str:
+    if status in (126, 127):
+        return "the assemble script could not be executed: check it exists and is executable"
+    if status in (137, 143):
+        return "assemble was killed (out of memory, or stopped from outside)"
+    return "fix the error shown above in the assemble output, then build again"
+
+
+class _Tail:
+    """The last ``size`` lines of a byte stream, decoded for an error message."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lines: deque[str] = deque(maxlen=size)
+        self._partial = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._partial + chunk
+        *complete, self._partial = data.split(b"\n")
+        for line in complete:
+            self._lines.append(line.decode(errors="replace").rstrip("\r"))
+        if len(self._partial) > 64 * 1024:
+            self._lines.append(self._partial.decode(errors="replace"))
+            self._partial = b""
+
+    def lines(self) -> list[str]:
+        lines = list(self._lines)
+        if self._partial:
+            lines.append(self._partial.decode(errors="replace"))
+        return lines[-self._size :]
+
+
+def usage(engine: Engine, ref: str) -> str:
+    """What the builder's usage script prints (S2I's `s2i usage`)."""
+    builder = engine.image(ref)
+    chosen = scripts.image_scripts_dir(builder.labels, ref)
+    if chosen is None:
+        raise BuilderImageError(
+            f"{ref} has no io.openshift.s2i.scripts-url label, so it has no usage script",
+            "is it an S2I builder image?",
+        )
+    spec = ContainerSpec(
+        image=builder.id,
+        command=(f"{chosen}/usage",),
+        user=builder.user,
+        name=container_name("usage"),
+    )
+    with working_container(engine, spec) as container:
+        engine.start(container)
+        text = b"".join(engine.logs(container))
+        status = engine.wait(container)
+    if status != 0:
+        raise BuilderImageError(f"{ref}'s usage script exited with status {status}")
+    return text.decode(errors="replace")

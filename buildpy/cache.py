@@ -1,0 +1,57 @@
+"""What buildpy keeps between builds: dependency images and the download cache volume.
+
+Dependency images are ordinary local images named
+``localhost/buildpy-cache/dependencies:KEY`` and labelled ``io.buildpy.cache``;
+the download cache is the volume ``buildpy-downloads``, mounted during assemble
+only (under /dev/shm, so not even its mount point reaches an image). Both are
+listed by ``buildpy cache ls`` and removed by ``buildpy cache prune``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from buildpy.engine import Engine, ImageSummary, VolumeMount
+
+CACHE_LABEL = "io.buildpy.cache"
+KEY_LABEL = "io.buildpy.dependencies.key"
+BUILDER_LABEL = "io.buildpy.dependencies.builder"
+DEPENDENCY_REPOSITORY = "localhost/buildpy-cache/dependencies"
+DOWNLOADS_VOLUME = "buildpy-downloads"
+DOWNLOADS_TARGET = "/dev/shm/buildpy-cache"
+# Where installers keep what they download, during assemble only.
+DOWNLOAD_VARIABLES = {
+    "PIP_CACHE_DIR": f"{DOWNLOADS_TARGET}/pip",
+    "PIPENV_CACHE_DIR": f"{DOWNLOADS_TARGET}/pipenv",
+    "BUILDPY_WHEEL_CACHE": f"{DOWNLOADS_TARGET}/wheels",
+}
+
+
+def dependency_tag(key: str) -> str:
+    return f"{DEPENDENCY_REPOSITORY}:{key[:32]}"
+
+
+def downloads(engine: Engine) -> VolumeMount:
+    """The download cache volume, created on first use."""
+    engine.ensure_volume(DOWNLOADS_VOLUME, {CACHE_LABEL: "downloads"})
+    return VolumeMount(DOWNLOADS_VOLUME, DOWNLOADS_TARGET)
+
+
+@dataclass(frozen=True)
+class CacheListing:
+    images: tuple[ImageSummary, ...]
+    volumes: tuple[tuple[str, str], ...]
+
+
+def listing(engine: Engine) -> CacheListing:
+    return CacheListing(tuple(engine.images(CACHE_LABEL)), tuple(engine.volumes(CACHE_LABEL)))
+
+
+def prune(engine: Engine) -> CacheListing:
+    """Remove every cached dependency image and the download cache; return what went."""
+    found = listing(engine)
+    for item in found.images:
+        engine.remove_image(item.id)
+    for name, _ in found.volumes:
+        engine.remove_volume(name)
+    return found

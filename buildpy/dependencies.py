@@ -1,0 +1,151 @@
+"""Which files decide a project's dependencies, and the key of its dependency layer. Pure.
+
+A build can run in two phases when the builder supports it: first only the
+files that decide dependencies go into a container that installs them, and
+the result is kept as a dependency image, keyed by a hash of the builder
+image, those files and the variables that change installation. A later build
+with the same key skips straight to the second phase.
+
+Some projects cannot split: a requirements file that installs the project
+itself (``-e .``, ``./pkg``, ``file:`` links) or a Pipfile with a local
+``path`` needs the whole source, so those are built in one phase, with the
+reason said in the build output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# Names at the source root that installers read to decide what to install.
+ROOT_FILES = (
+    "Pipfile",
+    "Pipfile.lock",
+    "poetry.lock",
+    "pyproject.toml",
+    "pylock.toml",
+    "setup.cfg",
+    "setup.py",
+    "uv.lock",
+    ".python-version",
+    ".s2i/environment",
+)
+ROOT_GLOBS = ("requirements*.txt", "constraints*.txt", "requirements/*.txt", "requirements/*.in")
+# Variables whose value changes what gets installed, or how.
+INSTALL_VARIABLES = (
+    "ENABLE_PIPENV",
+    "ENABLE_MICROPIPENV",
+    "PIN_PIPENV_VERSION",
+    "UPGRADE_PIP_TO_LATEST",
+    "DISABLE_SETUP_PY_PROCESSING",
+    "DISABLE_PYPROJECT_TOML_PROCESSING",
+)
+INSTALL_PREFIXES = ("PIP_", "PIPENV_", "MICROPIPENV_", "UV_", "POETRY_")
+
+_INCLUDE = re.compile(r"^\s*(?:-r|--requirement|-c|--constraint)(?:\s+|=)(\S+)")
+_EDITABLE = re.compile(r"^\s*(?:-e|--editable)(?:\s+|=)(\S+)")
+_LOCAL_PATH = re.compile(r"^(?:\.{1,2}(?:/|$)|/|file:|git\+file:)")
+_AT_FILE = re.compile(r"@\s*file:")
+_PIPFILE_PATH = re.compile(r"""\bpath\s*=\s*["']""")
+
+
+@dataclass(frozen=True)
+class DependencyFiles:
+    """The files that decide dependencies, or why the project cannot be split."""
+
+    files: tuple[str, ...]
+    needs_full_source: str | None = None
+
+
+def select(root: Path) -> DependencyFiles:
+    """The dependency files present under ``root`` (relative posix paths, sorted)."""
+    found = {name for name in ROOT_FILES if (root / name).is_file()}
+    for pattern in ROOT_GLOBS:
+        found.update(p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file())
+    pending = sorted(n for n in found if n.endswith((".txt", ".in")))
+    reason = None
+    while pending:
+        name = pending.pop()
+        text = _text(root / name)
+        reason = reason or requirements_need_source(text, name)
+        for included in includes(text):
+            rel = _normalise(Path(name).parent / included)
+            if rel is not None and rel not in found and (root / rel).is_file():
+                found.add(rel)
+                pending.append(rel)
+    if "Pipfile" in found and reason is None:
+        reason = pipfile_needs_source(_text(root / "Pipfile"))
+    return DependencyFiles(tuple(sorted(found)), reason)
+
+
+def requirements_need_source(text: str, name: str = "requirements.txt") -> str | None:
+    """Why this requirements file needs the whole source, or None when it does not."""
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        editable = _EDITABLE.match(line)
+        target = editable.group(1) if editable else line
+        if _LOCAL_PATH.match(target) or _AT_FILE.search(line):
+            return f"{name} line {lineno} installs from the source tree ({line})"
+    return None
+
+
+def pipfile_needs_source(text: str) -> str | None:
+    """Why this Pipfile needs the whole source (a local ``path`` package), or None."""
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if _PIPFILE_PATH.search(line) and not line.lstrip().startswith("#"):
+            return f"Pipfile line {lineno} installs a local path ({line.strip()})"
+    return None
+
+
+def includes(text: str) -> list[str]:
+    """Files a requirements file pulls in with -r or -c."""
+    return [m.group(1) for m in map(_INCLUDE.match, text.splitlines()) if m]
+
+
+def install_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables that change what or how dependencies are installed."""
+    return {
+        key: value
+        for key, value in sorted(env.items())
+        if key in INSTALL_VARIABLES or key.startswith(INSTALL_PREFIXES)
+    }
+
+
+def key(builder_id: str, files: Sequence[tuple[str, bytes]], variables: Mapping[str, str]) -> str:
+    """The dependency layer's key: same inputs, same key; any change, another key."""
+    h = hashlib.sha256()
+    h.update(b"buildpy-dependencies-v1\0")
+    h.update(builder_id.encode() + b"\0")
+    for name, data in sorted(files):
+        h.update(f"file\0{name}\0{len(data)}\0".encode())
+        h.update(data)
+    for name, value in sorted(variables.items()):
+        h.update(f"var\0{name}\0{len(value)}\0{value}\0".encode())
+    return h.hexdigest()
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _normalise(path: Path) -> str | None:
+    """A relative path inside the source, or None when it leaves it."""
+    parts: list[str] = []
+    for part in path.as_posix().split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(part)
+    return "/".join(parts) or None

@@ -1,0 +1,147 @@
+"""Which files decide dependencies, when a project cannot split, and the layer's key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from buildpy import dependencies as deps
+
+
+def tree(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_selects_installer_inputs_and_not_code(tmp_path: Path) -> None:
+    root = tree(
+        tmp_path,
+        {
+            "requirements.txt": "flask\n-r requirements/base.txt\n",
+            "requirements/base.txt": "-c ../constraints/pins.txt\nsix\n",
+            "constraints/pins.txt": "six==1.16.0\n",
+            "requirements-dev.txt": "pytest\n",
+            "Pipfile": "[packages]\nflask = '*'\n",
+            ".s2i/environment": "A=1\n",
+            "pyproject.toml": "[project]\nname='x'\n",
+            "app.py": "print()\n",
+            "pkg/requirements.txt": "not at the root\n",
+        },
+    )
+    selected = deps.select(root)
+    assert selected.files == (
+        ".s2i/environment",
+        "Pipfile",
+        "constraints/pins.txt",
+        "pyproject.toml",
+        "requirements-dev.txt",
+        "requirements.txt",
+        "requirements/base.txt",
+    )
+    assert selected.needs_full_source is None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "-e .",
+        "--editable=.",
+        ".",
+        "./libs/pkg",
+        "../elsewhere",
+        "file:///src/pkg",
+        "mypkg @ file:///tmp/src/mypkg",
+        "-e ./sub",
+        "git+file:///repo#egg=x",
+    ],
+)
+def test_requirements_that_install_the_source_need_it(line: str) -> None:
+    reason = deps.requirements_need_source(f"flask\n{line}\n")
+    assert reason is not None and "line 2" in reason
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "flask>=2",
+        "django==5.0 # pinned",
+        "-e git+https://github.com/x/y#egg=y",
+        "--index-url https://mirror/simple",
+        "pkg @ https://example.com/pkg.whl",
+        "# -e .",
+    ],
+)
+def test_ordinary_requirements_do_not(line: str) -> None:
+    assert deps.requirements_need_source(line + "\n") is None
+
+
+def test_included_file_can_need_the_source(tmp_path: Path) -> None:
+    root = tree(tmp_path, {"requirements.txt": "-r more.txt\n", "more.txt": "-e .\n"})
+    reason = deps.select(root).needs_full_source
+    assert reason is not None and reason.startswith("more.txt line 1")
+
+
+def test_pipfile_local_path_needs_the_source(tmp_path: Path) -> None:
+    root = tree(tmp_path, {"Pipfile": '[packages]\nmine = {path = ".", editable = true}\n'})
+    reason = deps.select(root).needs_full_source
+    assert reason is not None and "Pipfile line 2" in reason
+
+
+def test_include_outside_the_source_is_ignored(tmp_path: Path) -> None:
+    root = tree(tmp_path / "app", {"requirements.txt": "-r ../../etc/passwd\n"})
+    assert deps.select(root).files == ("requirements.txt",)
+
+
+def test_install_variables_are_only_the_relevant_ones() -> None:
+    env = {
+        "PIP_INDEX_URL": "u",
+        "ENABLE_PIPENV": "1",
+        "GREETING": "hi",
+        "APP_MODULE": "x",
+        "UV_INDEX": "i",
+        "PIPENV_VENV_IN_PROJECT": "1",
+    }
+    assert set(deps.install_variables(env)) == {
+        "PIP_INDEX_URL",
+        "ENABLE_PIPENV",
+        "UV_INDEX",
+        "PIPENV_VENV_IN_PROJECT",
+    }
+
+
+names = st.sampled_from(["requirements.txt", "Pipfile", "poetry.lock", "setup.py"])
+files = st.dictionaries(names, st.binary(max_size=64), min_size=1)
+variables = st.dictionaries(
+    st.sampled_from(["PIP_INDEX_URL", "ENABLE_PIPENV"]), st.text(max_size=8)
+)
+
+
+@given(files, variables)
+def test_key_is_stable_and_order_free(f: dict[str, bytes], v: dict[str, str]) -> None:
+    items = list(f.items())
+    assert deps.key("b", items, v) == deps.key(
+        "b", list(reversed(items)), dict(reversed(v.items()))
+    )
+
+
+@given(files, variables, st.data())
+def test_key_changes_with_any_input(
+    f: dict[str, bytes], v: dict[str, str], data: st.DataObject
+) -> None:
+    base = deps.key("builder", list(f.items()), v)
+    name = data.draw(st.sampled_from(sorted(f)))
+    changed = {**f, name: f[name] + b"\n"}
+    assert deps.key("builder", list(changed.items()), v) != base
+    assert deps.key("other-builder", list(f.items()), v) != base
+    assert deps.key("builder", list(f.items()), {**v, "PIP_NO_INDEX": "1"}) != base
+
+
+def test_key_does_not_confuse_boundaries() -> None:
+    assert deps.key("b", [("a", b"bc")], {}) != deps.key("b", [("ab", b"c")], {})
+    assert deps.key("b", [], {"A": "bc"}) != deps.key("b", [], {"AB": "c"})
