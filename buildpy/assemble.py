@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -28,6 +28,8 @@ _log = log.get(__name__)
 BUILD_DIR = ".buildpy"  # under /tmp, removed before assemble starts
 WRAPPER = (
     f"if [ -f /tmp/{BUILD_DIR}/env ]; then . /tmp/{BUILD_DIR}/env || exit 1; fi; "
+    f"if [ -f /tmp/{BUILD_DIR}/in/artifacts.tar ]; then mkdir -p /tmp/artifacts && "
+    f"tar -xf /tmp/{BUILD_DIR}/in/artifacts.tar -C /tmp/artifacts || exit 1; fi; "
     f'rm -rf /tmp/{BUILD_DIR}; exec "$@"'
 )
 TAIL_LINES = 20
@@ -54,7 +56,7 @@ def assemble_and_commit(
     engine: Engine,
     spec: ContainerSpec,
     builder: ImageInfo,
-    archive: ArchiveFactory,
+    archives: Sequence[ArchiveFactory],
     commit: CommitSpec,
     out: BinaryIO,
 ) -> tuple[str, StepTimes]:
@@ -62,7 +64,8 @@ def assemble_and_commit(
     with working_container(engine, spec) as container:
         uid, gid = owner(engine, container, builder)
         t0 = time.monotonic()
-        engine.upload(container, scripts.UPLOAD_DIR, archive(uid, gid))
+        for archive in archives:
+            engine.upload(container, scripts.UPLOAD_DIR, archive(uid, gid))
         t1 = time.monotonic()
         status, tail = _assemble(engine, container, out)
         t2 = time.monotonic()

@@ -19,11 +19,22 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from buildpy import cache, dependencies, environment, gitinfo, image, log, scripts, source
+from buildpy import (
+    artifacts,
+    cache,
+    dependencies,
+    environment,
+    gitinfo,
+    image,
+    log,
+    scripts,
+    source,
+)
 from buildpy.assemble import WRAPPER as WRAPPER
 from buildpy.assemble import ArchiveFactory, assemble_and_commit, build_env_member, container_name
 from buildpy.config import BuildOptions
@@ -78,6 +89,10 @@ def plan(
 ) -> BuildPlan:
     """Read the source and configuration into a plan; no engine involved."""
     root = _source_root(options.source)
+    if options.incremental and not options.tag:
+        raise UsageError(
+            "--incremental needs --tag: the previous image under that tag gives the artifacts"
+        )
     layers = _env_layers(root, options)
     build_env: dict[str, str] = {}
     mounts: tuple[Mount, ...] = ()
@@ -161,12 +176,31 @@ def run(plan: BuildPlan, engine: Engine, output: BinaryIO | None = None) -> Buil
     archive = _source_archive(plan, {**_build_env(plan, volumes), **phase})
     repository, tag = image.split_tag(plan.options.tag) if plan.options.tag else (None, None)
     commit = CommitSpec(image.commit_changes(builder, chosen.run), repository, tag)
-    image_id, step = assemble_and_commit(engine, spec, builder, archive, commit, out)
+    with _incremental(plan, engine, builder, chosen.save_artifacts, out) as saved:
+        uploads = [archive] if saved is None else [archive, saved]
+        image_id, step = assemble_and_commit(engine, spec, builder, uploads, commit, out)
     times.update(upload=step.upload, assemble=step.assemble, commit=step.commit)
     seconds = time.monotonic() - started
     return BuildResult(
         image_id, plan.options.tag, seconds, step.assemble, 2 if phase else 1, reused, times
     )
+
+
+@contextmanager
+def _incremental(
+    plan: BuildPlan, engine: Engine, builder: ImageInfo, save_script: str, out: BinaryIO
+) -> Iterator[ArchiveFactory | None]:
+    """Artifacts of the previous image, with --incremental and a previous image."""
+    previous = (
+        engine.image_id(plan.options.tag) if plan.options.incremental and plan.options.tag else None
+    )
+    if previous is None or not save_script:
+        if plan.options.incremental:
+            _log.info("no previous image to take artifacts from; building in full")
+        yield None
+        return
+    with artifacts.previous_artifacts(engine, previous, builder, save_script, out) as saved:
+        yield saved
 
 
 def split_reason(plan: BuildPlan, builder: ImageInfo) -> str | None:
@@ -220,7 +254,7 @@ def _dependency_image(
 
     name, tag_part = tag.rsplit(":", 1)
     image_id, step = assemble_and_commit(
-        engine, spec, builder, archive, CommitSpec((), name, tag_part), out
+        engine, spec, builder, [archive], CommitSpec((), name, tag_part), out
     )
     times.update(dependencies=step.upload + step.assemble + step.commit)
     return image_id, False

@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
         "--network", help="network for assemble: bridge, host, none, ... (Podman's default)"
     )
     b.add_argument(
+        "--incremental",
+        action="store_true",
+        help="restore the previous image's save-artifacts output into /tmp/artifacts (S2I)",
+    )
+    b.add_argument(
         "--no-cache",
         action="store_true",
         help="no dependency layer reuse and no download cache for this build",
@@ -172,6 +177,7 @@ def _build(args: argparse.Namespace) -> int:
             ca_bundle=args.ca_bundle,
             network=args.network,
             cache=not args.no_cache,
+            incremental=args.incremental,
         ),
         explicit,
     )

@@ -37,6 +37,7 @@ class BuildOptions:
     ca_bundle: Path | None = None
     network: str | None = None
     cache: bool = True
+    incremental: bool = False
 
 
 def pyproject_settings(source: Path) -> dict[str, str]:

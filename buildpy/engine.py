@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,10 @@ class Engine(Protocol):
 
     def read_file(self, container: str, path: str) -> bytes | None:
         """A small file's content from the container, or None when missing."""
+        ...
+
+    def copy_file(self, container: str, path: str, dest: BinaryIO) -> bool:
+        """Stream one file out of the container into ``dest``; False when it is missing."""
         ...
 
     def start(self, container: str) -> None: ...

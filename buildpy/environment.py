@@ -82,7 +82,9 @@ def _parse_line(body: str, origin: str, lineno: int) -> tuple[str, str]:
     """Parse a non-blank, non-comment line (leading blanks removed) into (key, value)."""
     if "=" not in body:
         raise EnvFileError(
-            origin, lineno, "expected KEY=VALUE, found no '='",
+            origin,
+            lineno,
+            "expected KEY=VALUE, found no '='",
             "write KEY=VALUE, or start the line with '#' to make it a comment",
         )
     key, value = body.split("=", 1)
@@ -90,7 +92,9 @@ def _parse_line(body: str, origin: str, lineno: int) -> tuple[str, str]:
         raise EnvFileError(origin, lineno, *_key_problem(key))
     if value[:1] in (" ", "\t"):
         raise EnvFileError(
-            origin, lineno, "space after '='",
+            origin,
+            lineno,
+            "space after '='",
             f"write {key}=VALUE without spaces around '=', or quote the value",
         )
     unquoted = _unquote(value)
@@ -127,8 +131,10 @@ def parse_env_text(
             continue
         key, value = _parse_line(body, origin, lineno)
         if key in first_seen and warn is not None:
-            warn(f"{origin}, line {lineno}: {key} was already set on line {first_seen[key]}; "
-                 "the later value wins")
+            warn(
+                f"{origin}, line {lineno}: {key} was already set on line {first_seen[key]}; "
+                "the later value wins"
+            )
         first_seen.setdefault(key, lineno)
         result[key] = value
     return result
@@ -151,7 +157,9 @@ def read_env_file(
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise EnvFileError(
-            where, line, f"not valid UTF-8 (byte 0x{data[exc.start]:02x})",
+            where,
+            line,
+            f"not valid UTF-8 (byte 0x{data[exc.start]:02x})",
             "save the file as UTF-8",
         ) from exc
     return parse_env_text(text, where, warn=warn)

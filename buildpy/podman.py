@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, BinaryIO
 
 import requests
 from podman import PodmanClient
@@ -146,20 +147,25 @@ class PodmanEngine:
             raise EngineError(f"Podman refused the source archive for {path}")
 
     def read_file(self, container: str, path: str) -> bytes | None:
+        buffer = io.BytesIO()
+        return buffer.getvalue() if self.copy_file(container, path, buffer) else None
+
+    def copy_file(self, container: str, path: str, dest: BinaryIO) -> bool:
+        """Stream one regular file out of the container into ``dest``; False when missing."""
         try:
             with _translated(f"read {path} from the container"):
-                chunks, _ = self._container(container).get_archive(path)
-                data = b"".join(chunks)
+                chunks, _ = self._container(container).get_archive(path, chunk_size=1 << 20)
+                with tarfile.open(fileobj=_ChunkReader(chunks), mode="r|") as archive:
+                    for member in archive:
+                        handle = archive.extractfile(member) if member.isfile() else None
+                        if handle is not None:
+                            shutil.copyfileobj(handle, dest, 1 << 20)
+                            return True
         except EngineError as exc:
             if _not_found(exc.__cause__):
-                return None
+                return False
             raise
-        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-            for member in archive:
-                if member.isfile():
-                    handle = archive.extractfile(member)
-                    return handle.read() if handle else None
-        return None
+        return False
 
     def start(self, container: str) -> None:
         with _translated("start the working container"):
@@ -302,3 +308,25 @@ def _not_found(exc: BaseException | None) -> bool:
         return True
     response = getattr(exc, "response", None)
     return getattr(response, "status_code", None) == 404
+
+
+class _ChunkReader(io.RawIOBase):
+    """A read-only file over an iterator of byte chunks (for tarfile's stream mode)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            try:
+                self._rest = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._rest))
+        buffer[:size] = self._rest[:size]
+        self._rest = self._rest[size:]
+        return size

@@ -28,6 +28,7 @@ class Scripts:
 
     assemble: str
     run: str
+    save_artifacts: str = ""
     from_source: tuple[str, ...] = ()
 
 
@@ -71,4 +72,8 @@ def resolve(labels: Mapping[str, str], provided: set[str], image_ref: str) -> Sc
                 f" and the source has no {SOURCE_SCRIPTS_DIR}/{name}",
                 "use an S2I builder image, or add the script to the source's .s2i/bin",
             )
-    return Scripts(paths["assemble"], paths["run"], tuple(sorted(provided)))
+    if "save-artifacts" in provided:
+        save = f"{SCRIPTS_DEST}/save-artifacts"
+    else:
+        save = f"{image_dir}/save-artifacts" if image_dir else ""
+    return Scripts(paths["assemble"], paths["run"], save, tuple(sorted(provided)))

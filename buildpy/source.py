@@ -56,9 +56,9 @@ Warn = Callable[[str], None]
 def _class_end(segment: str, start: int) -> int:
     """Index of the ``]`` closing the class opened at ``start``, or -1 if none."""
     i = start + 1
-    if segment[i:i + 1] in ("!", "^"):
+    if segment[i : i + 1] in ("!", "^"):
         i += 1
-    if segment[i:i + 1] == "]":  # a "]" first in the class is a literal
+    if segment[i : i + 1] == "]":  # a "]" first in the class is a literal
         i += 1
     return segment.find("]", i)
 
@@ -91,7 +91,7 @@ def _segment_regex(segment: str) -> str:
             out.append(re.escape(segment[i]))
         elif c == "[" and _class_end(segment, i) > 0:
             end = _class_end(segment, i)
-            out.append(_class_regex(segment[i + 1:end]))
+            out.append(_class_regex(segment[i + 1 : end]))
             i = end
         else:
             out.append(re.escape(c))
@@ -173,8 +173,9 @@ class IgnoreRules:
         except FileNotFoundError:
             return cls()
         except OSError as exc:
-            raise SourceError(f"cannot read {path}: {exc.strerror or exc}",
-                              "make it readable, or remove it") from exc
+            raise SourceError(
+                f"cannot read {path}: {exc.strerror or exc}", "make it readable, or remove it"
+            ) from exc
         # surrogateescape: patterns may name files whose names are not UTF-8.
         return cls.from_text(data.decode("utf-8", "surrogateescape"))
 
@@ -223,15 +224,19 @@ def _check_root(root: Path) -> os.stat_result:
     try:
         st = root.stat()
     except FileNotFoundError as exc:
-        raise SourceError(f"source directory {root} does not exist",
-                          "check the path; a relative path starts at the current directory"
-                          ) from exc
+        raise SourceError(
+            f"source directory {root} does not exist",
+            "check the path; a relative path starts at the current directory",
+        ) from exc
     except OSError as exc:
-        raise SourceError(f"cannot read source directory {root}: {exc.strerror or exc}",
-                          "check the path and its permissions") from exc
+        raise SourceError(
+            f"cannot read source directory {root}: {exc.strerror or exc}",
+            "check the path and its permissions",
+        ) from exc
     if not stat.S_ISDIR(st.st_mode):
-        raise SourceError(f"source {root} is not a directory",
-                          "pass the directory that holds your application")
+        raise SourceError(
+            f"source {root} is not a directory", "pass the directory that holds your application"
+        )
     return st
 
 
@@ -240,8 +245,10 @@ def _list_dir(path: Path) -> list[os.DirEntry[str]]:
         with os.scandir(path) as it:
             return sorted(it, key=lambda e: os.fsencode(e.name))
     except OSError as exc:
-        raise SourceError(f"cannot read directory {path}: {exc.strerror or exc}",
-                          f"make it readable (chmod u+rx) {_SKIP_HINT}") from exc
+        raise SourceError(
+            f"cannot read directory {path}: {exc.strerror or exc}",
+            f"make it readable (chmod u+rx) {_SKIP_HINT}",
+        ) from exc
 
 
 def _make_entry(item: os.DirEntry[str], relpath: str, warn: Warn | None) -> Entry | None:
@@ -250,8 +257,10 @@ def _make_entry(item: os.DirEntry[str], relpath: str, warn: Warn | None) -> Entr
         st = item.stat(follow_symlinks=False)
         target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
     except OSError as exc:
-        raise SourceError(f"cannot read {path}: {exc.strerror or exc}",
-                          f"it may have changed during the build; retry, {_SKIP_HINT}") from exc
+        raise SourceError(
+            f"cannot read {path}: {exc.strerror or exc}",
+            f"it may have changed during the build; retry, {_SKIP_HINT}",
+        ) from exc
     mode, mtime = stat.S_IMODE(st.st_mode) & 0o777, _mtime(st)
     if stat.S_ISDIR(st.st_mode):
         return Entry(relpath, path, "dir", mode, mtime)
@@ -259,8 +268,10 @@ def _make_entry(item: os.DirEntry[str], relpath: str, warn: Warn | None) -> Entr
         return Entry(relpath, path, "symlink", mode, mtime, target=target)
     if stat.S_ISREG(st.st_mode):
         if not os.access(path, os.R_OK):
-            raise SourceError(f"cannot read {path}: permission denied",
-                              f"make it readable (chmod u+r) {_SKIP_HINT}")
+            raise SourceError(
+                f"cannot read {path}: permission denied",
+                f"make it readable (chmod u+r) {_SKIP_HINT}",
+            )
         return Entry(relpath, path, "file", mode, mtime, size=st.st_size)
     if warn is not None:
         warn(f"skipping {relpath}: sockets, FIFOs and device files cannot be archived")
@@ -348,13 +359,17 @@ def _open_regular(entry: Entry) -> tuple[int, os.stat_result]:
     try:
         fd = os.open(entry.path, flags)
     except OSError as exc:
-        raise SourceError(f"cannot read {entry.path}: {exc.strerror or exc}",
-                          f"make it readable (chmod u+r) {_SKIP_HINT}") from exc
+        raise SourceError(
+            f"cannot read {entry.path}: {exc.strerror or exc}",
+            f"make it readable (chmod u+r) {_SKIP_HINT}",
+        ) from exc
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise SourceError(f"{entry.path} changed while the source was being archived",
-                          f"stop whatever writes to the source and retry, {_SKIP_HINT}")
+        raise SourceError(
+            f"{entry.path} changed while the source was being archived",
+            f"stop whatever writes to the source and retry, {_SKIP_HINT}",
+        )
     return fd, st
 
 
@@ -382,8 +397,9 @@ class _Archive:
     def room(self) -> int:
         return max(self.chunk_size - len(self.buf), 1)
 
-    def header(self, name: str, kind: bytes, mode: int, mtime: int, size: int = 0,
-               linkname: str = "") -> Iterator[bytes]:
+    def header(
+        self, name: str, kind: bytes, mode: int, mtime: int, size: int = 0, linkname: str = ""
+    ) -> Iterator[bytes]:
         info = tarfile.TarInfo(name)
         info.type, info.mode, info.mtime, info.size = kind, mode, mtime, size
         info.uid, info.gid, info.uname, info.gname = self.uid, self.gid, "", ""
@@ -411,8 +427,10 @@ def _file_records(out: _Archive, entry: Entry, name: str) -> Iterator[bytes]:
             remaining -= len(data)
             yield from out.add(data)
         if remaining or f.read(1):
-            raise SourceError(f"{entry.path} changed size while being archived",
-                              f"stop whatever writes to it and retry, {_SKIP_HINT}")
+            raise SourceError(
+                f"{entry.path} changed size while being archived",
+                f"stop whatever writes to it and retry, {_SKIP_HINT}",
+            )
     out.files += 1
     yield from out.add(_padding(st.st_size))
 
@@ -474,9 +492,16 @@ def tar_stream(
     return _stream(out, root, root_st, rules, dest, extra, warn, stats)
 
 
-def _stream(out: _Archive, root: Path, root_st: os.stat_result, rules: IgnoreRules, dest: str,
-            extra: Sequence[Member], warn: Warn | None,
-            stats: list[SourceStats] | None) -> Iterator[bytes]:
+def _stream(
+    out: _Archive,
+    root: Path,
+    root_st: os.stat_result,
+    rules: IgnoreRules,
+    dest: str,
+    extra: Sequence[Member],
+    warn: Warn | None,
+    stats: list[SourceStats] | None,
+) -> Iterator[bytes]:
     yield from out.parent_dirs(dest)
     out.dirs.add(dest)
     root_mode = stat.S_IMODE(root_st.st_mode) & 0o777

@@ -6,7 +6,7 @@ import io
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from buildpy.engine import CommitSpec, ContainerSpec, ImageInfo, ImageSummary
 from buildpy.errors import BuilderImageError
@@ -44,7 +44,7 @@ class FakeEngine:
         return self.stored[ref]
 
     def image_id(self, ref: str) -> str | None:
-        info = self.stored.get(ref)
+        info = self.stored.get(ref) or self.stored.get(f"{ref}:latest")
         return info.id if info else None
 
     def images(self, label: str) -> list[ImageSummary]:
@@ -80,6 +80,12 @@ class FakeEngine:
 
     def read_file(self, container: str, path: str) -> bytes | None:
         return self.files.get(path)
+
+    def copy_file(self, container: str, path: str, dest: BinaryIO) -> bool:
+        if path not in self.files:
+            return False
+        dest.write(self.files[path])
+        return True
 
     def start(self, container: str) -> None:
         self.started.append(container)

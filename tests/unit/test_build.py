@@ -311,3 +311,56 @@ def test_no_cache_means_no_volume_and_no_pip_cache(app: Path) -> None:
     build.run(make_plan(app, cache=False), engine, output=_Sink())
     assert engine.created[0].volumes == ()
     assert "export PIP_NO_CACHE_DIR='1'" in engine.uploaded_file(".buildpy/env").decode()
+
+
+def test_incremental_restores_the_previous_images_artifacts(app: Path) -> None:
+    import io
+    import tarfile
+
+    artifacts = io.BytesIO()
+    with tarfile.open(fileobj=artifacts, mode="w") as archive:
+        info = tarfile.TarInfo("saved.txt")
+        info.size = 5
+        archive.addfile(info, io.BytesIO(b"reuse"))
+    engine = FakeEngine()
+    engine.stored["localhost/app:latest"] = ImageInfo(id="sha256:previous", ref="localhost/app")
+    engine.files["/tmp/buildpy-artifacts.tar"] = artifacts.getvalue()
+    build.run(make_plan(app, tag="localhost/app", incremental=True), engine, output=_Sink())
+    save_spec, final_spec = engine.created
+    assert final_spec.image == BUILDER.id
+    assert save_spec.image == "sha256:previous"
+    assert save_spec.command[-1] == "/usr/libexec/s2i/save-artifacts"
+    assert len(engine.uploads) == 2
+    assert artifacts.getvalue() in engine.uploads[1][1]
+    assert engine.removed == ["ctr1", "ctr2"]
+
+
+def test_incremental_without_a_previous_image_is_a_full_build(app: Path) -> None:
+    engine = FakeEngine()
+    build.run(make_plan(app, tag="localhost/new", incremental=True), engine, output=_Sink())
+    assert len(engine.created) == 1 and len(engine.uploads) == 1
+
+
+def test_incremental_needs_a_tag(app: Path) -> None:
+    with pytest.raises(UsageError, match="--tag"):
+        make_plan(app, incremental=True)
+
+
+def test_wrapper_unpacks_artifacts_for_assemble(tmp_path: Path) -> None:
+    import tarfile
+
+    inbox = tmp_path / "tmp" / ".buildpy" / "in"
+    inbox.mkdir(parents=True)
+    payload = tmp_path / "saved.txt"
+    payload.write_text("reuse")
+    with tarfile.open(inbox / "artifacts.tar", "w") as archive:
+        archive.add(payload, arcname="saved.txt")
+    script = build.WRAPPER.replace("/tmp/", f"{tmp_path}/tmp/")
+    done = subprocess.run(
+        ["/bin/sh", "-c", script, "w", "cat", f"{tmp_path}/tmp/artifacts/saved.txt"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout == "reuse"
+    assert not (tmp_path / "tmp" / ".buildpy").exists()
