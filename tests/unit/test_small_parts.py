@@ -194,3 +194,18 @@ def test_cache_listing_and_prune() -> None:
     cache.prune(engine)
     assert engine.removed_images == ["d1"]
     assert cache.listing(engine) == cache.CacheListing((), ())
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("crun: cgroups in hybrid mode not supported, drop all controllers", 'runtime = "runc"'),
+        ("setrlimit `RLIMIT_NOFILE`: Operation not permitted", "default_ulimits"),
+        ("image not known", None),
+    ],
+)
+def test_host_setting_hints(message: str, expected: str | None) -> None:
+    from buildpy.podman import host_setting_hint
+
+    hint = host_setting_hint(message)
+    assert (hint is None) if expected is None else (hint is not None and expected in hint)
