@@ -43,11 +43,31 @@ class Builder:
 BUILDERS: dict[str, Builder] = {
     b.name: b
     for b in (
+        # name, Containerfile, base image, build args: Python 3.11 on bookworm, 3.13 on trixie,
+        # each full (compiler, -dev libraries, Node.js, Apache httpd) and minimal.
         Builder(
             "python-311",
             "containerfiles/Containerfile",
             "localhost/buildpy/base-bookworm",
-            {"PYTHON_VERSION": "3.11"},
+            {"PYTHON_VERSION": "3.11", "VARIANT": "full"},
+        ),
+        Builder(
+            "python-311-minimal",
+            "containerfiles/Containerfile",
+            "localhost/buildpy/base-bookworm",
+            {"PYTHON_VERSION": "3.11", "VARIANT": "minimal"},
+        ),
+        Builder(
+            "python-313",
+            "containerfiles/Containerfile",
+            "localhost/buildpy/base-trixie",
+            {"PYTHON_VERSION": "3.13", "VARIANT": "full"},
+        ),
+        Builder(
+            "python-313-minimal",
+            "containerfiles/Containerfile",
+            "localhost/buildpy/base-trixie",
+            {"PYTHON_VERSION": "3.13", "VARIANT": "minimal"},
         ),
     )
 }

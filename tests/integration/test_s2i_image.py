@@ -1,0 +1,165 @@
+"""The builder images' contract: user, environment, labels, locale, virtualenv, arbitrary UIDs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from conftest import BUILDPY
+from itest import inspect_image
+
+BUILDERS = {
+    "localhost/buildpy/python-311": ("3.11", "full"),
+    "localhost/buildpy/python-311-minimal": ("3.11", "minimal"),
+    "localhost/buildpy/python-313": ("3.13", "full"),
+    "localhost/buildpy/python-313-minimal": ("3.13", "minimal"),
+}
+HOME = "/opt/app-root/src"
+
+
+def podman_run(
+    image: str, *command: str, user: str | None = None, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    cmd = ["podman", "run", "--rm", *extra]
+    if user:
+        cmd += ["--user", user]
+    return subprocess.run([*cmd, image, *command], capture_output=True, text=True, timeout=120)
+
+
+@contextmanager
+def sleeping(image: str, user: str | None = None) -> Iterator[str]:
+    """A container of the image that stays up, for `podman exec`."""
+    name = f"buildpy-test-{uuid.uuid4().hex[:10]}"
+    cmd = ["podman", "run", "-d", "--name", name]
+    if user:
+        cmd += ["--user", user]
+    subprocess.run([*cmd, image, "sleep", "300"], check=True, capture_output=True, text=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True, check=False)
+
+
+@pytest.fixture(params=sorted(BUILDERS), ids=lambda ref: ref.rsplit("/", 1)[-1])
+def builder(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_image_config(builder: str) -> None:
+    version, _ = BUILDERS[builder]
+    config = inspect_image(builder)["Config"]
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert config["User"] == "1001"
+    assert config["WorkingDir"] == HOME
+    assert "8080/tcp" in config["ExposedPorts"]
+    assert {
+        "HOME": HOME,
+        "PYTHON_VERSION": version,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONIOENCODING": "UTF-8",
+        "LC_ALL": "en_US.UTF-8",
+        "LANG": "en_US.UTF-8",
+        "VIRTUAL_ENV": "/opt/app-root",
+        "APP_ROOT": "/opt/app-root",
+    }.items() <= env.items()
+    path = env["PATH"].split(":")
+    assert path.index("/opt/app-root/bin") < path.index("/usr/bin")
+    labels = config["Labels"]
+    assert labels["io.openshift.s2i.scripts-url"] == "image:///usr/libexec/s2i"
+    assert labels["io.openshift.expose-services"] == "8080:http"
+    assert version in labels["io.k8s.display-name"]
+    assert {"builder", "python", f"python{version}"} <= set(labels["io.openshift.tags"].split(","))
+
+
+def test_user_group_and_passwd(builder: str) -> None:
+    done = podman_run(builder, "sh", "-c", "id -u; id -g; whoami; echo $HOME; pwd")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1001", "0", "default", HOME, HOME]
+
+
+@pytest.mark.parametrize("uid", ["12345", "100001"])
+def test_arbitrary_uid_gets_a_passwd_entry_from_the_image(builder: str, uid: str) -> None:
+    # --passwd=false: no entry from Podman (as under CRI-O); the image's helper adds one.
+    script = (
+        ". /usr/libexec/s2i/generate-container-user; whoami; "
+        "python -c 'import os, pwd; e = pwd.getpwuid(os.getuid()); print(e.pw_gid, e.pw_dir)'"
+    )
+    done = podman_run(builder, "bash", "-c", script, user=uid, extra=("--passwd=false",))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["default", "0", HOME]
+
+
+@pytest.mark.parametrize("uid", ["12345", "100001"])
+def test_arbitrary_uid_can_write_the_app_root(builder: str, uid: str) -> None:
+    site = "/opt/app-root/lib/python$PYTHON_VERSION/site-packages"
+    script = f"touch $HOME/x {site}/x /opt/app-root/bin/x; echo $?"
+    done = podman_run(builder, "bash", "-c", script, user=uid)
+    assert done.stdout.strip() == "0", done.stderr
+
+
+def test_locale_is_generated(builder: str) -> None:
+    done = podman_run(
+        builder,
+        "python",
+        "-c",
+        "import locale, sys; print(locale.setlocale(locale.LC_ALL, ''), sys.stdout.encoding, 'é')",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["en_US.UTF-8", "utf-8", "é"]
+
+
+@pytest.mark.parametrize("shell", [("bash", "-c"), ("sh", "-ic"), ("bash", "-lc")])
+def test_virtualenv_is_active_in_shells(builder: str, shell: tuple[str, str]) -> None:
+    done = podman_run(builder, *shell, 'command -v python; command -v pip; echo "$VIRTUAL_ENV"')
+    expected = ["/opt/app-root/bin/python", "/opt/app-root/bin/pip", "/opt/app-root"]
+    assert done.stdout.split() == expected, done.stderr
+
+
+def test_podman_exec_uses_the_virtualenv(builder: str) -> None:
+    with sleeping(builder, user="12345") as name:
+        done = subprocess.run(
+            ["podman", "exec", name, "python", "-c", "import sys; print(sys.prefix)"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.stdout.strip() == "/opt/app-root", done.stderr
+
+
+def test_usage_is_the_default_command(builder: str) -> None:
+    done = podman_run(builder)
+    assert done.returncode == 0
+    assert "buildpy build SOURCE_DIR --builder IMAGE" in done.stdout
+
+
+def test_buildpy_usage(builder: str, podman_url: str) -> None:
+    done = subprocess.run(
+        [*BUILDPY, "usage", builder],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CONTAINER_HOST": podman_url},
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"Python {BUILDERS[builder][0]}" in done.stdout
+
+
+def test_variant_packages(builder: str) -> None:
+    _, variant = BUILDERS[builder]
+    script = "for t in gcc node npm apxs tini; do command -v $t >/dev/null && echo $t; done"
+    done = podman_run(builder, "sh", "-c", script)
+    found = done.stdout.split()
+    if variant == "full":
+        assert found == ["gcc", "node", "npm", "apxs", "tini"]
+    else:
+        assert found == ["tini"]
+
+
+def test_scripts_are_in_place(builder: str) -> None:
+    done = podman_run(builder, "sh", "-c", "cd /usr/libexec/s2i && ls")
+    scripts = {"assemble", "run", "usage", "save-artifacts", "fix-permissions"}
+    assert scripts <= set(done.stdout.split())
