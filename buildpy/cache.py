@@ -47,11 +47,17 @@ def listing(engine: Engine) -> CacheListing:
     return CacheListing(tuple(engine.images(CACHE_LABEL)), tuple(engine.volumes(CACHE_LABEL)))
 
 
-def prune(engine: Engine) -> CacheListing:
-    """Remove every cached dependency image and the download cache; return what went."""
+def prune(engine: Engine) -> tuple[CacheListing, CacheListing]:
+    """Remove cached dependency images and the download cache; return (removed, kept).
+
+    What a running build uses is kept (Podman refuses to remove it without force),
+    so pruning never breaks a build in progress.
+    """
     found = listing(engine)
-    for item in found.images:
-        engine.remove_image(item.id)
-    for name, _ in found.volumes:
-        engine.remove_volume(name)
-    return found
+    images = tuple(i for i in found.images if engine.remove_image(i.id, force=False))
+    volumes = tuple(v for v in found.volumes if engine.remove_volume(v[0], force=False))
+    kept = CacheListing(
+        tuple(i for i in found.images if i not in images),
+        tuple(v for v in found.volumes if v not in volumes),
+    )
+    return CacheListing(images, volumes), kept

@@ -235,16 +235,16 @@ def _cache(args: argparse.Namespace) -> int:
         engine = PodmanEngine(url)
         try:
             if args.cache_command == "prune":
-                gone = cache.prune(engine)
-                verb = "removed"
+                removed, kept = cache.prune(engine)
+                sections = [("removed", removed), ("in-use", kept)]
             else:
-                gone = cache.listing(engine)
-                verb = "cached"
+                sections = [("cached", cache.listing(engine))]
         finally:
             engine.close()
-    for item in gone.images:
-        tags = ",".join(item.tags) or item.id[:12]
-        print(f"{verb}\timage\t{tags}\t{item.size / 1e6:.1f} MB\t{item.created}")
-    for name, mountpoint in gone.volumes:
-        print(f"{verb}\tvolume\t{name}\t{mountpoint}")
+    for verb, found in sections:
+        for item in found.images:
+            tags = ",".join(item.tags) or item.id[:12]
+            print(f"{verb}\timage\t{tags}\t{item.size / 1e6:.1f} MB\t{item.created}")
+        for name, mountpoint in found.volumes:
+            print(f"{verb}\tvolume\t{name}\t{mountpoint}")
     return 0

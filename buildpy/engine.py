@@ -93,8 +93,8 @@ class Engine(Protocol):
         """Local images carrying ``label`` (any value)."""
         ...
 
-    def remove_image(self, ref: str) -> None:
-        """Remove an image; no error when it is gone."""
+    def remove_image(self, ref: str, force: bool = True) -> bool:
+        """Remove an image; True when removed or already gone, False when in use (no force)."""
         ...
 
     def ensure_volume(self, name: str, labels: Mapping[str, str]) -> bool:
@@ -105,8 +105,8 @@ class Engine(Protocol):
         """(name, mount point) of the volumes carrying ``label``."""
         ...
 
-    def remove_volume(self, name: str) -> None:
-        """Remove a volume; no error when it is gone."""
+    def remove_volume(self, name: str, force: bool = True) -> bool:
+        """Remove a volume; True when removed or already gone, False when in use (no force)."""
         ...
 
     def create(self, spec: ContainerSpec) -> str:

@@ -217,13 +217,13 @@ class PodmanEngine:
             for item in found
         ]
 
-    def remove_image(self, ref: str) -> None:
+    def remove_image(self, ref: str, force: bool = True) -> bool:
         try:
             with _translated(f"remove image {ref}"):
-                self._client.images.remove(ref, force=True)
+                self._client.images.remove(ref, force=force)
         except EngineError as exc:
-            if not _not_found(exc.__cause__):
-                raise
+            return _gone_or_in_use(exc, force)
+        return True
 
     def ensure_volume(self, name: str, labels: Mapping[str, str]) -> bool:
         with _translated(f"create volume {name}"):
@@ -237,13 +237,13 @@ class PodmanEngine:
             found = self._client.volumes.list(filters={"label": label})
         return [(str(v.name), str(v.attrs.get("Mountpoint", ""))) for v in found]
 
-    def remove_volume(self, name: str) -> None:
+    def remove_volume(self, name: str, force: bool = True) -> bool:
         try:
             with _translated(f"remove volume {name}"):
-                self._client.volumes.remove(name, force=True)
+                self._client.volumes.remove(name, force=force)
         except EngineError as exc:
-            if not _not_found(exc.__cause__):
-                raise
+            return _gone_or_in_use(exc, force)
+        return True
 
     def image_label(self, ref: str, label: str) -> str | None:
         try:
@@ -330,3 +330,13 @@ class _ChunkReader(io.RawIOBase):
         buffer[:size] = self._rest[:size]
         self._rest = self._rest[size:]
         return size
+
+
+def _gone_or_in_use(exc: EngineError, force: bool) -> bool:
+    """After a failed removal: True when it is gone anyway, False when it is in use."""
+    if _not_found(exc.__cause__):
+        return True
+    status = getattr(getattr(exc.__cause__, "response", None), "status_code", None)
+    if not force and status == 409:
+        return False
+    raise exc

@@ -37,6 +37,7 @@ class FakeEngine:
     started: list[str] = field(default_factory=list)
     volumes_made: dict[str, dict[str, str]] = field(default_factory=dict)
     removed_images: list[str] = field(default_factory=list)
+    in_use: set[str] = field(default_factory=set)
 
     def image(self, ref: str) -> ImageInfo:
         if ref not in self.stored:
@@ -54,11 +55,14 @@ class FakeEngine:
             if label in i.labels
         ]
 
-    def remove_image(self, ref: str) -> None:
+    def remove_image(self, ref: str, force: bool = True) -> bool:
+        if ref in self.in_use and not force:
+            return False
         self.removed_images.append(ref)
         for name, info in list(self.stored.items()):
             if ref in (name, info.id):
                 del self.stored[name]
+        return True
 
     def ensure_volume(self, name: str, labels: dict[str, str]) -> bool:  # type: ignore[override]
         created = name not in self.volumes_made
@@ -68,8 +72,11 @@ class FakeEngine:
     def volumes(self, label: str) -> list[tuple[str, str]]:
         return [(n, f"/vol/{n}") for n, labels in self.volumes_made.items() if label in labels]
 
-    def remove_volume(self, name: str) -> None:
+    def remove_volume(self, name: str, force: bool = True) -> bool:
+        if name in self.in_use and not force:
+            return False
         self.volumes_made.pop(name, None)
+        return True
 
     def create(self, spec: ContainerSpec) -> str:
         self.created.append(spec)

@@ -191,9 +191,12 @@ def test_cache_listing_and_prune() -> None:
     found = cache.listing(engine)
     assert [i.id for i in found.images] == ["d1"]
     assert [name for name, _ in found.volumes] == [cache.DOWNLOADS_VOLUME]
-    cache.prune(engine)
+    engine.in_use.add(cache.DOWNLOADS_VOLUME)
+    removed, kept = cache.prune(engine)
     assert engine.removed_images == ["d1"]
-    assert cache.listing(engine) == cache.CacheListing((), ())
+    assert [i.id for i in removed.images] == ["d1"] and removed.volumes == ()
+    assert [name for name, _ in kept.volumes] == [cache.DOWNLOADS_VOLUME]
+    assert cache.listing(engine).images == ()
 
 
 @pytest.mark.parametrize(
