@@ -1,7 +1,7 @@
 """Fixtures for tests against real Podman, real builder images and real apps.
 
 `make test` prepares what these need: Podman and its host settings, the base
-and builder images, and the wheelhouse in .cache/wheelhouse. Tests share one
+and builder images, and the wheelhouse (~/.cache/buildpy/wheelhouse). Tests share one
 private Podman service (started here, stopped at the end) and a package index
 served from the wheelhouse on 127.0.0.1, which builds reach with --network host.
 """
@@ -25,7 +25,11 @@ from buildpy import service
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = ROOT / "tests" / "apps"
-WHEELHOUSE = ROOT / ".cache" / "wheelhouse"
+# Kept between runs on this machine (scripts/make-wheelhouse fills it), not in the checkout.
+WHEELHOUSE = Path(
+    os.environ.get("BUILDPY_WHEELHOUSE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "buildpy" / "wheelhouse"
+)
 BUILDPY = [sys.executable, "-m", "buildpy"]
 TEST_IMAGE_PREFIX = "localhost/buildpy-test/"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
