@@ -15,6 +15,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -59,9 +60,10 @@ def assemble_and_commit(
     archives: Sequence[ArchiveFactory],
     commit: CommitSpec,
     out: BinaryIO,
+    reaper: Executor | None = None,
 ) -> tuple[str, StepTimes]:
     """Create, upload, run assemble, commit; return the image ID and the times taken."""
-    with working_container(engine, spec) as container:
+    with working_container(engine, spec, reaper) as container:
         uid, gid = owner(engine, container, builder)
         t0 = time.monotonic()
         for archive in archives:
@@ -85,22 +87,38 @@ def build_env_member(values: Mapping[str, str]) -> list[source.Member]:
 
 
 @contextmanager
-def working_container(engine: Engine, spec: ContainerSpec) -> Iterator[str]:
-    """A container that is gone when the block ends, however it ends."""
+def working_container(
+    engine: Engine, spec: ContainerSpec, reaper: Executor | None = None
+) -> Iterator[str]:
+    """A container that is gone when the block ends, however it ends.
+
+    With a ``reaper``, a container whose block succeeded is removed in the background
+    (removing one that holds a fresh dependency tree takes most of a second); the
+    reaper's owner waits for it before the build returns.
+    """
     container = engine.create(spec)
     _log.debug("working container created", container=spec.name, image=spec.image)
+    succeeded = False
     try:
         yield container
+        succeeded = True
     finally:
-        try:
-            engine.remove(container)
-        except Exception as exc:  # never mask the build's own error
-            _log.warning(
-                "could not remove the working container",
-                container=spec.name,
-                error=str(exc),
-                hint=f"remove it with `podman rm -f {spec.name}`",
-            )
+        if reaper is not None and succeeded:
+            reaper.submit(_remove, engine, container, spec.name)
+        else:
+            _remove(engine, container, spec.name)
+
+
+def _remove(engine: Engine, container: str, name: str | None) -> None:
+    try:
+        engine.remove(container)
+    except Exception as exc:  # never mask the build's own error
+        _log.warning(
+            "could not remove the working container",
+            container=name,
+            error=str(exc),
+            hint=f"remove it with `podman rm -f {name}`",
+        )
 
 
 def owner(engine: Engine, container: str, builder: ImageInfo) -> tuple[int, int]:

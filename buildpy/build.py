@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,20 +166,23 @@ def run(plan: BuildPlan, engine: Engine, output: BinaryIO | None = None) -> Buil
     times: dict[str, float] = {}
     start, phase, reused = builder.id, {}, False
     reason = split_reason(plan, builder)
-    if reason is None:
-        start, reused = _dependency_image(
-            plan, engine, builder, chosen.assemble, volumes, out, times
-        )
-        phase = {PHASE_VARIABLE: "application"}
-    else:
-        _log.info("building in one phase", reason=reason)
-    spec = _spec(plan, start, builder, chosen.assemble, plan.image_env, plan.labels, volumes)
-    archive = _source_archive(plan, {**_build_env(plan, volumes), **phase})
-    repository, tag = image.split_tag(plan.options.tag) if plan.options.tag else (None, None)
-    commit = CommitSpec(image.commit_changes(builder, chosen.run), repository, tag)
-    with _incremental(plan, engine, builder, chosen.save_artifacts, out) as saved:
-        uploads = [archive] if saved is None else [archive, saved]
-        image_id, step = assemble_and_commit(engine, spec, builder, uploads, commit, out)
+    # The reaper removes the dependency container while the application phase runs,
+    # and waits for it before the build returns.
+    with ThreadPoolExecutor(max_workers=1) as reaper:
+        if reason is None:
+            start, reused = _dependency_image(
+                plan, engine, builder, chosen.assemble, volumes, out, times, reaper
+            )
+            phase = {PHASE_VARIABLE: "application"}
+        else:
+            _log.info("building in one phase", reason=reason)
+        spec = _spec(plan, start, builder, chosen.assemble, plan.image_env, plan.labels, volumes)
+        archive = _source_archive(plan, {**_build_env(plan, volumes), **phase})
+        repository, tag = image.split_tag(plan.options.tag) if plan.options.tag else (None, None)
+        commit = CommitSpec(image.commit_changes(builder, chosen.run), repository, tag)
+        with _incremental(plan, engine, builder, chosen.save_artifacts, out) as saved:
+            uploads = [archive] if saved is None else [archive, saved]
+            image_id, step = assemble_and_commit(engine, spec, builder, uploads, commit, out)
     times.update(upload=step.upload, assemble=step.assemble, commit=step.commit)
     seconds = time.monotonic() - started
     return BuildResult(
@@ -227,6 +231,7 @@ def _dependency_image(
     volumes: tuple[VolumeMount, ...],
     out: BinaryIO,
     times: dict[str, float],
+    reaper: Executor,
 ) -> tuple[str, bool]:
     """The cached dependency image for this plan, built first when there is none."""
     files = [(name, _read(plan.root / name)) for name in plan.dependencies.files]
@@ -240,7 +245,6 @@ def _dependency_image(
     _log.info("installing dependencies", files=[name for name, _ in files], image=tag)
     env = dependencies.install_variables(plan.image_env)
     labels = {
-        cache.CACHE_LABEL: "dependencies",
         cache.KEY_LABEL: key,
         cache.BUILDER_LABEL: builder.ref,
     }
@@ -254,7 +258,7 @@ def _dependency_image(
 
     name, tag_part = tag.rsplit(":", 1)
     image_id, step = assemble_and_commit(
-        engine, spec, builder, [archive], CommitSpec((), name, tag_part), out
+        engine, spec, builder, [archive], CommitSpec((), name, tag_part), out, reaper
     )
     times.update(dependencies=step.upload + step.assemble + step.commit)
     return image_id, False

@@ -1,7 +1,8 @@
 """What buildpy keeps between builds: dependency images and the download cache volume.
 
 Dependency images are ordinary local images named
-``localhost/buildpy-cache/dependencies:KEY`` and labelled ``io.buildpy.cache``;
+``localhost/buildpy-cache/dependencies:KEY`` (found by that name: app images built
+on one inherit its labels, so a label would not tell them apart);
 the download cache is the volume ``buildpy-downloads``, mounted during assemble
 only (under /dev/shm, so not even its mount point reaches an image). Both are
 listed by ``buildpy cache ls`` and removed by ``buildpy cache prune``.
@@ -44,7 +45,9 @@ class CacheListing:
 
 
 def listing(engine: Engine) -> CacheListing:
-    return CacheListing(tuple(engine.images(CACHE_LABEL)), tuple(engine.volumes(CACHE_LABEL)))
+    # By name, not by label: app images inherit the labels of the layer they start from.
+    images = engine.images(DEPENDENCY_REPOSITORY)
+    return CacheListing(tuple(images), tuple(engine.volumes(CACHE_LABEL)))
 
 
 def prune(engine: Engine) -> tuple[CacheListing, CacheListing]:

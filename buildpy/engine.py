@@ -89,8 +89,8 @@ class Engine(Protocol):
         """The ID of a local image, or None when there is none by that name."""
         ...
 
-    def images(self, label: str) -> list[ImageSummary]:
-        """Local images carrying ``label`` (any value)."""
+    def images(self, repository: str) -> list[ImageSummary]:
+        """Local images named ``repository:TAG``, whatever the tag."""
         ...
 
     def remove_image(self, ref: str, force: bool = True) -> bool:

@@ -203,9 +203,9 @@ class PodmanEngine:
         except BuilderImageError:
             return None
 
-    def images(self, label: str) -> list[ImageSummary]:
+    def images(self, repository: str) -> list[ImageSummary]:
         with _translated("list images"):
-            found = self._client.images.list(filters={"label": label})
+            found = self._client.images.list(filters={"reference": repository})
         return [
             ImageSummary(
                 id=str(item.id),

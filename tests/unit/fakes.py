@@ -48,11 +48,11 @@ class FakeEngine:
         info = self.stored.get(ref) or self.stored.get(f"{ref}:latest")
         return info.id if info else None
 
-    def images(self, label: str) -> list[ImageSummary]:
+    def images(self, repository: str) -> list[ImageSummary]:
         return [
             ImageSummary(i.id, (ref,), 1000, "now", dict(i.labels))
             for ref, i in self.stored.items()
-            if label in i.labels
+            if ref.rsplit(":", 1)[0] == repository
         ]
 
     def remove_image(self, ref: str, force: bool = True) -> bool:

@@ -184,9 +184,9 @@ def test_cache_listing_and_prune() -> None:
     from buildpy.engine import ImageInfo
 
     engine = FakeEngine()
-    engine.stored["deps"] = ImageInfo(
-        id="d1", ref="deps", labels={cache.CACHE_LABEL: "dependencies"}
-    )
+    deps = ImageInfo(id="d1", ref="deps", labels={cache.KEY_LABEL: "k"})
+    engine.stored[f"{cache.DEPENDENCY_REPOSITORY}:k"] = deps
+    engine.stored["localhost/app:latest"] = ImageInfo(id="a1", ref="app", labels=deps.labels)
     cache.downloads(engine)
     found = cache.listing(engine)
     assert [i.id for i in found.images] == ["d1"]

@@ -1,0 +1,858 @@
+#!/usr/bin/env python3
+"""Rebuild benchmark: buildpy against `podman build` of a dependency-first Containerfile.
+
+    .venv/bin/python benchmarks/bench_rebuild.py [--reps N] [--apps flask,django]
+        [--upload-mib 256,512,1024] [--shared-host] [--json FILE]
+
+In one run, on this machine, from one package source (the test wheelhouse served on 127.0.0.1):
+for each example app, a cold build, a rebuild after a source-only change and a rebuild after
+adding one dependency, by buildpy and by the baseline (benchmarks/baseline/Containerfile);
+image sizes; buildpy's own overhead; buildpy's peak RSS and time while uploading large source
+trees. Prints a markdown report and a JSON document. Timings are printed, never asserted.
+Images live under localhost/buildpy-bench/ and are removed at the end, also on Ctrl-C.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import json
+import os
+import platform
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILDPY = ROOT / ".venv" / "bin" / "buildpy"
+# Where scripts/make-wheelhouse keeps it (as the integration tests find it).
+WHEELHOUSE = Path(
+    os.environ.get("BUILDPY_WHEELHOUSE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "buildpy" / "wheelhouse"
+)
+CONTAINERFILE = ROOT / "benchmarks" / "baseline" / "Containerfile"
+BUILDER = "localhost/buildpy/python-311"
+PREFIX = "localhost/buildpy-bench/"
+DEPENDENCY_REPOSITORY = "localhost/buildpy-cache/dependencies"  # buildpy's dependency images
+DEPENDENCY_KEY_LABEL = "io.buildpy.dependencies.key"
+NEW_DEPENDENCY = "six"
+NEEDED_WHEELS = ("flask", "django", "gunicorn", NEW_DEPENDENCY)
+STEPS = ("cold", "source", "dependency")
+SIDES = ("buildpy", "baseline")
+UPLOAD_MIB = (256, 512, 1024)
+SMALL_FILES_PER_GIB = 10_000
+SMALL_FILE_BYTES = 4096
+HTTP_DEADLINE = 45.0
+MIB = 1024 * 1024
+
+# Limits from issue 4: (limit, unit). Ratios are medians over medians.
+TARGETS = {
+    "source_vs_baseline": (1.1, "x"),
+    "source_vs_full": (0.15, "x"),
+    "cold_vs_baseline": (1.0, "x"),
+    "dependency_vs_cold": (0.5, "x"),
+    "overhead": (0.3, "s"),
+    "peak_rss_1gib": (80.0, "MiB"),
+}
+
+
+class BenchError(Exception):
+    """A step of the benchmark failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class App:
+    name: str
+    source: Path
+    view: str  # the file the source-only change edits
+    body: str  # what GET / answers
+
+
+APPS = {
+    "flask": App("flask", ROOT / "examples" / "hello-flask", "wsgi.py", "Hello from buildpy!\n"),
+    "django": App(
+        "django",
+        ROOT / "examples" / "hello-django",
+        "greeting/views.py",
+        "Hello from Django on buildpy!\n",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    seconds: float
+    max_rss_kib: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class Build:
+    seconds: float
+    image: str
+    event: dict[str, Any]  # buildpy's "built" log line; empty for podman build
+    max_rss_kib: int
+
+
+@dataclass
+class Context:
+    work: Path
+    index: str  # the wheelhouse, as a find-links URL on 127.0.0.1
+    builder: str  # the builder's image ID, pinned for the whole run
+    buildpy_env: dict[str, str]  # CONTAINER_HOST: one service for every build
+    # No CONTAINER_HOST (it would make the podman CLI remote); TMPDIR holds its cache mounts.
+    podman_env: dict[str, str]
+    shared_host: bool = False  # never `buildpy cache prune`: it clears everyone's cache
+    notes: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    spent: dict[str, float] = field(default_factory=dict)  # housekeeping seconds, by kind
+
+
+@contextmanager
+def timed(ctx: Context, kind: str) -> Iterator[None]:
+    """Count time spent outside the measured builds, so a slow run can be explained."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        ctx.spent[kind] = round(ctx.spent.get(kind, 0.0) + time.monotonic() - started, 2)
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None, check: bool = True) -> Run:
+    """Run a command to completion; wall time and the peak RSS of it and its waited children."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            _reap(proc)
+            raise
+        seconds = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        done = Run(proc.returncode, seconds, usage.ru_maxrss, _text(out.read()), _text(err.read()))
+    if check and done.returncode != 0:
+        raise BenchError(f"`{' '.join(cmd[:4])} ...` exited with {done.returncode}:\n"
+                         f"{done.stderr[-3000:]}")
+    return done
+
+
+def _text(data: bytes) -> str:
+    return data.decode(errors="replace")
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """After Ctrl-C: let the child clean up (buildpy removes its container), then make sure."""
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def podman(ctx: Context, *args: str, check: bool = True) -> Run:
+    return run(["podman", *args], env=ctx.podman_env, check=check)
+
+
+# ----------------------------------------------------------------------------- session
+
+
+@contextmanager
+def session() -> Iterator[Context]:
+    """Temp dir, one Podman service, the wheelhouse on 127.0.0.1; all gone at the end."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        sock = stack.enter_context(podman_service(work / "podman.sock"))
+        index = stack.enter_context(wheelhouse_server())
+        (work / "tmp").mkdir()
+        base = {k: v for k, v in os.environ.items() if k != "CONTAINER_HOST"}
+        ctx = Context(
+            work=work,
+            index=index,
+            builder=image_id(BUILDER, base),
+            buildpy_env={**base, "CONTAINER_HOST": f"unix://{sock}"},
+            podman_env={**base, "TMPDIR": str(work / "tmp")},
+        )
+        stack.callback(cleanup, ctx)
+        yield ctx
+
+
+@contextmanager
+def podman_service(sock: Path) -> Iterator[Path]:
+    log_path = sock.with_suffix(".log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+            start_new_session=True,  # Ctrl-C reaches buildpy first; the service stops last
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not _pings(sock):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"podman system service did not start: {log_path.read_text()}")
+            time.sleep(0.05)
+        yield sock
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _pings(sock: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(2)
+            conn.connect(str(sock))
+            conn.sendall(b"GET /_ping HTTP/1.0\r\nHost: podman\r\n\r\n")
+            return b" 200 " in conn.recv(64)[:16]
+    except OSError:
+        return False
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def wheelhouse_server() -> Iterator[str]:
+    """The wheelhouse as a find-links page on 127.0.0.1 (plain files: no caching headers)."""
+    handler = functools.partial(_QuietHandler, directory=str(WHEELHOUSE))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def ensure_wheelhouse() -> None:
+    def missing() -> list[str]:
+        return [n for n in NEEDED_WHEELS if not any(WHEELHOUSE.glob(f"{n}-*.whl"))]
+
+    if missing():
+        progress(f"wheelhouse lacks {missing()}: running scripts/make-wheelhouse")
+        run([str(ROOT / "scripts" / "make-wheelhouse")])
+    if missing():
+        raise BenchError(f"{WHEELHOUSE} still lacks {missing()}: add them to tests/wheelhouse.txt")
+
+
+def image_id(ref: str, env: dict[str, str]) -> str:
+    done = run(["podman", "image", "inspect", "--format", "{{.Id}}", ref], env=env, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"{ref} is not in local storage: build it (`make setup`)")
+    return done.stdout.strip()
+
+
+def cleanup(ctx: Context) -> None:
+    """Remove every image and container this run made (tags it made, names it gave)."""
+    remove_images(ctx, ctx.tags)
+    names = podman(ctx, "ps", "-a", "--format", "{{.Names}}", check=False).stdout.split()
+    for name in (n for n in names if n.startswith("buildpy-bench-")):
+        podman(ctx, "rm", "-f", "-t", "0", name, check=False)
+    listed = podman(ctx, "images", "--format", "{{.Repository}}:{{.Tag}}", check=False)
+    remove_images(ctx, [ref for ref in listed.stdout.split() if ref.startswith(PREFIX)])
+
+
+def remove_images(ctx: Context, tags: list[str]) -> None:
+    """Untag and delete; podman also deletes the baseline's now-unused intermediate layers."""
+    if tags:
+        podman(ctx, "rmi", "-f", *tags, check=False)
+    for tag in list(tags):
+        if tag in ctx.tags:
+            ctx.tags.remove(tag)
+
+
+# ----------------------------------------------------------------------------- the two sides
+
+
+def buildpy_build(ctx: Context, src: Path, tag: str, cold: bool = False) -> Build:
+    ctx.tags.append(tag)
+    done = run([
+        str(BUILDPY), "--log-format", "json", "build", str(src), "--tag", tag,
+        "--builder", ctx.builder, "--network", "host",
+        "--build-env", "PIP_NO_INDEX=1", "--build-env", f"PIP_FIND_LINKS={ctx.index}",
+    ], env=ctx.buildpy_env)
+    return Build(done.seconds, tag, built_event(done.stderr), done.max_rss_kib)
+
+
+def baseline_build(ctx: Context, src: Path, tag: str, cold: bool = False) -> Build:
+    ctx.tags.append(tag)
+    done = podman(
+        ctx, "build", "-q", "-f", str(CONTAINERFILE), "-t", tag, "--network", "host",
+        *(["--no-cache"] if cold else []),
+        "--build-arg", f"BUILDER={ctx.builder}",
+        "--build-arg", "PIP_NO_INDEX=1", "--build-arg", f"PIP_FIND_LINKS={ctx.index}",
+        str(src),
+    )
+    return Build(done.seconds, tag, {}, done.max_rss_kib)
+
+
+def buildpy_prune(ctx: Context) -> None:
+    if ctx.shared_host:
+        return  # this run's own dependency images are removed after each sequence
+    with timed(ctx, "buildpy cache prune"):
+        done = run([str(BUILDPY), "cache", "prune"], env=ctx.buildpy_env, check=False)
+    note = "cache prune unavailable: buildpy cold builds ran with whatever caches existed"
+    if done.returncode != 0 and note not in ctx.notes:
+        ctx.notes.append(f"{note} ({done.stderr.strip().splitlines()[-1:]})")
+
+
+def baseline_prune(ctx: Context) -> None:
+    """podman build's cache mounts live under $TMPDIR/buildah-cache; --no-cache does the rest."""
+    shutil.rmtree(Path(ctx.podman_env["TMPDIR"]) / "buildah-cache", ignore_errors=True)
+
+
+BUILDS: dict[str, Callable[..., Build]] = {"buildpy": buildpy_build, "baseline": baseline_build}
+PRUNES: dict[str, Callable[[Context], None]] = {
+    "buildpy": buildpy_prune,
+    "baseline": baseline_prune,
+}
+
+
+def built_event(stderr: str) -> dict[str, Any]:
+    """The last JSON log line with "event": "built" (build output may interleave)."""
+    for line in reversed(stderr.splitlines()):
+        if line.startswith("{") and '"built"' in line:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == "built":
+                return dict(event)
+    return {}
+
+
+# ----------------------------------------------------------------------------- app sequences
+
+
+def sequence(ctx: Context, app: App, side: str, rep: int) -> dict[str, Build]:
+    """Cold build, then a source-only change, then one more dependency, in a fresh copy."""
+    src = ctx.work / f"{app.name}-{side}-{rep}"
+    shutil.copytree(app.source, src, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    build = BUILDS[side]
+    tag = f"{PREFIX}{app.name}-{side}-{rep}"
+    PRUNES[side](ctx)
+    builds = {"cold": build(ctx, src, f"{tag}-cold", cold=True)}
+    view = src / app.view
+    view.write_text(view.read_text().replace("buildpy!", f"buildpy (edit {rep})!", 1))
+    builds["source"] = build(ctx, src, f"{tag}-source")
+    with open(src / "requirements.txt", "a") as reqs:
+        reqs.write(f"\n{NEW_DEPENDENCY}\n")
+    builds["dependency"] = build(ctx, src, f"{tag}-dependency")
+    shutil.rmtree(src)
+    return builds
+
+
+def check_http(ctx: Context, image: str, body: str) -> str:
+    """Run the image with its port on 127.0.0.1 and ask GET / once it answers (bounded)."""
+    port = free_port()
+    name = f"buildpy-bench-{secrets.token_hex(4)}"
+    podman(ctx, "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", image)
+    try:
+        got = poll(f"http://127.0.0.1:{port}/", HTTP_DEADLINE)
+    finally:
+        podman(ctx, "rm", "-f", "-t", "0", name, check=False)
+    return "ok" if got == f"200 {body}" else f"unexpected: {got!r}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def poll(url: str, deadline: float) -> str:
+    end = time.monotonic() + deadline
+    last = "no answer"
+    for _ in range(int(deadline / 0.25)):
+        if time.monotonic() > end:
+            break
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                return f"{reply.status} {reply.read().decode(errors='replace')}"
+        except urllib.error.HTTPError as exc:
+            return f"{exc.code} {exc.read()[:200].decode(errors='replace')}"
+        except (OSError, ValueError) as exc:
+            last = f"no answer ({exc})"
+        time.sleep(0.25)
+    return last
+
+
+def image_size(ctx: Context, ref: str) -> int:
+    return int(podman(ctx, "image", "inspect", "--format", "{{.Size}}", ref).stdout.strip())
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class AppResult:
+    """Samples for one app: seconds[side][step], sizes[side], buildpy's events and RSS."""
+
+    seconds: dict[str, dict[str, list[float]]]
+    sizes: dict[str, list[int]]
+    events: dict[str, list[dict[str, Any]]]
+    walls: dict[str, list[float]]  # buildpy's wall time per step, to pair with events
+    rss_kib: list[int] = field(default_factory=list)
+    http: dict[str, str] = field(default_factory=dict)
+
+
+def measure_app(ctx: Context, app: App, reps: int) -> AppResult:
+    result = AppResult(
+        seconds={s: {step: [] for step in STEPS} for s in SIDES},
+        sizes={s: [] for s in SIDES},
+        events={step: [] for step in STEPS},
+        walls={step: [] for step in STEPS},
+    )
+    for rep in range(reps):
+        order = SIDES if rep % 2 == 0 else SIDES[::-1]  # neither side always goes first
+        for side in order:
+            progress(f"{app.name}: {side}, repetition {rep + 1}/{reps}")
+            builds = sequence(ctx, app, side, rep)
+            record(ctx, result, app, side, builds)
+            with timed(ctx, "removing images"):
+                tags = [b.image for b in builds.values()]
+                remove_images(ctx, tags + dependency_images(ctx, tags))
+    return result
+
+
+def dependency_images(ctx: Context, tags: list[str]) -> list[str]:
+    """The dependency images buildpy made for these images (named after their key label)."""
+    form = '{{index .Config.Labels "' + DEPENDENCY_KEY_LABEL + '"}}'
+    done = podman(ctx, "image", "inspect", "--format", form, *tags, check=False)
+    keys = {key for key in done.stdout.split() if key and key != "<no value>"}
+    return [f"{DEPENDENCY_REPOSITORY}:{key[:32]}" for key in sorted(keys)]
+
+
+def record(ctx: Context, result: AppResult, app: App, side: str, builds: dict[str, Build]) -> None:
+    for step, build in builds.items():
+        result.seconds[side][step].append(build.seconds)
+        if side == "buildpy":
+            result.events[step].append(build.event)
+            result.walls[step].append(build.seconds)
+            result.rss_kib.append(build.max_rss_kib)
+    result.sizes[side].append(image_size(ctx, builds["cold"].image))
+    if side not in result.http:
+        with timed(ctx, "HTTP checks"):
+            result.http[side] = check_http(ctx, builds["cold"].image, app.body)
+
+
+def make_tree(root: Path, mib: int) -> None:
+    """A source tree of ``mib`` MiB: ~10k small files per GiB, the rest in four large files."""
+    block = os.urandom(MIB)
+    small = SMALL_FILES_PER_GIB * mib // 1024
+    for i in range(small):
+        folder = root / "small" / f"d{i // 100:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        offset = (i * SMALL_FILE_BYTES) % (MIB - SMALL_FILE_BYTES)
+        (folder / f"f{i:05d}.txt").write_bytes(block[offset:offset + SMALL_FILE_BYTES])
+    remaining = mib * MIB - small * SMALL_FILE_BYTES
+    for i in range(4):
+        with open(root / f"large-{i}.bin", "wb") as large:
+            for _ in range(remaining // 4 // MIB):
+                large.write(block)
+    # Only the upload is measured: assemble drops the source, so the commit stays thin.
+    scripts = root / ".s2i" / "bin"
+    scripts.mkdir(parents=True)
+    (scripts / "assemble").write_text("#!/bin/sh\nrm -rf /tmp/src\n")
+    (scripts / "assemble").chmod(0o755)
+
+
+def measure_upload(ctx: Context, sizes_mib: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for mib in sizes_mib:
+        progress(f"upload: {mib} MiB source tree")
+        tree = ctx.work / f"upload-{mib}"
+        try:
+            with timed(ctx, "making upload trees"):
+                make_tree(tree, mib)
+            build = buildpy_build(ctx, tree, f"{PREFIX}upload-{mib}")
+        finally:
+            shutil.rmtree(tree, ignore_errors=True)
+            remove_images(ctx, [f"{PREFIX}upload-{mib}"])
+        costs = overhead(build.event, build.seconds)
+        rows.append({
+            "mib": mib,
+            "wall_seconds": round(build.seconds, 3),
+            "upload_seconds": costs.get("phases", {}).get("upload", costs.get("in_process")),
+            "peak_rss_mib": round(build.max_rss_kib / 1024, 1),
+            "event": build.event,
+        })
+    return rows
+
+
+# ----------------------------------------------------------------------------- summaries
+
+# Logged phases that are work in the container or the engine, not buildpy's own: assemble,
+# commits, and the dependency phase (its own install and commit).
+ENGINE_PHASES = ("assemble", "commit", "dependencies", "install")
+
+
+def overhead(event: dict[str, Any], wall: float) -> dict[str, Any]:
+    """buildpy's own time: wall time minus the logged time inside assemble and commits."""
+    if not isinstance(event.get("seconds"), (int, float)):
+        return {}
+    phases = {
+        key[: -len("_seconds")]: float(value)
+        for key, value in event.items()
+        if key.endswith("_seconds") and isinstance(value, (int, float))
+    }
+    inside = sum(v for k, v in phases.items() if any(word in k for word in ENGINE_PHASES))
+    return {
+        "total": wall - inside,
+        "in_process": event["seconds"] - inside,
+        "startup": wall - event["seconds"],
+        "phases": phases,
+    }
+
+
+def stats(values: list[float]) -> dict[str, Any] | None:
+    if not values:
+        return None
+    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3),
+            "n": len(values)}
+
+
+def median(summary: dict[str, Any] | None) -> float | None:
+    return None if summary is None else float(summary["median"])
+
+
+def div(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else round(a / b, 3)
+
+
+def summarize_step(result: AppResult, step: str) -> dict[str, Any]:
+    mine, base = (stats(result.seconds[side][step]) for side in SIDES)
+    costs = [c for c in map(overhead, result.events[step], result.walls[step]) if c]
+    phase_names = sorted({name for c in costs for name in c["phases"]})
+    return {
+        "buildpy": mine,
+        "baseline": base,
+        "ratio": div(median(mine), median(base)),
+        "overhead": stats([c["total"] for c in costs]),
+        "overhead_in_process": stats([c["in_process"] for c in costs]),
+        "startup": stats([c["startup"] for c in costs]),
+        "phases": {n: stats([c["phases"][n] for c in costs if n in c["phases"]])
+                   for n in phase_names},
+        "dependencies_reused": [e.get("dependencies_reused") for e in result.events[step]],
+        "phases_run": [e.get("phases") for e in result.events[step]],
+    }
+
+
+def summarize_app(result: AppResult, builder_size: int) -> dict[str, Any]:
+    size = {side: int(statistics.median(result.sizes[side])) for side in SIDES}
+    added = {side: size[side] - builder_size for side in SIDES}
+    return {
+        "steps": {step: summarize_step(result, step) for step in STEPS},
+        "size_bytes": size,
+        "added_bytes": added,
+        "added_ratio": div(added["buildpy"], added["baseline"]),
+        "http": result.http,
+        "buildpy_peak_rss_mib": round(max(result.rss_kib, default=0) / 1024, 1),
+    }
+
+
+def summarize_upload(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    points = [(r["mib"] / 1024, r["upload_seconds"]) for r in rows if r["upload_seconds"]]
+    for row in rows:
+        if row["upload_seconds"]:
+            row["seconds_per_gib"] = round(row["upload_seconds"] / (row["mib"] / 1024), 2)
+    return {"rows": rows, "seconds_per_gib_fit": slope(points)}
+
+
+def slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares seconds per GiB: the growth rate, without the fixed cost of a build."""
+    if len(points) < 2:
+        return None
+    mx = statistics.mean(x for x, _ in points)
+    my = statistics.mean(y for _, y in points)
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    return round(sum((x - mx) * (y - my) for x, y in points) / sxx, 2) if sxx else None
+
+
+def target(name: str, key: str, value: float | None) -> dict[str, Any]:
+    limit, unit = TARGETS[key]
+    if value is None:
+        verdict = "n/a"
+    elif value <= limit:
+        verdict = "PASS"
+    else:
+        verdict = f"MISS by {value / limit - 1:.0%}"
+    return {"target": name, "value": value, "limit": limit, "unit": unit, "verdict": verdict}
+
+
+def app_targets(name: str, app: dict[str, Any]) -> list[dict[str, Any]]:
+    steps = app["steps"]
+
+    def mine(step: str) -> float | None:
+        return median(steps[step]["buildpy"])
+
+    worst = max((median(steps[s]["overhead"]) or 0.0 for s in STEPS), default=None)
+    return [
+        target(f"{name}: source-only rebuild / baseline", "source_vs_baseline",
+               steps["source"]["ratio"]),
+        target(f"{name}: source-only rebuild / full (cold) rebuild", "source_vs_full",
+               div(mine("source"), mine("cold"))),
+        target(f"{name}: cold build / baseline", "cold_vs_baseline", steps["cold"]["ratio"]),
+        target(f"{name}: add one dependency / cold build", "dependency_vs_cold",
+               div(mine("dependency"), mine("cold"))),
+        target(f"{name}: buildpy overhead (worst step, median)", "overhead",
+               round(worst, 3) if worst is not None else None),
+    ]
+
+
+def all_targets(apps: dict[str, Any], upload: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [row for name, app in apps.items() for row in app_targets(name, app)]
+    biggest = [r for r in upload["rows"] if r["mib"] == 1024]
+    if biggest:
+        rows.append(target("peak RSS, 1 GiB upload", "peak_rss_1gib", biggest[0]["peak_rss_mib"]))
+    return rows
+
+
+def machine(ctx: Context, builder_size: int) -> dict[str, Any]:
+    with open("/proc/meminfo") as info:
+        mem_kib = int(info.readline().split()[1])
+    version = podman(ctx, "version", "--format", "{{.Client.Version}}").stdout.strip()
+    commit = run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=False)
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "podman": version,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "buildpy_commit": commit.stdout.strip() + " (plus uncommitted work)",
+        "builder": f"{BUILDER} {ctx.builder[:12]}",
+        "builder_size_bytes": builder_size,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def standing_notes(apps: dict[str, Any], shared_host: bool) -> list[str]:
+    notes = [
+        "full rebuild = the cold build (no caches); ratios are median / median",
+        "overhead = wall time of the buildpy process minus the logged *_seconds of assemble, "
+        "commit and dependency phases; startup = wall time minus the logged build seconds",
+        "the wheelhouse server sends no caching headers (like PyPI behind this host's TLS "
+        "proxy), so pip's HTTP cache stays empty on both sides; downloads from 127.0.0.1 "
+        "cost little either way",
+    ]
+    if shared_host:
+        notes.append("--shared-host: no `buildpy cache prune`; cold builds had no dependency "
+                     "image of their own, but buildpy's download volume was not cleared")
+    reused = [r for a in apps.values() for s in a["steps"].values()
+              for r in s["dependencies_reused"] if r is not None]
+    if not reused:
+        notes.append("buildpy logs no dependencies_reused: two-phase builds (dependency layer "
+                     "reuse) are not in this buildpy; these are 'before' figures")
+    else:
+        notes.append(f"buildpy reused a dependency layer in {sum(map(bool, reused))} of "
+                     f"{len(reused)} builds (dependencies_reused in its log)")
+    return notes
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def fmt(summary: dict[str, Any] | None, unit: str = "") -> str:
+    if summary is None:
+        return "-"
+    return f"{summary['min']:.2f} / {summary['median']:.2f}{unit}"
+
+
+def num(value: float | None, spec: str = ".2f", unit: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{unit}"
+
+
+def times_table(apps: dict[str, Any]) -> list[str]:
+    lines = [
+        "| app | step | buildpy s (min / median) | baseline s (min / median) "
+        "| buildpy / baseline | buildpy overhead s (min / median) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, app in apps.items():
+        for step in STEPS:
+            s = app["steps"][step]
+            lines.append(f"| {name} | {step} | {fmt(s['buildpy'])} | {fmt(s['baseline'])} "
+                         f"| {num(s['ratio'], '.2f', 'x')} | {fmt(s['overhead'])} |")
+    return lines
+
+
+def phases_table(apps: dict[str, Any]) -> list[str]:
+    lines = ["| app | step | phase | seconds (min / median) |", "|---|---|---|---|"]
+    for name, app in apps.items():
+        for step in STEPS:
+            s = app["steps"][step]
+            for phase, summary in s["phases"].items():
+                lines.append(f"| {name} | {step} | {phase} | {fmt(summary)} |")
+            lines.append(f"| {name} | {step} | (process start-up) | {fmt(s['startup'])} |")
+    return lines
+
+
+def size_table(apps: dict[str, Any]) -> list[str]:
+    lines = [
+        "| app | buildpy image MB | added to builder MB | baseline image MB "
+        "| added to builder MB | buildpy / baseline (added) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, app in apps.items():
+        size, added = app["size_bytes"], app["added_bytes"]
+        lines.append(
+            f"| {name} | {size['buildpy'] / 1e6:.1f} | {added['buildpy'] / 1e6:.1f} "
+            f"| {size['baseline'] / 1e6:.1f} | {added['baseline'] / 1e6:.1f} "
+            f"| {num(app['added_ratio'], '.2f', 'x')} |"
+        )
+    return lines
+
+
+def upload_table(upload: dict[str, Any]) -> list[str]:
+    lines = [
+        "| source tree | buildpy wall s | upload s | upload s per GiB | peak RSS MiB |",
+        "|---|---|---|---|---|",
+    ]
+    for row in upload["rows"]:
+        lines.append(f"| {row['mib']} MiB | {row['wall_seconds']:.2f} "
+                     f"| {num(row['upload_seconds'])} | {num(row.get('seconds_per_gib'))} "
+                     f"| {row['peak_rss_mib']:.1f} |")
+    lines.append("")
+    lines.append(f"Growth (least-squares slope): {num(upload['seconds_per_gib_fit'])} s per GiB.")
+    return lines
+
+
+def targets_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| target | measured | limit | verdict |", "|---|---|---|---|"]
+    for row in rows:
+        unit = row["unit"]
+        lines.append(f"| {row['target']} | {num(row['value'], '.2f', ' ' + unit)} "
+                     f"| {row['limit']} {unit} | {row['verdict']} |")
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    parts = [
+        f"Machine: {m['nproc']} CPUs, {m['memory_gib']} GiB, Podman {m['podman']}, "
+        f"kernel {m['kernel']}; builder {m['builder']}; buildpy {m['buildpy_commit']}; "
+        f"{m['date']}; {report['reps']} repetitions; run took {report['runtime_seconds']} s; "
+        f"load average {m['loadavg_at_start']} at the start, {m['loadavg_at_end']} at the end.",
+        "", "### Build times", "", *times_table(report["apps"]),
+        "", "### buildpy phases (from its `built` log line)", "", *phases_table(report["apps"]),
+        "", "### Image size", "", *size_table(report["apps"]),
+    ]
+    if report["upload"]["rows"]:
+        parts += ["", "### Source upload (buildpy)", "", *upload_table(report["upload"])]
+    parts += ["", "### Targets (issue 4)", "", *targets_table(report["targets"])]
+    http = [f"{a} {side}: {v}" for a, app in report["apps"].items()
+            for side, v in app["http"].items()]
+    parts += ["", "### Notes", "", f"- GET / on each cold image: {'; '.join(http)}"]
+    parts += [f"- {note}" for note in report["notes"]]
+    spent = ", ".join(f"{k} {v} s" for k, v in report["housekeeping_seconds"].items())
+    parts += [f"- time outside the measured builds: {spent or 'none recorded'}"]
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+STARTED = time.monotonic()
+
+
+def progress(message: str) -> None:
+    print(f"bench [{time.monotonic() - STARTED:6.1f} s]: {message}", file=sys.stderr, flush=True)
+
+
+def measure(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    load = [round(x, 2) for x in os.getloadavg()]
+    builder_size = image_size(ctx, ctx.builder)
+    apps = {name: summarize_app(measure_app(ctx, APPS[name], args.reps), builder_size)
+            for name in args.apps}
+    upload = summarize_upload(measure_upload(ctx, args.upload_mib))
+    return {
+        "machine": {**machine(ctx, builder_size), "loadavg_at_start": load},
+        "reps": args.reps,
+        "apps": apps,
+        "upload": upload,
+        "targets": all_targets(apps, upload),
+        "notes": ctx.notes + standing_notes(apps, ctx.shared_host),
+        "housekeeping_seconds": ctx.spent,
+    }
+
+
+def _list(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    return lambda text: [kind(item) for item in text.split(",") if item.strip()]
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=3, help="repetitions per app (default 3)")
+    parser.add_argument("--apps", type=_list(str), default=list(APPS),
+                        help="comma-separated, from: " + ",".join(APPS))
+    parser.add_argument("--upload-mib", type=_list(int), default=list(UPLOAD_MIB),
+                        help="source tree sizes for the upload figures (default 256,512,1024;"
+                             " '' to skip)")
+    parser.add_argument("--shared-host", action="store_true",
+                        help="do not run `buildpy cache prune` (it clears every user's cache);"
+                             " remove only this run's dependency images")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON here")
+    args = parser.parse_args(argv)
+    unknown = [a for a in args.apps if a not in APPS]
+    if unknown or args.reps < 1:
+        parser.error(f"unknown apps {unknown}" if unknown else "--reps must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    started = time.monotonic()
+    try:
+        ensure_wheelhouse()
+        with session() as ctx:
+            ctx.shared_host = args.shared_host
+            report = measure(ctx, args)
+    except BenchError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted; its images and containers were removed", file=sys.stderr)
+        return 130
+    report["runtime_seconds"] = round(time.monotonic() - started, 1)
+    document = json.dumps(report, indent=2)
+    print(markdown(report))
+    print()
+    print(document)
+    if args.json:
+        args.json.write_text(document + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
