@@ -1,0 +1,127 @@
+"""Fast rebuilds on real Podman: the dependency layer, the download cache, incremental builds."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from conftest import BUILDPY, ROOT, Built
+from itest import http_get, inspect_image, running
+
+BUILDER = "localhost/buildpy/python-311-minimal"
+EXAMPLE = ROOT / "examples" / "hello-flask"
+
+
+def built_event(built: Built) -> dict:
+    """buildpy's closing JSON log line (stderr is not a terminal, so logs are JSON)."""
+    for line in reversed(built.stderr.splitlines()):
+        if line.startswith("{") and '"event": "built"' in line:
+            return json.loads(line)
+    raise AssertionError(f"no 'built' log line in:\n{built.stderr[-2000:]}")
+
+
+def copy_example(tmp_path: Path) -> Path:
+    app = tmp_path / "flask"
+    shutil.copytree(EXAMPLE, app)
+    (app / "requirements.txt").write_text(f"# {tmp_path.name}: a key of its own\nflask\ngunicorn\n")
+    return app
+
+
+def test_source_change_reuses_the_dependency_layer(buildpy_build, tmp_path: Path) -> None:
+    app = copy_example(tmp_path)
+    first = built_event(buildpy_build(app, builder=BUILDER))
+    assert (first["phases"], first["dependencies_reused"]) == (2, False)
+
+    wsgi = app / "wsgi.py"
+    wsgi.write_text(wsgi.read_text().replace("from buildpy!", "from a rebuild!"))
+    second = buildpy_build(app, builder=BUILDER)
+    event = built_event(second)
+    assert (event["phases"], event["dependencies_reused"]) == (2, True)
+    assert "dependency layer reused" in second.stderr
+    assert "Installing dependencies" not in second.stdout + second.stderr
+    with running(second.tag) as (url, name):
+        assert http_get(url + "/", name=name) == (200, "Hello from a rebuild!\n")
+
+    (app / "requirements.txt").write_text((app / "requirements.txt").read_text() + "six\n")
+    third = built_event(buildpy_build(app, builder=BUILDER))
+    assert third["dependencies_reused"] is False
+
+
+def test_images_carry_no_caches_and_no_build_files(buildpy_build, tmp_path: Path) -> None:
+    built = buildpy_build(copy_example(tmp_path), builder=BUILDER)
+    changed = subprocess.run(
+        ["podman", "image", "diff", built.tag, BUILDER],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for leftover in ("/.cache/pip", "/tmp/src", "/tmp/.buildpy", "/dev/shm", "buildpy-cache"):
+        assert leftover not in changed, leftover
+    env = " ".join(inspect_image(built.tag)["Config"]["Env"])
+    assert "BUILDPY_" not in env.replace("BUILDPY_IMAGE_VARIANT", "")
+    assert "PIP_CACHE_DIR" not in env
+
+
+def test_requirements_that_install_the_source_build_in_one_phase(
+    buildpy_build, tmp_path: Path
+) -> None:
+    app = tmp_path / "editable"
+    (app / "mypkg").mkdir(parents=True)
+    (app / "mypkg" / "__init__.py").write_text("GREETING = 'from an editable install'\n")
+    (app / "setup.py").write_text(
+        "from setuptools import setup\nsetup(name='mypkg', packages=['mypkg'])\n"
+    )
+    (app / "requirements.txt").write_text("-e .\n")
+    (app / "app.py").write_text(
+        "import http.server, mypkg\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.end_headers()\n"
+        "        self.wfile.write(mypkg.GREETING.encode())\n"
+        "http.server.HTTPServer(('0.0.0.0', 8080), H).serve_forever()\n"
+    )
+    built = buildpy_build(app, "-e", "APP_FILE=app.py", builder="localhost/buildpy/python-311")
+    assert built_event(built)["phases"] == 1
+    assert "requirements.txt line 1 installs from the source tree" in built.stderr
+    with running(built.tag) as (url, name):
+        assert http_get(url + "/", name=name) == (200, "from an editable install")
+
+
+def test_cache_ls_shows_dependency_images_and_the_download_volume(
+    buildpy_build, podman_url: str, tmp_path: Path
+) -> None:
+    buildpy_build(copy_example(tmp_path), builder=BUILDER)
+    env = {**os.environ, "CONTAINER_HOST": podman_url}
+    listing = subprocess.run(
+        [*BUILDPY, "cache", "ls"], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    rows = [line.split("\t") for line in listing.splitlines()]
+    assert any(r[1] == "image" and "localhost/buildpy-cache/dependencies:" in r[2] for r in rows)
+    assert any(r[1] == "volume" and r[2] == "buildpy-downloads" for r in rows)
+    assert not any("buildpy-test" in line for line in listing.splitlines())
+
+
+def test_incremental_restores_artifacts(buildpy_build, tmp_path: Path) -> None:
+    app = tmp_path / "incremental"
+    bindir = app / ".s2i" / "bin"
+    bindir.mkdir(parents=True)
+    scripts = {
+        "assemble": "#!/bin/sh\nset -e\nmkdir -p $HOME\n"
+        "if [ -f /tmp/artifacts/count ]; then n=$(cat /tmp/artifacts/count); else n=0; fi\n"
+        "echo $((n + 1)) > $HOME/count\nrm -rf /tmp/artifacts\n",
+        "save-artifacts": "#!/bin/sh\ncd $HOME && tar -cf - count\n",
+        "run": "#!/bin/sh\ncat $HOME/count\n",
+    }
+    for name, text in scripts.items():
+        (bindir / name).write_text(text)
+        (bindir / name).chmod(0o755)
+    first = buildpy_build(app, offline=False)
+    again = buildpy_build(app, "--incremental", "--tag", first.tag, offline=False)
+    assert "artifacts saved from the previous image" in again.stderr
+    count = subprocess.run(
+        ["podman", "run", "--rm", first.tag], capture_output=True, text=True, check=True
+    ).stdout
+    assert count.strip() == "2"
