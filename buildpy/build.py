@@ -39,7 +39,15 @@ from buildpy import (
 from buildpy.assemble import WRAPPER as WRAPPER
 from buildpy.assemble import ArchiveFactory, assemble_and_commit, build_env_member, container_name
 from buildpy.config import BuildOptions
-from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo, Mount, VolumeMount
+from buildpy.engine import (
+    CommitSpec,
+    ContainerSpec,
+    Engine,
+    ImageInfo,
+    ImageSummary,
+    Mount,
+    VolumeMount,
+)
 from buildpy.errors import SourceError, UsageError
 
 _log = log.get(__name__)
@@ -242,13 +250,22 @@ def _dependency_image(
     if existing is not None:
         _log.info("dependency layer reused", image=tag)
         return existing, True
-    _log.info("installing dependencies", files=[name for name, _ in files], image=tag)
+    lines = dependencies.requirement_lines(files)
+    fixed = dependencies.fixed_digest(builder.id, files, variables)
+    parent = _growable(engine, fixed, lines) if dependencies.can_grow(variables) else None
+    start = builder.id if parent is None else parent.id
+    _log.info(
+        "installing dependencies",
+        files=[name for name, _ in files],
+        image=tag,
+        on_top_of=parent.tags[0] if parent is not None and parent.tags else None,
+    )
     env = dependencies.install_variables(plan.image_env)
-    labels = {
-        cache.KEY_LABEL: key,
-        cache.BUILDER_LABEL: builder.ref,
-    }
-    spec = _spec(plan, builder.id, builder, assemble, env, labels, volumes)
+    labels = {cache.KEY_LABEL: key, cache.BUILDER_LABEL: builder.ref, cache.FIXED_LABEL: fixed}
+    recorded = dependencies.record(lines)
+    if recorded is not None:
+        labels[cache.LINES_LABEL] = recorded
+    spec = _spec(plan, start, builder, assemble, env, labels, volumes)
     build_env = {**_build_env(plan, volumes), PHASE_VARIABLE: "dependencies"}
     members = [source.Member(f"src/{name}", data) for name, data in files]
     members += build_env_member(build_env)
@@ -262,6 +279,19 @@ def _dependency_image(
     )
     times.update(dependencies=step.upload + step.assemble + step.commit)
     return image_id, False
+
+
+def _growable(engine: Engine, fixed: str, lines: Mapping[str, list[str]]) -> ImageSummary | None:
+    """The closest earlier dependency image this one may grow from (see dependencies)."""
+    candidates = [
+        item
+        for item in engine.images(cache.DEPENDENCY_REPOSITORY)
+        if item.labels.get(cache.FIXED_LABEL) == fixed
+        and dependencies.extends(item.labels.get(cache.LINES_LABEL), lines)
+    ]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda i: (len(i.labels.get(cache.LINES_LABEL, "")), i.created))
 
 
 def _spec(

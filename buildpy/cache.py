@@ -17,6 +17,8 @@ from buildpy.engine import Engine, ImageSummary, VolumeMount
 CACHE_LABEL = "io.buildpy.cache"
 KEY_LABEL = "io.buildpy.dependencies.key"
 BUILDER_LABEL = "io.buildpy.dependencies.builder"
+FIXED_LABEL = "io.buildpy.dependencies.fixed"
+LINES_LABEL = "io.buildpy.dependencies.requirements"
 DEPENDENCY_REPOSITORY = "localhost/buildpy-cache/dependencies"
 DOWNLOADS_VOLUME = "buildpy-downloads"
 DOWNLOADS_TARGET = "/dev/shm/buildpy-cache"

@@ -15,6 +15,7 @@ reason said in the build output.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -149,3 +150,65 @@ def _normalise(path: Path) -> str | None:
         else:
             parts.append(part)
     return "/".join(parts) or None
+
+
+# ------------------------------------------------------------ growing a dependency layer
+#
+# Adding a requirement should not reinstall all the others. A new dependency layer may
+# start from an earlier one when nothing but requirements files changed and every line
+# they had is still there: pip then installs only what is new. Anything else (a removed or
+# edited line, another lock file, other variables, another builder) starts from the builder,
+# so a layer never carries a package its requirements no longer ask for.
+
+REQUIREMENTS_PATTERN = re.compile(r"^(?:requirements[^/]*\.txt|requirements/[^/]+\.txt)$")
+MAX_RECORDED = 8192  # bytes of requirement lines kept in a label; larger sets never grow
+
+
+def requirement_lines(files: Sequence[tuple[str, bytes]]) -> dict[str, list[str]]:
+    """The requirement lines of each requirements file, comments and blanks dropped."""
+    lines: dict[str, list[str]] = {}
+    for name, data in sorted(files):
+        if REQUIREMENTS_PATTERN.match(name):
+            text = data.decode("utf-8", errors="replace")
+            kept = [line.split(" #", 1)[0].strip() for line in text.splitlines()]
+            lines[name] = sorted({line for line in kept if line and not line.startswith("#")})
+    return lines
+
+
+def fixed_digest(
+    builder_id: str, files: Sequence[tuple[str, bytes]], variables: Mapping[str, str]
+) -> str:
+    """Everything but the requirement lines: these must match for a layer to grow."""
+    others = [(name, data) for name, data in files if not REQUIREMENTS_PATTERN.match(name)]
+    names = [(f"requirements-file:{n}", b"") for n, _ in files if REQUIREMENTS_PATTERN.match(n)]
+    return key(builder_id, [*others, *names], variables)
+
+
+def record(lines: Mapping[str, list[str]]) -> str | None:
+    """Requirement lines as a label value, or None when too large to keep."""
+    text = json.dumps(lines, sort_keys=True, separators=(",", ":"))
+    return text if len(text.encode()) <= MAX_RECORDED else None
+
+
+def extends(recorded: str | None, lines: Mapping[str, list[str]]) -> bool:
+    """True when ``lines`` keeps every recorded line and adds at least one."""
+    if not recorded:
+        return False
+    try:
+        old = json.loads(recorded)
+    except ValueError:
+        return False
+    if not isinstance(old, dict) or set(old) != set(lines):
+        return False
+    grown = False
+    for name, new in lines.items():
+        before = set(old[name]) if isinstance(old[name], list) else None
+        if before is None or not before <= set(new):
+            return False
+        grown = grown or bool(set(new) - before)
+    return grown
+
+
+def can_grow(variables: Mapping[str, str]) -> bool:
+    """Only pip's own install path grows layers (pipenv/micropipenv lock whole sets)."""
+    return not variables.get("ENABLE_PIPENV") and not variables.get("ENABLE_MICROPIPENV")

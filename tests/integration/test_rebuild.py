@@ -46,8 +46,22 @@ def test_source_change_reuses_the_dependency_layer(buildpy_build, tmp_path: Path
         assert http_get(url + "/", name=name) == (200, "Hello from a rebuild!\n")
 
     (app / "requirements.txt").write_text((app / "requirements.txt").read_text() + "six\n")
-    third = built_event(buildpy_build(app, builder=BUILDER))
-    assert third["dependencies_reused"] is False
+    third = buildpy_build(app, builder=BUILDER)
+    assert built_event(third)["dependencies_reused"] is False
+    grown = [
+        json.loads(line) for line in third.stderr.splitlines() if "installing dependencies" in line
+    ]
+    assert grown and grown[0]["on_top_of"].startswith("localhost/buildpy-cache/dependencies:")
+    output = third.stdout + third.stderr
+    assert "Successfully installed six" in output  # only the new requirement was installed
+    assert "flask" not in output.split("Successfully installed", 1)[1].splitlines()[0].lower()
+    modules = subprocess.run(
+        ["podman", "run", "--rm", third.tag, "python", "-c", "import flask, six; print('both')"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert modules.strip() == "both"
 
 
 def test_images_carry_no_caches_and_no_build_files(buildpy_build, tmp_path: Path) -> None:

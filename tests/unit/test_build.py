@@ -364,3 +364,24 @@ def test_wrapper_unpacks_artifacts_for_assemble(tmp_path: Path) -> None:
     )
     assert done.stdout == "reuse"
     assert not (tmp_path / "tmp" / ".buildpy").exists()
+
+
+def test_added_requirement_grows_the_previous_dependency_layer(app: Path) -> None:
+    engine = FakeEngine(stored={"phased": PHASED})
+    (app / "requirements.txt").write_text("flask\n")
+    build.run(make_plan(app, builder="phased"), engine, output=_Sink())
+    first_deps = engine.commits[0]
+    first_id = engine.image_id(f"{first_deps.repository}:{first_deps.tag}")
+
+    (app / "requirements.txt").write_text("flask\n# a comment\nsix\n")
+    build.run(make_plan(app, builder="phased"), engine, output=_Sink())
+    assert engine.created[2].image == first_id  # grown on top of the first layer
+
+    (app / "requirements.txt").write_text("six\n")  # flask removed: start again
+    build.run(make_plan(app, builder="phased"), engine, output=_Sink())
+    assert engine.created[4].image == PHASED.id
+
+    (app / "requirements.txt").write_text("six\nflask\n")
+    (app / ".s2i" / "environment").write_text("FROM_FILE=changed\n")  # other input changed
+    build.run(make_plan(app, builder="phased"), engine, output=_Sink())
+    assert engine.created[6].image == PHASED.id

@@ -145,3 +145,57 @@ def test_key_changes_with_any_input(
 def test_key_does_not_confuse_boundaries() -> None:
     assert deps.key("b", [("a", b"bc")], {}) != deps.key("b", [("ab", b"c")], {})
     assert deps.key("b", [], {"A": "bc"}) != deps.key("b", [], {"AB": "c"})
+
+
+def test_requirement_lines_ignore_comments_and_order() -> None:
+    files = [
+        ("requirements.txt", b"flask  # web\n\n# note\nsix\nflask\n"),
+        ("requirements/dev.txt", b"pytest\n"),
+        ("Pipfile", b"[packages]\n"),
+    ]
+    assert deps.requirement_lines(files) == {
+        "requirements.txt": ["flask", "six"],
+        "requirements/dev.txt": ["pytest"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "grows"),
+    [
+        ({"requirements.txt": ["flask"]}, {"requirements.txt": ["flask", "six"]}, True),
+        ({"requirements.txt": ["flask"]}, {"requirements.txt": ["flask"]}, False),
+        ({"requirements.txt": ["flask", "six"]}, {"requirements.txt": ["six"]}, False),
+        ({"requirements.txt": ["flask==2"]}, {"requirements.txt": ["flask==3", "six"]}, False),
+        (
+            {"requirements.txt": ["a"]},
+            {"requirements.txt": ["a"], "requirements-dev.txt": ["b"]},
+            False,
+        ),
+    ],
+)
+def test_extends_only_when_lines_are_added(
+    old: dict[str, list[str]], new: dict[str, list[str]], grows: bool
+) -> None:
+    assert deps.extends(deps.record(old), new) is grows
+
+
+def test_extends_refuses_missing_or_broken_records() -> None:
+    assert deps.extends(None, {"requirements.txt": ["a"]}) is False
+    assert deps.extends("not json", {"requirements.txt": ["a"]}) is False
+
+
+def test_fixed_digest_ignores_requirement_lines_only() -> None:
+    base = deps.fixed_digest("b", [("requirements.txt", b"flask\n"), ("Pipfile", b"x")], {})
+    assert base == deps.fixed_digest("b", [("requirements.txt", b"six\n"), ("Pipfile", b"x")], {})
+    assert base != deps.fixed_digest("b", [("requirements.txt", b"six\n"), ("Pipfile", b"y")], {})
+    assert base != deps.fixed_digest("b", [("requirements.txt", b"six\n")], {})
+    assert base != deps.fixed_digest(
+        "b", [("requirements.txt", b"x"), ("Pipfile", b"x")], {"PIP_X": "1"}
+    )
+
+
+def test_large_requirement_sets_are_not_recorded() -> None:
+    big = {"requirements.txt": [f"package-{i}" for i in range(2000)]}
+    assert deps.record(big) is None
+    assert deps.can_grow({"ENABLE_PIPENV": "1"}) is False
+    assert deps.can_grow({"PIP_INDEX_URL": "x"}) is True
