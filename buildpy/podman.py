@@ -13,7 +13,7 @@ import io
 import json
 import shutil
 import tarfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
@@ -218,12 +218,7 @@ class PodmanEngine:
         ]
 
     def remove_image(self, ref: str, force: bool = True) -> bool:
-        try:
-            with _translated(f"remove image {ref}"):
-                self._client.images.remove(ref, force=force)
-        except EngineError as exc:
-            return _gone_or_in_use(exc, force)
-        return True
+        return _removed(f"image {ref}", lambda: self._client.images.remove(ref, force=force), force)
 
     def ensure_volume(self, name: str, labels: Mapping[str, str]) -> bool:
         with _translated(f"create volume {name}"):
@@ -238,12 +233,9 @@ class PodmanEngine:
         return [(str(v.name), str(v.attrs.get("Mountpoint", ""))) for v in found]
 
     def remove_volume(self, name: str, force: bool = True) -> bool:
-        try:
-            with _translated(f"remove volume {name}"):
-                self._client.volumes.remove(name, force=force)
-        except EngineError as exc:
-            return _gone_or_in_use(exc, force)
-        return True
+        return _removed(
+            f"volume {name}", lambda: self._client.volumes.remove(name, force=force), force
+        )
 
     def image_label(self, ref: str, label: str) -> str | None:
         try:
@@ -332,11 +324,16 @@ class _ChunkReader(io.RawIOBase):
         return size
 
 
-def _gone_or_in_use(exc: EngineError, force: bool) -> bool:
-    """After a failed removal: True when it is gone anyway, False when it is in use."""
-    if _not_found(exc.__cause__):
-        return True
-    status = getattr(getattr(exc.__cause__, "response", None), "status_code", None)
-    if not force and status == 409:
-        return False
-    raise exc
+def _removed(what: str, remove: Callable[[], object], force: bool) -> bool:
+    """Run a removal: True when removed or already gone, False when in use (without force)."""
+    try:
+        with _translated(f"remove {what}"):
+            remove()
+    except EngineError as exc:
+        if _not_found(exc.__cause__):
+            return True
+        status = getattr(getattr(exc.__cause__, "response", None), "status_code", None)
+        if not force and status == 409:
+            return False
+        raise
+    return True
