@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from buildpy import environment, log, scripts, source
@@ -61,8 +61,12 @@ def assemble_and_commit(
     commit: CommitSpec,
     out: BinaryIO,
     reaper: Executor | None = None,
+    more_changes: Callable[[Sequence[str]], Sequence[str]] | None = None,
 ) -> tuple[str, StepTimes]:
-    """Create, upload, run assemble, commit; return the image ID and the times taken."""
+    """Create, upload, run assemble, commit; return the image ID and the times taken.
+
+    ``more_changes`` turns the last lines of assemble's output into more commit changes.
+    """
     with working_container(engine, spec, reaper) as container:
         uid, gid = owner(engine, container, builder)
         t0 = time.monotonic()
@@ -73,9 +77,30 @@ def assemble_and_commit(
         t2 = time.monotonic()
         if status != 0:
             raise AssembleFailed(status, tail, _assemble_hint(status))
+        if more_changes is not None:
+            commit = replace(commit, changes=(*commit.changes, *more_changes(tail)))
         image_id = engine.commit(container, commit)
         t3 = time.monotonic()
     return image_id, StepTimes(t1 - t0, t2 - t1, t3 - t2)
+
+
+def place_and_commit(
+    engine: Engine,
+    spec: ContainerSpec,
+    builder: ImageInfo,
+    upload_dir: str,
+    archive: ArchiveFactory,
+    commit: CommitSpec,
+) -> tuple[str, StepTimes]:
+    """Upload into a container that never runs, then commit (nothing left for assemble)."""
+    with working_container(engine, spec) as container:
+        uid, gid = owner(engine, container, builder)
+        t0 = time.monotonic()
+        engine.upload(container, upload_dir, archive(uid, gid))
+        t1 = time.monotonic()
+        image_id = engine.commit(container, commit)
+        t2 = time.monotonic()
+    return image_id, StepTimes(t1 - t0, 0.0, t2 - t1)
 
 
 def build_env_member(values: Mapping[str, str]) -> list[source.Member]:

@@ -18,11 +18,11 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable
 
 from buildpy import (
@@ -37,7 +37,13 @@ from buildpy import (
     source,
 )
 from buildpy.assemble import WRAPPER as WRAPPER
-from buildpy.assemble import ArchiveFactory, assemble_and_commit, build_env_member, container_name
+from buildpy.assemble import (
+    ArchiveFactory,
+    assemble_and_commit,
+    build_env_member,
+    container_name,
+    place_and_commit,
+)
 from buildpy.config import BuildOptions
 from buildpy.engine import (
     CommitSpec,
@@ -64,6 +70,8 @@ CA_VARIABLES = (
 )
 PHASES_LABEL = "io.buildpy.assemble-phases"
 PHASE_VARIABLE = "BUILDPY_ASSEMBLE_PHASE"
+APPLICATION_MARKER = "BUILDPY_APPLICATION_PHASE"  # printed by the dependency phase
+APPLICATION_LABEL = "io.buildpy.application-phase"  # copy: nothing to run but placing source
 
 
 @dataclass(frozen=True)
@@ -172,25 +180,34 @@ def run(plan: BuildPlan, engine: Engine, output: BinaryIO | None = None) -> Buil
     chosen = scripts.resolve(builder.labels, set(plan.source_scripts), builder.ref)
     volumes = (cache.downloads(engine),) if plan.options.cache else ()
     times: dict[str, float] = {}
-    start, phase, reused = builder.id, {}, False
+    start, phase, reused, placing = builder.id, {}, False, False
     reason = split_reason(plan, builder)
     # The reaper removes the dependency container while the application phase runs,
     # and waits for it before the build returns.
     with ThreadPoolExecutor(max_workers=1) as reaper:
         if reason is None:
-            start, reused = _dependency_image(
+            start, reused, needs = _dependency_image(
                 plan, engine, builder, chosen.assemble, volumes, out, times, reaper
             )
             phase = {PHASE_VARIABLE: "application"}
+            placing = needs == "copy" and _can_place(plan, builder)
         else:
             _log.info("building in one phase", reason=reason)
         spec = _spec(plan, start, builder, chosen.assemble, plan.image_env, plan.labels, volumes)
         archive = _source_archive(plan, {**_build_env(plan, volumes), **phase})
         repository, tag = image.split_tag(plan.options.tag) if plan.options.tag else (None, None)
         commit = CommitSpec(image.commit_changes(builder, chosen.run), repository, tag)
-        with _incremental(plan, engine, builder, chosen.save_artifacts, out) as saved:
-            uploads = [archive] if saved is None else [archive, saved]
-            image_id, step = assemble_and_commit(engine, spec, builder, uploads, commit, out)
+        if placing:
+            _log.info("placing the source: the application phase has nothing to run")
+            home = PurePosixPath(builder.env["HOME"])
+            place = _placed_source(plan, home.name)
+            image_id, step = place_and_commit(
+                engine, spec, builder, str(home.parent), place, commit
+            )
+        else:
+            with _incremental(plan, engine, builder, chosen.save_artifacts, out) as saved:
+                uploads = [archive] if saved is None else [archive, saved]
+                image_id, step = assemble_and_commit(engine, spec, builder, uploads, commit, out)
     times.update(upload=step.upload, assemble=step.assemble, commit=step.commit)
     seconds = time.monotonic() - started
     return BuildResult(
@@ -213,6 +230,49 @@ def _incremental(
         return
     with artifacts.previous_artifacts(engine, previous, builder, save_script, out) as saved:
         yield saved
+
+
+def _can_place(plan: BuildPlan, builder: ImageInfo) -> bool:
+    """Whether buildpy may place the source itself instead of running assemble again.
+
+    The builder's own dependency phase says whether anything is left to run (it prints
+    BUILDPY_APPLICATION_PHASE=copy); a source with its own scripts, or an incremental
+    build, always runs assemble.
+    """
+    home = builder.env.get("HOME", "")
+    return (
+        home.startswith("/")
+        and home != "/"
+        and not plan.source_scripts
+        and not plan.options.incremental
+    )
+
+
+def _placed_source(plan: BuildPlan, dest: str) -> ArchiveFactory:
+    """The source as assemble would leave it in $HOME: owned by the user, group like owner."""
+
+    def archive(uid: int, gid: int) -> Iterator[bytes]:
+        return source.tar_stream(
+            plan.root,
+            rules=plan.rules,
+            dest=dest,
+            uid=uid,
+            gid=gid,
+            warn=lambda message: _log.warning(message),
+            group_like_owner=True,
+        )
+
+    return archive
+
+
+def _application_phase(tail: Sequence[str]) -> list[str]:
+    """The dependency phase's word on the application phase, as a label change."""
+    for line in reversed(tail):
+        if line.startswith(f"{APPLICATION_MARKER}="):
+            value = line.split("=", 1)[1].strip()
+            if value in ("copy", "run"):
+                return [f"LABEL {APPLICATION_LABEL}={value}"]
+    return []
 
 
 def split_reason(plan: BuildPlan, builder: ImageInfo) -> str | None:
@@ -240,8 +300,12 @@ def _dependency_image(
     out: BinaryIO,
     times: dict[str, float],
     reaper: Executor,
-) -> tuple[str, bool]:
-    """The cached dependency image for this plan, built first when there is none."""
+) -> tuple[str, bool, str]:
+    """The cached dependency image for this plan, built first when there is none.
+
+    Returns its ID, whether it was reused, and what the application phase needs
+    (``copy`` or ``run``, as the dependency phase's assemble said).
+    """
     files = [(name, _read(plan.root / name)) for name in plan.dependencies.files]
     variables = dependencies.install_variables({**plan.image_env, **plan.build_env})
     key = dependencies.key(builder.id, files, variables)
@@ -249,7 +313,8 @@ def _dependency_image(
     existing = engine.image_id(tag)
     if existing is not None:
         _log.info("dependency layer reused", image=tag)
-        return existing, True
+        needs = engine.image(tag).labels.get(APPLICATION_LABEL, "run")
+        return existing, True, needs
     lines = dependencies.requirement_lines(files)
     fixed = dependencies.fixed_digest(builder.id, files, variables)
     parent = _growable(engine, fixed, lines) if dependencies.can_grow(variables) else None
@@ -275,10 +340,18 @@ def _dependency_image(
 
     name, tag_part = tag.rsplit(":", 1)
     image_id, step = assemble_and_commit(
-        engine, spec, builder, [archive], CommitSpec((), name, tag_part), out, reaper
+        engine,
+        spec,
+        builder,
+        [archive],
+        CommitSpec((), name, tag_part),
+        out,
+        reaper,
+        _application_phase,
     )
     times.update(dependencies=step.upload + step.assemble + step.commit)
-    return image_id, False
+    needs = engine.image(image_id).labels.get(APPLICATION_LABEL, "run")
+    return image_id, False, needs
 
 
 def _growable(engine: Engine, fixed: str, lines: Mapping[str, list[str]]) -> ImageSummary | None:

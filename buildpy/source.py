@@ -349,6 +349,14 @@ def _parents(path: str) -> list[str]:
     return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
+def _group_like_owner(mode: int, is_dir: bool) -> int:
+    """Group 0 gets read and write, and execute where the owner has it (as fix-permissions)."""
+    mode |= 0o060
+    if is_dir or mode & 0o100:
+        mode |= 0o010
+    return mode
+
+
 def _padding(size: int) -> bytes:
     return b"\0" * (-size % _BLOCK)
 
@@ -376,8 +384,9 @@ def _open_regular(entry: Entry) -> tuple[int, os.stat_result]:
 class _Archive:
     """Builds tar records and hands the bytes out in chunks of about ``chunk_size``."""
 
-    def __init__(self, uid: int, gid: int, chunk_size: int) -> None:
+    def __init__(self, uid: int, gid: int, chunk_size: int, group_like_owner: bool = False) -> None:
         self.uid, self.gid, self.chunk_size = uid, gid, chunk_size
+        self.group_like_owner = group_like_owner
         self.buf = bytearray()
         self.total = 0
         self.files = 0
@@ -401,6 +410,8 @@ class _Archive:
         self, name: str, kind: bytes, mode: int, mtime: int, size: int = 0, linkname: str = ""
     ) -> Iterator[bytes]:
         info = tarfile.TarInfo(name)
+        if self.group_like_owner and kind != tarfile.SYMTYPE:
+            mode = _group_like_owner(mode, kind == tarfile.DIRTYPE)
         info.type, info.mode, info.mtime, info.size = kind, mode, mtime, size
         info.uid, info.gid, info.uname, info.gname = self.uid, self.gid, "", ""
         info.linkname = linkname
@@ -467,6 +478,7 @@ def tar_stream(
     chunk_size: int = 1 << 20,
     warn: Warn | None = None,
     stats: list[SourceStats] | None = None,
+    group_like_owner: bool = False,
 ) -> Iterator[bytes]:
     """Yield an uncompressed PAX tar of ``root`` under ``dest/``, then the ``extra`` members.
 
@@ -488,7 +500,7 @@ def tar_stream(
         if member.name.endswith("/") and member.data:
             raise ValueError(f"directory member {member.name!r} cannot have data")
     root_st = _check_root(root)
-    out = _Archive(uid, gid, chunk_size)
+    out = _Archive(uid, gid, chunk_size, group_like_owner)
     return _stream(out, root, root_st, rules, dest, extra, warn, stats)
 
 

@@ -42,8 +42,31 @@ def test_source_change_reuses_the_dependency_layer(buildpy_build, tmp_path: Path
     assert (event["phases"], event["dependencies_reused"]) == (2, True)
     assert "dependency layer reused" in second.stderr
     assert "Installing dependencies" not in second.stdout + second.stderr
-    with running(second.tag) as (url, name):
-        assert http_get(url + "/", name=name) == (200, "Hello from a rebuild!\n")
+    assert "placing the source" in second.stderr  # no assemble run was needed
+    assert event["assemble_seconds"] == 0
+    for user in (None, "12345"):
+        with running(second.tag, user=user) as (url, name):
+            assert http_get(url + "/", name=name) == (200, "Hello from a rebuild!\n")
+    modes = subprocess.run(
+        [
+            "podman",
+            "run",
+            "--rm",
+            "--user",
+            "12345",
+            second.tag,
+            "stat",
+            "-c",
+            "%a %u:%g",
+            "wsgi.py",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert (
+        modes[1] == "1001:0" and int(modes[0][1]) >= 6
+    )  # group 0 may write, as assemble leaves it
 
     (app / "requirements.txt").write_text((app / "requirements.txt").read_text() + "six\n")
     third = buildpy_build(app, builder=BUILDER)

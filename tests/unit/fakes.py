@@ -40,9 +40,10 @@ class FakeEngine:
     in_use: set[str] = field(default_factory=set)
 
     def image(self, ref: str) -> ImageInfo:
-        if ref not in self.stored:
-            raise BuilderImageError(f"builder image {ref} is not in local storage")
-        return self.stored[ref]
+        for name, info in self.stored.items():
+            if ref in (name, info.id, f"{name}:latest"):
+                return info
+        raise BuilderImageError(f"builder image {ref} is not in local storage")
 
     def image_id(self, ref: str) -> str | None:
         info = self.stored.get(ref) or self.stored.get(f"{ref}:latest")
@@ -110,8 +111,13 @@ class FakeEngine:
         image_id = f"sha256:result{len(self.commits)}"
         if spec.repository:
             created = self.created[int(container[3:]) - 1]
+            labels = dict(created.labels)
+            for change in spec.changes:
+                if change.startswith("LABEL "):
+                    key, _, value = change[len("LABEL ") :].partition("=")
+                    labels[key] = value
             self.stored[f"{spec.repository}:{spec.tag}"] = ImageInfo(
-                id=image_id, ref=spec.repository, labels=dict(created.labels)
+                id=image_id, ref=spec.repository, labels=labels
             )
         return image_id
 

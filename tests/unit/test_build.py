@@ -385,3 +385,45 @@ def test_added_requirement_grows_the_previous_dependency_layer(app: Path) -> Non
     (app / ".s2i" / "environment").write_text("FROM_FILE=changed\n")  # other input changed
     build.run(make_plan(app, builder="phased"), engine, output=_Sink())
     assert engine.created[6].image == PHASED.id
+
+
+PLACING = ImageInfo(
+    id="sha256:placing",
+    ref="placing",
+    user="1001",
+    env={"HOME": "/opt/app-root/src"},
+    labels={**BUILDER.labels, build.PHASES_LABEL: "dependencies,application"},
+)
+
+
+def test_source_is_placed_without_a_run_when_nothing_is_left_to_run(app: Path) -> None:
+    engine = FakeEngine(
+        stored={"placing": PLACING}, output=[b"installing\n", b"BUILDPY_APPLICATION_PHASE=copy\n"]
+    )
+    first = build.run(make_plan(phased_app(app), builder="placing"), engine, output=_Sink())
+    assert engine.started == ["ctr1"]  # only the dependency phase ran
+    assert first.assemble_seconds == 0.0
+    path, data = engine.uploads[1]
+    assert path == "/opt/app-root"
+    members = engine.uploaded_members()
+    assert members["src/app.py"].mode & 0o060 == 0o060
+    assert b".buildpy/env" not in data
+    assert 'CMD ["/usr/libexec/s2i/run"]' in engine.commits[1].changes
+
+    (app / "app.py").write_text("print('again')\n")
+    build.run(make_plan(app, builder="placing"), engine, output=_Sink())
+    assert engine.started == ["ctr1"]  # reused layer remembers: still nothing to run
+
+
+def test_assemble_runs_when_the_dependency_phase_says_so(app: Path) -> None:
+    engine = FakeEngine(stored={"placing": PLACING}, output=[b"BUILDPY_APPLICATION_PHASE=run\n"])
+    build.run(make_plan(phased_app(app), builder="placing"), engine, output=_Sink())
+    assert engine.started == ["ctr1", "ctr2"]
+
+
+def test_source_scripts_always_run_assemble(app: Path) -> None:
+    (app / ".s2i" / "bin").mkdir()
+    (app / ".s2i" / "bin" / "run").write_text("#!/bin/sh\n")
+    engine = FakeEngine(stored={"placing": PLACING}, output=[b"BUILDPY_APPLICATION_PHASE=copy\n"])
+    build.run(make_plan(phased_app(app), builder="placing"), engine, output=_Sink())
+    assert engine.started == ["ctr1", "ctr2"]
