@@ -151,26 +151,28 @@ def owner(engine: Engine, container: str, builder: ImageInfo) -> tuple[int, int]
     name, _, group = builder.user.partition(":")
     if not name:
         return 0, 0
-    if name.isdigit() and (group.isdigit() or not group):
-        gid = int(group) if group else _passwd_gid(engine, container, name) or 0
-        return int(name), gid
+    if name.isdigit() and group.isdigit():
+        return int(name), int(group)
+    entry = _passwd_entry(engine, container, name)
+    if entry is None:
+        if name.isdigit():
+            return int(name), 0  # an arbitrary UID without an entry runs with group 0
+        raise BuilderImageError(
+            f"builder image {builder.ref} runs as user {builder.user!r}, which /etc/passwd lacks",
+            "use a numeric USER (e.g. 1001) in the builder image",
+        )
+    uid, gid = entry
+    return uid, int(group) if group.isdigit() else gid
+
+
+def _passwd_entry(engine: Engine, container: str, user: str) -> tuple[int, int] | None:
+    """(uid, gid) of a user, by name or uid, from the container's /etc/passwd."""
     passwd = engine.read_file(container, "/etc/passwd") or b""
     for line in passwd.decode(errors="replace").splitlines():
         fields = line.split(":")
-        if len(fields) >= 4 and name in (fields[0], fields[2]):
-            return int(fields[2]), int(group) if group.isdigit() else int(fields[3])
-    raise BuilderImageError(
-        f"builder image {builder.ref} runs as user {builder.user!r}, which /etc/passwd lacks",
-        "use a numeric USER (e.g. 1001) in the builder image",
-    )
-
-
-def _passwd_gid(engine: Engine, container: str, uid: str) -> int | None:
-    passwd = engine.read_file(container, "/etc/passwd") or b""
-    for line in passwd.decode(errors="replace").splitlines():
-        fields = line.split(":")
-        if len(fields) >= 4 and fields[2] == uid and fields[3].isdigit():
-            return int(fields[3])
+        known = len(fields) >= 4 and fields[2].isdigit() and fields[3].isdigit()
+        if known and user in (fields[0], fields[2]):
+            return int(fields[2]), int(fields[3])
     return None
 
 

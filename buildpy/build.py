@@ -36,8 +36,8 @@ from buildpy import (
     scripts,
     source,
 )
-from buildpy.assemble import WRAPPER as WRAPPER
 from buildpy.assemble import (
+    WRAPPER,
     ArchiveFactory,
     assemble_and_commit,
     build_env_member,
@@ -95,10 +95,13 @@ class BuildResult:
     image_id: str
     tag: str | None
     seconds: float
-    assemble_seconds: float
     phases: int = 1
     dependencies_reused: bool = False
     times: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def assemble_seconds(self) -> float:
+        return self.times.get("assemble", 0.0)
 
 
 def plan(
@@ -194,7 +197,6 @@ def run(plan: BuildPlan, engine: Engine, output: BinaryIO | None = None) -> Buil
         else:
             _log.info("building in one phase", reason=reason)
         spec = _spec(plan, start, builder, chosen.assemble, plan.image_env, plan.labels, volumes)
-        archive = _source_archive(plan, {**_build_env(plan, volumes), **phase})
         repository, tag = image.split_tag(plan.options.tag) if plan.options.tag else (None, None)
         commit = CommitSpec(image.commit_changes(builder, chosen.run), repository, tag)
         if placing:
@@ -205,14 +207,13 @@ def run(plan: BuildPlan, engine: Engine, output: BinaryIO | None = None) -> Buil
                 engine, spec, builder, str(home.parent), place, commit
             )
         else:
+            archive = _source_archive(plan, {**_build_env(plan, volumes), **phase})
             with _incremental(plan, engine, builder, chosen.save_artifacts, out) as saved:
                 uploads = [archive] if saved is None else [archive, saved]
                 image_id, step = assemble_and_commit(engine, spec, builder, uploads, commit, out)
     times.update(upload=step.upload, assemble=step.assemble, commit=step.commit)
     seconds = time.monotonic() - started
-    return BuildResult(
-        image_id, plan.options.tag, seconds, step.assemble, 2 if phase else 1, reused, times
-    )
+    return BuildResult(image_id, plan.options.tag, seconds, 2 if phase else 1, reused, times)
 
 
 @contextmanager
@@ -220,9 +221,12 @@ def _incremental(
     plan: BuildPlan, engine: Engine, builder: ImageInfo, save_script: str, out: BinaryIO
 ) -> Iterator[ArchiveFactory | None]:
     """Artifacts of the previous image, with --incremental and a previous image."""
-    previous = (
-        engine.image_id(plan.options.tag) if plan.options.incremental and plan.options.tag else None
+    found = (
+        engine.find_image(plan.options.tag)
+        if plan.options.incremental and plan.options.tag
+        else None
     )
+    previous = found.id if found is not None else None
     if previous is None or not save_script:
         if plan.options.incremental:
             _log.info("no previous image to take artifacts from; building in full")
@@ -265,14 +269,12 @@ def _placed_source(plan: BuildPlan, dest: str) -> ArchiveFactory:
     return archive
 
 
-def _application_phase(tail: Sequence[str]) -> list[str]:
-    """The dependency phase's word on the application phase, as a label change."""
+def _application_phase(tail: Sequence[str]) -> str:
+    """What the dependency phase said the application phase needs: copy, else run."""
     for line in reversed(tail):
         if line.startswith(f"{APPLICATION_MARKER}="):
-            value = line.split("=", 1)[1].strip()
-            if value in ("copy", "run"):
-                return [f"LABEL {APPLICATION_LABEL}={value}"]
-    return []
+            return "copy" if line.split("=", 1)[1].strip() == "copy" else "run"
+    return "run"
 
 
 def split_reason(plan: BuildPlan, builder: ImageInfo) -> str | None:
@@ -310,11 +312,10 @@ def _dependency_image(
     variables = dependencies.install_variables({**plan.image_env, **plan.build_env})
     key = dependencies.key(builder.id, files, variables)
     tag = cache.dependency_tag(key)
-    existing = engine.image_id(tag)
+    existing = engine.find_image(tag)
     if existing is not None:
         _log.info("dependency layer reused", image=tag)
-        needs = engine.image(tag).labels.get(APPLICATION_LABEL, "run")
-        return existing, True, needs
+        return existing.id, True, existing.labels.get(APPLICATION_LABEL, "run")
     lines = dependencies.requirement_lines(files)
     fixed = dependencies.fixed_digest(builder.id, files, variables)
     parent = _growable(engine, fixed, lines) if dependencies.can_grow(variables) else None
@@ -338,6 +339,12 @@ def _dependency_image(
     def archive(uid: int, gid: int) -> Iterator[bytes]:
         return source.members_stream(members, uid=uid, gid=gid)
 
+    said = ["run"]  # what the dependency phase says the application phase needs
+
+    def application_label(tail: Sequence[str]) -> list[str]:
+        said[0] = _application_phase(tail)
+        return [f"LABEL {APPLICATION_LABEL}={said[0]}"]
+
     name, tag_part = tag.rsplit(":", 1)
     image_id, step = assemble_and_commit(
         engine,
@@ -347,11 +354,10 @@ def _dependency_image(
         CommitSpec((), name, tag_part),
         out,
         reaper,
-        _application_phase,
+        application_label,
     )
     times.update(dependencies=step.upload + step.assemble + step.commit)
-    needs = engine.image(image_id).labels.get(APPLICATION_LABEL, "run")
-    return image_id, False, needs
+    return image_id, False, said[0]
 
 
 def _growable(engine: Engine, fixed: str, lines: Mapping[str, list[str]]) -> ImageSummary | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from buildpy import log
+from buildpy.engine import ImageInfo
 from buildpy.errors import BuilderImageError, UsageError
 
 _log = log.get(__name__)
@@ -40,34 +41,19 @@ class Builder:
         return f"localhost/buildpy/{self.name}"
 
 
+# Python 3.11 on bookworm and 3.13 on trixie, each full (compiler, -dev libraries, Node.js,
+# Apache httpd) and minimal (Python and the S2I scripts only).
+_PYTHONS = (("3.11", "bookworm"), ("3.13", "trixie"))
 BUILDERS: dict[str, Builder] = {
     b.name: b
+    for version, suite in _PYTHONS
+    for variant, suffix in (("full", ""), ("minimal", "-minimal"))
     for b in (
-        # name, Containerfile, base image, build args: Python 3.11 on bookworm, 3.13 on trixie,
-        # each full (compiler, -dev libraries, Node.js, Apache httpd) and minimal.
         Builder(
-            "python-311",
+            f"python-{version.replace('.', '')}{suffix}",
             "containerfiles/Containerfile",
-            "localhost/buildpy/base-bookworm",
-            {"PYTHON_VERSION": "3.11", "VARIANT": "full"},
-        ),
-        Builder(
-            "python-311-minimal",
-            "containerfiles/Containerfile",
-            "localhost/buildpy/base-bookworm",
-            {"PYTHON_VERSION": "3.11", "VARIANT": "minimal"},
-        ),
-        Builder(
-            "python-313",
-            "containerfiles/Containerfile",
-            "localhost/buildpy/base-trixie",
-            {"PYTHON_VERSION": "3.13", "VARIANT": "full"},
-        ),
-        Builder(
-            "python-313-minimal",
-            "containerfiles/Containerfile",
-            "localhost/buildpy/base-trixie",
-            {"PYTHON_VERSION": "3.13", "VARIANT": "minimal"},
+            f"localhost/buildpy/base-{suite}",
+            {"PYTHON_VERSION": version, "VARIANT": variant},
         ),
     )
 }
@@ -76,9 +62,7 @@ BUILDERS: dict[str, Builder] = {
 class ImageBuilder(Protocol):
     """What building a builder needs from the engine."""
 
-    def image_id(self, ref: str) -> str | None: ...
-
-    def image_label(self, ref: str, label: str) -> str | None: ...
+    def find_image(self, ref: str) -> ImageInfo | None: ...
 
     def build(
         self,
@@ -143,19 +127,18 @@ def ensure(
 ) -> tuple[str, bool]:
     """Build ``builder`` unless an image with the same digest exists; return (id, built)."""
     base_ref = base or builder.base
-    base_id = engine.image_id(base_ref)
-    if base_id is None:
+    base_image = engine.find_image(base_ref)
+    if base_image is None:
         raise BuilderImageError(
             f"base image {base_ref} is not in local storage",
-            "make it with `scripts/make-base-image` (or `make base`), or pass --base IMAGE",
+            "make it with `scripts/make-base-image` (`make setup` does), or pass --base IMAGE",
         )
     context = context_tar(data_root())
-    wanted = digest(context, builder, base_id)
-    if not force and engine.image_label(builder.tag, DIGEST_LABEL) == wanted:
-        existing = engine.image_id(builder.tag)
-        if existing is not None:
-            _log.info("builder image is up to date", image=builder.tag)
-            return existing, False
+    wanted = digest(context, builder, base_image.id)
+    existing = None if force else engine.find_image(builder.tag)
+    if existing is not None and existing.labels.get(DIGEST_LABEL) == wanted:
+        _log.info("builder image is up to date", image=builder.tag)
+        return existing.id, False
     _log.info("building builder image", image=builder.tag, base=base_ref)
     args = {**builder.args, "BASE_IMAGE": base_ref}
     image_id = engine.build(

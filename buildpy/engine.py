@@ -85,8 +85,8 @@ class Engine(Protocol):
         """Inspect a local image; ``BuilderImageError`` when it does not exist."""
         ...
 
-    def image_id(self, ref: str) -> str | None:
-        """The ID of a local image, or None when there is none by that name."""
+    def find_image(self, ref: str) -> ImageInfo | None:
+        """A local image, or None when there is none by that name."""
         ...
 
     def images(self, repository: str) -> list[ImageSummary]:

@@ -197,9 +197,9 @@ class PodmanEngine:
             if not _not_found(exc.__cause__):
                 raise
 
-    def image_id(self, ref: str) -> str | None:
+    def find_image(self, ref: str) -> ImageInfo | None:
         try:
-            return self.image(ref).id
+            return self.image(ref)
         except BuilderImageError:
             return None
 
@@ -236,12 +236,6 @@ class PodmanEngine:
         return _removed(
             f"volume {name}", lambda: self._client.volumes.remove(name, force=force), force
         )
-
-    def image_label(self, ref: str, label: str) -> str | None:
-        try:
-            return self.image(ref).labels.get(label)
-        except BuilderImageError:
-            return None
 
     def build(
         self,

@@ -29,7 +29,6 @@ class Scripts:
     assemble: str
     run: str
     save_artifacts: str = ""
-    from_source: tuple[str, ...] = ()
 
 
 def source_scripts(root: Path) -> dict[str, Path]:
@@ -76,4 +75,4 @@ def resolve(labels: Mapping[str, str], provided: set[str], image_ref: str) -> Sc
         save = f"{SCRIPTS_DEST}/save-artifacts"
     else:
         save = f"{image_dir}/save-artifacts" if image_dir else ""
-    return Scripts(paths["assemble"], paths["run"], save, tuple(sorted(provided)))
+    return Scripts(paths["assemble"], paths["run"], save)

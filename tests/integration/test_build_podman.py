@@ -78,7 +78,9 @@ def test_build_only_variables_leave_no_trace(flask_image: Built, index_url: str)
     assert index_url not in " ".join(info["Config"]["Env"])
     changed = subprocess.run(
         ["podman", "image", "diff", flask_image.tag, BUILDER],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "/tmp/.buildpy" not in changed
     assert "/dev/shm" not in changed
@@ -111,7 +113,13 @@ def test_variables_reach_assemble_with_their_precedence(buildpy_build, tmp_path:
         },
     )
     built = buildpy_build(
-        app, "--env-file", str(app / "vars.env"), "-e", "C=cli", "--build-env", "SECRET=s3cr3t",
+        app,
+        "--env-file",
+        str(app / "vars.env"),
+        "-e",
+        "C=cli",
+        "--build-env",
+        "SECRET=s3cr3t",
         offline=False,
     )
     assert "A=s2i B=file C=cli SECRET=s3cr3t" in built.stderr
@@ -137,7 +145,9 @@ def test_s2iignore_is_honoured(buildpy_build, tmp_path: Path) -> None:
     built = buildpy_build(app, offline=False)
     listing = subprocess.run(
         ["podman", "run", "--rm", "--entrypoint", "ls", built.tag, "-A", "/opt/app-root/src"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert "app.py" in listing and ".s2iignore" in listing
     assert "secret.key" not in listing and "notes" not in listing
@@ -158,7 +168,9 @@ def test_git_checkout_labels(buildpy_build, tmp_path: Path) -> None:
     assert labels["io.openshift.build.commit.message"] == "first"
     listing = subprocess.run(
         ["podman", "run", "--rm", "--entrypoint", "ls", built.tag, "/opt/app-root/src"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert "uncommitted.txt" in listing
 
@@ -206,7 +218,10 @@ def test_ctrl_c_removes_the_container_and_the_private_service(tmp_path: Path) ->
     services_before = _private_services()
     proc = subprocess.Popen(
         [*BUILDPY, "build", str(app), "--builder", BUILDER],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
     )
     assert proc.stderr is not None
     deadline = time.monotonic() + 120
@@ -229,8 +244,11 @@ def test_ctrl_c_removes_the_container_and_the_private_service(tmp_path: Path) ->
 
 
 def _private_services() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "system service --time=0 unix:///tmp/buildpy-podman-"],
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["pgrep", "-f", "system service --time=0 unix:///tmp/buildpy-podman-"],
+        capture_output=True,
+        text=True,
+    ).stdout
     return {int(pid) for pid in out.split()}
 
 

@@ -45,9 +45,8 @@ class FakeEngine:
                 return info
         raise BuilderImageError(f"builder image {ref} is not in local storage")
 
-    def image_id(self, ref: str) -> str | None:
-        info = self.stored.get(ref) or self.stored.get(f"{ref}:latest")
-        return info.id if info else None
+    def find_image(self, ref: str) -> ImageInfo | None:
+        return self.stored.get(ref) or self.stored.get(f"{ref}:latest")
 
     def images(self, repository: str) -> list[ImageSummary]:
         return [

@@ -10,7 +10,7 @@ import pytest
 from fakes import BUILDER, FakeEngine
 
 from buildpy import build
-from buildpy.assemble import TAIL_LINES
+from buildpy.assemble import TAIL_LINES, WRAPPER
 from buildpy.config import BuildOptions
 from buildpy.engine import ImageInfo
 from buildpy.errors import AssembleFailed, BuilderImageError, EnvFileError, SourceError, UsageError
@@ -71,7 +71,7 @@ def test_wrapper_runs_under_a_real_shell(tmp_path: Path) -> None:
     envdir = tmp_path / "tmp" / ".buildpy"
     envdir.mkdir(parents=True)
     (envdir / "env").write_text("export GREETING='it'\"'\"'s here'\n")
-    script = build.WRAPPER.replace("/tmp/", f"{tmp_path}/tmp/")
+    script = WRAPPER.replace("/tmp/", f"{tmp_path}/tmp/")
     done = subprocess.run(
         ["/bin/sh", "-c", script, "wrapper", "sh", "-c", 'printf %s "$GREETING"'],
         capture_output=True,
@@ -355,7 +355,7 @@ def test_wrapper_unpacks_artifacts_for_assemble(tmp_path: Path) -> None:
     payload.write_text("reuse")
     with tarfile.open(inbox / "artifacts.tar", "w") as archive:
         archive.add(payload, arcname="saved.txt")
-    script = build.WRAPPER.replace("/tmp/", f"{tmp_path}/tmp/")
+    script = WRAPPER.replace("/tmp/", f"{tmp_path}/tmp/")
     done = subprocess.run(
         ["/bin/sh", "-c", script, "w", "cat", f"{tmp_path}/tmp/artifacts/saved.txt"],
         capture_output=True,
@@ -371,7 +371,9 @@ def test_added_requirement_grows_the_previous_dependency_layer(app: Path) -> Non
     (app / "requirements.txt").write_text("flask\n")
     build.run(make_plan(app, builder="phased"), engine, output=_Sink())
     first_deps = engine.commits[0]
-    first_id = engine.image_id(f"{first_deps.repository}:{first_deps.tag}")
+    found = engine.find_image(f"{first_deps.repository}:{first_deps.tag}")
+    assert found is not None
+    first_id = found.id
 
     (app / "requirements.txt").write_text("flask\n# a comment\nsix\n")
     build.run(make_plan(app, builder="phased"), engine, output=_Sink())

@@ -1,4 +1,5 @@
 """A standalone server with the standard library only: run as `python app.py`."""
+
 import http.server
 import os
 

@@ -1,4 +1,5 @@
 """Shows the locale and encodes non-ASCII text (the image sets en_US.UTF-8)."""
+
 import http.server
 import locale
 import os
