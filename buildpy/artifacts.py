@@ -48,10 +48,7 @@ def _save(
         name=container_name("artifacts"),
     )
     with working_container(engine, spec) as container:
-        engine.start(container)
-        for chunk in engine.logs(container):
-            out.write(chunk)
-        status = engine.wait(container)
+        status = engine.run(container, out.write)
         if status != 0:
             _log.warning("save-artifacts failed; building without artifacts", status=status)
             return False

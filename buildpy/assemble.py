@@ -15,7 +15,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import BinaryIO
@@ -56,24 +56,26 @@ def container_name(kind: str = "build") -> str:
 def assemble_and_commit(
     engine: Engine,
     spec: ContainerSpec,
-    builder: ImageInfo,
+    user: Owner,
     archives: Sequence[ArchiveFactory],
     commit: CommitSpec,
     out: BinaryIO,
-    reaper: Executor | None = None,
+    reaper: Reaper | None = None,
     more_changes: Callable[[Sequence[str]], Sequence[str]] | None = None,
 ) -> tuple[str, StepTimes]:
     """Create, upload, run assemble, commit; return the image ID and the times taken.
 
-    ``more_changes`` turns the last lines of assemble's output into more commit changes.
+    With a ``reaper``, what it holds is released once assemble's output starts, and
+    this container is handed to it afterwards. ``more_changes`` turns the last lines
+    of assemble's output into more commit changes.
     """
     with working_container(engine, spec, reaper) as container:
-        uid, gid = owner(engine, container, builder)
+        uid, gid = user.ids(engine, container)
         t0 = time.monotonic()
         for archive in archives:
             engine.upload(container, scripts.UPLOAD_DIR, archive(uid, gid))
         t1 = time.monotonic()
-        status, tail = _assemble(engine, container, out)
+        status, tail = _assemble(engine, container, out, reaper.release if reaper else None)
         t2 = time.monotonic()
         if status != 0:
             raise AssembleFailed(status, tail, _assemble_hint(status))
@@ -87,14 +89,21 @@ def assemble_and_commit(
 def place_and_commit(
     engine: Engine,
     spec: ContainerSpec,
-    builder: ImageInfo,
+    user: Owner,
     upload_dir: str,
     archive: ArchiveFactory,
     commit: CommitSpec,
+    reaper: Reaper | None = None,
 ) -> tuple[str, StepTimes]:
-    """Upload into a container that never runs, then commit (nothing left for assemble)."""
-    with working_container(engine, spec) as container:
-        uid, gid = owner(engine, container, builder)
+    """Upload into a container that never runs, then commit (nothing left for assemble).
+
+    With a ``reaper``, what it holds is released at once, and this container is
+    handed to it afterwards.
+    """
+    if reaper is not None:
+        reaper.release()
+    with working_container(engine, spec, reaper) as container:
+        uid, gid = user.ids(engine, container)
         t0 = time.monotonic()
         engine.upload(container, upload_dir, archive(uid, gid))
         t1 = time.monotonic()
@@ -113,13 +122,12 @@ def build_env_member(values: Mapping[str, str]) -> list[source.Member]:
 
 @contextmanager
 def working_container(
-    engine: Engine, spec: ContainerSpec, reaper: Executor | None = None
+    engine: Engine, spec: ContainerSpec, reaper: Reaper | None = None
 ) -> Iterator[str]:
     """A container that is gone when the block ends, however it ends.
 
-    With a ``reaper``, a container whose block succeeded is removed in the background
-    (removing one that holds a fresh dependency tree takes most of a second); the
-    reaper's owner waits for it before the build returns.
+    With a ``reaper``, a container whose block succeeded is handed to it, to be removed
+    off the critical path; otherwise, and after any failure, it is removed at once.
     """
     container = engine.create(spec)
     _log.debug("working container created", container=spec.name, image=spec.image)
@@ -129,9 +137,40 @@ def working_container(
         succeeded = True
     finally:
         if reaper is not None and succeeded:
-            reaper.submit(_remove, engine, container, spec.name)
+            reaper.defer(container, spec.name)
         else:
             _remove(engine, container, spec.name)
+
+
+class Reaper:
+    """Removes finished working containers in the background, when told it may.
+
+    Removing a container that holds a fresh dependency tree takes most of a second
+    and holds Podman's storage lock, which stalls the creation of and the upload to
+    the next container. So removals wait until ``release()`` (the next container is
+    running, or needs no run), then go on in a background thread; leaving the
+    ``with`` block, however it is left, releases what is pending and waits for all.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._pending: list[tuple[str, str | None]] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="buildpy-reaper")
+
+    def __enter__(self) -> Reaper:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+        self._pool.shutdown(wait=True)
+
+    def defer(self, container: str, name: str | None) -> None:
+        self._pending.append((container, name))
+
+    def release(self) -> None:
+        for container, name in self._pending:
+            self._pool.submit(_remove, self._engine, container, name)
+        self._pending.clear()
 
 
 def _remove(engine: Engine, container: str, name: str | None) -> None:
@@ -144,6 +183,39 @@ def _remove(engine: Engine, container: str, name: str | None) -> None:
             error=str(exc),
             hint=f"remove it with `podman rm -f {name}`",
         )
+
+
+class Owner:
+    """The numeric uid and gid of the builder's user, looked up at most once per build.
+
+    The lookup reads /etc/passwd out of a working container (about 0.13 s), so a
+    build does it once for both phases, and a dependency image records the answer
+    (``label()``) for the rebuilds made on top of it (``known``).
+    """
+
+    def __init__(self, builder: ImageInfo, known: str | None = None) -> None:
+        self._builder = builder
+        self._ids = _parse_ids(known)
+
+    def learn(self, known: str | None) -> None:
+        """Take the ids recorded by an earlier build, when they are well formed."""
+        self._ids = _parse_ids(known) or self._ids
+
+    def ids(self, engine: Engine, container: str) -> tuple[int, int]:
+        if self._ids is None:
+            self._ids = owner(engine, container, self._builder)
+        return self._ids
+
+    def label(self) -> str | None:
+        """``uid:gid`` once known."""
+        return None if self._ids is None else f"{self._ids[0]}:{self._ids[1]}"
+
+
+def _parse_ids(text: str | None) -> tuple[int, int] | None:
+    uid, sep, gid = (text or "").partition(":")
+    if sep and uid.isdigit() and gid.isdigit():
+        return int(uid), int(gid)
+    return None
 
 
 def owner(engine: Engine, container: str, builder: ImageInfo) -> tuple[int, int]:
@@ -176,15 +248,24 @@ def _passwd_entry(engine: Engine, container: str, user: str) -> tuple[int, int] 
     return None
 
 
-def _assemble(engine: Engine, container: str, out: BinaryIO) -> tuple[int, list[str]]:
-    """Start assemble, stream its output to ``out``, return its status and last lines."""
+def _assemble(
+    engine: Engine, container: str, out: BinaryIO, started: Callable[[], None] | None = None
+) -> tuple[int, list[str]]:
+    """Start assemble, stream its output to ``out``, return its status and last lines.
+
+    ``started`` is called once, when the first output arrives (assemble is running).
+    """
     tail = _Tail(TAIL_LINES)
-    engine.start(container)
-    for chunk in engine.logs(container):
+    pending = [started] if started is not None else []
+
+    def output(chunk: bytes) -> None:
+        while pending:
+            pending.pop()()
         out.write(chunk)
         out.flush()
         tail.feed(chunk)
-    return engine.wait(container), tail.lines()
+
+    return engine.run(container, output), tail.lines()
 
 
 def _assemble_hint(status: int) -> str:
@@ -235,9 +316,9 @@ def usage(engine: Engine, ref: str) -> str:
         name=container_name("usage"),
     )
     with working_container(engine, spec) as container:
-        engine.start(container)
-        text = b"".join(engine.logs(container))
-        status = engine.wait(container)
+        chunks: list[bytes] = []
+        status = engine.run(container, chunks.append)
+        text = b"".join(chunks)
     if status != 0:
         raise BuilderImageError(f"{ref}'s usage script exited with status {status}")
     return text.decode(errors="replace")

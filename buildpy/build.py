@@ -19,7 +19,6 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -39,6 +38,8 @@ from buildpy import (
 from buildpy.assemble import (
     WRAPPER,
     ArchiveFactory,
+    Owner,
+    Reaper,
     assemble_and_commit,
     build_env_member,
     container_name,
@@ -184,13 +185,14 @@ def run(plan: BuildPlan, engine: Engine, output: BinaryIO | None = None) -> Buil
     volumes = (cache.downloads(engine),) if plan.options.cache else ()
     times: dict[str, float] = {}
     start, phase, reused, placing = builder.id, {}, False, False
+    user = Owner(builder)
     reason = split_reason(plan, builder)
-    # The reaper removes the dependency container while the application phase runs,
-    # and waits for it before the build returns.
-    with ThreadPoolExecutor(max_workers=1) as reaper:
+    # The reaper removes working containers while the application phase runs, and
+    # waits for them before the build returns.
+    with Reaper(engine) as reaper:
         if reason is None:
             start, reused, needs = _dependency_image(
-                plan, engine, builder, chosen.assemble, volumes, out, times, reaper
+                plan, engine, builder, user, chosen.assemble, volumes, out, times, reaper
             )
             phase = {PHASE_VARIABLE: "application"}
             placing = needs == "copy" and _can_place(plan, builder)
@@ -204,13 +206,15 @@ def run(plan: BuildPlan, engine: Engine, output: BinaryIO | None = None) -> Buil
             home = PurePosixPath(builder.env["HOME"])
             place = _placed_source(plan, home.name)
             image_id, step = place_and_commit(
-                engine, spec, builder, str(home.parent), place, commit
+                engine, spec, user, str(home.parent), place, commit, reaper
             )
         else:
             archive = _source_archive(plan, {**_build_env(plan, volumes), **phase})
             with _incremental(plan, engine, builder, chosen.save_artifacts, out) as saved:
                 uploads = [archive] if saved is None else [archive, saved]
-                image_id, step = assemble_and_commit(engine, spec, builder, uploads, commit, out)
+                image_id, step = assemble_and_commit(
+                    engine, spec, user, uploads, commit, out, reaper
+                )
     times.update(upload=step.upload, assemble=step.assemble, commit=step.commit)
     seconds = time.monotonic() - started
     return BuildResult(image_id, plan.options.tag, seconds, 2 if phase else 1, reused, times)
@@ -297,11 +301,12 @@ def _dependency_image(
     plan: BuildPlan,
     engine: Engine,
     builder: ImageInfo,
+    user: Owner,
     assemble: str,
     volumes: tuple[VolumeMount, ...],
     out: BinaryIO,
     times: dict[str, float],
-    reaper: Executor,
+    reaper: Reaper,
 ) -> tuple[str, bool, str]:
     """The cached dependency image for this plan, built first when there is none.
 
@@ -315,6 +320,7 @@ def _dependency_image(
     existing = engine.find_image(tag)
     if existing is not None:
         _log.info("dependency layer reused", image=tag)
+        user.learn(existing.labels.get(cache.OWNER_LABEL))
         return existing.id, True, existing.labels.get(APPLICATION_LABEL, "run")
     lines = dependencies.requirement_lines(files)
     fixed = dependencies.fixed_digest(builder.id, files, variables)
@@ -341,20 +347,22 @@ def _dependency_image(
 
     said = ["run"]  # what the dependency phase says the application phase needs
 
-    def application_label(tail: Sequence[str]) -> list[str]:
+    def more_labels(tail: Sequence[str]) -> list[str]:
         said[0] = _application_phase(tail)
-        return [f"LABEL {APPLICATION_LABEL}={said[0]}"]
+        owner = user.label()
+        owner_label = [f"LABEL {cache.OWNER_LABEL}={owner}"] if owner else []
+        return [f"LABEL {APPLICATION_LABEL}={said[0]}", *owner_label]
 
     name, tag_part = tag.rsplit(":", 1)
     image_id, step = assemble_and_commit(
         engine,
         spec,
-        builder,
+        user,
         [archive],
         CommitSpec((), name, tag_part),
         out,
         reaper,
-        application_label,
+        more_labels,
     )
     times.update(dependencies=step.upload + step.assemble + step.commit)
     return image_id, False, said[0]

@@ -19,6 +19,7 @@ KEY_LABEL = "io.buildpy.dependencies.key"
 BUILDER_LABEL = "io.buildpy.dependencies.builder"
 FIXED_LABEL = "io.buildpy.dependencies.fixed"
 LINES_LABEL = "io.buildpy.dependencies.requirements"
+OWNER_LABEL = "io.buildpy.dependencies.owner"  # uid:gid of the builder's user
 DEPENDENCY_REPOSITORY = "localhost/buildpy-cache/dependencies"
 DOWNLOADS_VOLUME = "buildpy-downloads"
 DOWNLOADS_TARGET = "/dev/shm/buildpy-cache"

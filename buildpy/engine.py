@@ -7,7 +7,7 @@ this boundary are plain frozen dataclasses, never podman-py objects.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
@@ -125,14 +125,9 @@ class Engine(Protocol):
         """Stream one file out of the container into ``dest``; False when it is missing."""
         ...
 
-    def start(self, container: str) -> None: ...
-
-    def logs(self, container: str) -> Iterator[bytes]:
-        """Follow the container's output (stdout and stderr) until it exits."""
-        ...
-
-    def wait(self, container: str) -> int:
-        """Wait for the container to exit; return its exit status."""
+    def run(self, container: str, output: Callable[[bytes], object]) -> int:
+        """Start the container, hand its output (stdout and stderr) to ``output`` as it
+        comes, and return its exit status once it has exited."""
         ...
 
     def commit(self, container: str, spec: CommitSpec) -> str:

@@ -13,11 +13,13 @@ import io
 import json
 import shutil
 import tarfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 import requests
+import urllib3
 from podman import PodmanClient
 from podman.errors import APIError, BuildError, ImageNotFound, NotFound, PodmanError
 
@@ -74,7 +76,7 @@ def _translated(action: str) -> Iterator[None]:
     """Turn podman-py and requests failures into buildpy errors."""
     try:
         yield
-    except requests.exceptions.ConnectionError as exc:
+    except (requests.exceptions.ConnectionError, urllib3.exceptions.HTTPError) as exc:
         raise EngineUnavailable(
             f"lost the connection to Podman while trying to {action}: {exc}",
             "check that the Podman service is running (`podman system service`)"
@@ -167,17 +169,33 @@ class PodmanEngine:
             raise
         return False
 
-    def start(self, container: str) -> None:
-        with _translated("start the working container"):
-            self._container(container).start()
+    def run(self, container: str, output: Callable[[bytes], object]) -> int:
+        """Attach, start, pass the output on as it comes, return the exit status.
 
-    def logs(self, container: str) -> Iterator[bytes]:
-        with _translated("follow the build output"):
-            frames = self._container(container).logs(stream=True, follow=True)
-            for frame in frames:
-                yield bytes(frame)
+        Attaching, not following the logs: Podman's log follower polls its file every
+        250 ms, so output arrived late and the end of a run was noticed up to half a
+        second after the process had exited. The wait is asked for alongside the
+        stream; asked only once the stream has ended, it answers about 0.2 s later.
+        """
+        with _translated("attach to the working container"):
+            response = self._client.api.post(
+                f"/containers/{container}/attach",
+                params={"stream": True, "stdout": True, "stderr": True, "logs": True},
+                stream=True,
+            )
+            response.raise_for_status()
+        try:
+            with _translated("start the working container"):
+                self._container(container).start()
+            waiter = _Waiter(lambda: self._wait(container))
+            with _translated("follow the build output"):
+                for chunk in _frames(response.raw):
+                    output(chunk)
+            return waiter.result()
+        finally:
+            response.close()
 
-    def wait(self, container: str) -> int:
+    def _wait(self, container: str) -> int:
         with _translated("wait for the working container"):
             ctr = self._container(container)
             return int(ctr.wait(condition="exited", interval="10ms"))
@@ -294,6 +312,65 @@ def _not_found(exc: BaseException | None) -> bool:
         return True
     response = getattr(exc, "response", None)
     return getattr(response, "status_code", None) == 404
+
+
+class _Waiter:
+    """A call running on a daemon thread: one that never blocks an interrupted build.
+
+    After Ctrl-C the build removes the container, which ends the wait; nothing joins
+    the thread on the way out.
+    """
+
+    def __init__(self, call: Callable[[], int]) -> None:
+        self._call = call
+        self._status: int | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="buildpy-wait", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._status = self._call()
+        except BaseException as exc:  # handed to the caller of result()
+            self._error = exc
+
+    def result(self) -> int:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._status is not None
+        return self._status
+
+
+def _frames(raw: Any) -> Iterator[bytes]:
+    """Payloads of Podman's multiplexed attach stream (8-byte headers: stream, size)."""
+    while True:
+        header = _read_exact(raw, 8)
+        if len(header) < 8:
+            return
+        if header[0] not in (0, 1, 2) or header[1:4] != b"\0\0\0":
+            # not multiplexed (a container with a terminal): the rest is plain output
+            yield header
+            while chunk := raw.read(1 << 16):
+                yield bytes(chunk)
+            return
+        size = int.from_bytes(header[4:], "big")
+        payload = _read_exact(raw, size)
+        if payload:
+            yield payload
+        if len(payload) < size:
+            return
+
+
+def _read_exact(raw: Any, size: int) -> bytes:
+    """``size`` bytes from a stream, fewer only at its end."""
+    data = b""
+    while len(data) < size:
+        chunk = raw.read(size - len(data))
+        if not chunk:
+            break
+        data += bytes(chunk)
+    return data
 
 
 class _ChunkReader(io.RawIOBase):

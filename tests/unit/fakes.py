@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
@@ -29,7 +29,7 @@ class FakeEngine:
     status: int = 0
     output: list[bytes] = field(default_factory=lambda: [b"---> assembling\n"])
     files: dict[str, bytes] = field(default_factory=dict)
-    on_logs: Callable[[], None] | None = None
+    on_run: Callable[[], None] | None = None
     created: list[ContainerSpec] = field(default_factory=list)
     uploads: list[tuple[str, bytes]] = field(default_factory=list)
     commits: list[CommitSpec] = field(default_factory=list)
@@ -38,6 +38,7 @@ class FakeEngine:
     volumes_made: dict[str, dict[str, str]] = field(default_factory=dict)
     removed_images: list[str] = field(default_factory=list)
     in_use: set[str] = field(default_factory=set)
+    reads: list[tuple[str, str]] = field(default_factory=list)
 
     def image(self, ref: str) -> ImageInfo:
         for name, info in self.stored.items():
@@ -86,6 +87,7 @@ class FakeEngine:
         self.uploads.append((path, b"".join(archive)))
 
     def read_file(self, container: str, path: str) -> bytes | None:
+        self.reads.append((container, path))
         return self.files.get(path)
 
     def copy_file(self, container: str, path: str, dest: BinaryIO) -> bool:
@@ -94,15 +96,12 @@ class FakeEngine:
         dest.write(self.files[path])
         return True
 
-    def start(self, container: str) -> None:
+    def run(self, container: str, output: Callable[[bytes], object]) -> int:
         self.started.append(container)
-
-    def logs(self, container: str) -> Iterator[bytes]:
-        if self.on_logs is not None:
-            self.on_logs()
-        yield from self.output
-
-    def wait(self, container: str) -> int:
+        if self.on_run is not None:
+            self.on_run()
+        for chunk in self.output:
+            output(chunk)
         return self.status
 
     def commit(self, container: str, spec: CommitSpec) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fakes import BUILDER, FakeEngine
 
-from buildpy import build
+from buildpy import build, cache
 from buildpy.assemble import TAIL_LINES, WRAPPER
 from buildpy.config import BuildOptions
 from buildpy.engine import ImageInfo
@@ -153,7 +153,7 @@ def test_interrupt_during_assemble_removes_the_container(app: Path) -> None:
     def interrupt() -> None:
         raise KeyboardInterrupt
 
-    engine = FakeEngine(on_logs=interrupt)
+    engine = FakeEngine(on_run=interrupt)
     with pytest.raises(KeyboardInterrupt):
         build.run(make_plan(app), engine, output=_Sink())
     assert engine.removed == ["ctr1"]
@@ -429,3 +429,43 @@ def test_source_scripts_always_run_assemble(app: Path) -> None:
     engine = FakeEngine(stored={"placing": PLACING}, output=[b"BUILDPY_APPLICATION_PHASE=copy\n"])
     build.run(make_plan(phased_app(app), builder="placing"), engine, output=_Sink())
     assert engine.started == ["ctr1", "ctr2"]
+
+
+def test_the_users_ids_are_looked_up_once_and_kept_with_the_dependency_layer(app: Path) -> None:
+    passwd = b"root:x:0:0::/root:/bin/sh\ndefault:x:1001:0::/opt/app-root/src:/bin/sh\n"
+    engine = FakeEngine(stored={"placing": PLACING}, files={"/etc/passwd": passwd})
+    engine.output = [b"BUILDPY_APPLICATION_PHASE=run\n"]
+    build.run(make_plan(phased_app(app), builder="placing"), engine, output=_Sink())
+    assert engine.reads == [("ctr1", "/etc/passwd")]  # not again for the application phase
+    assert f"LABEL {cache.OWNER_LABEL}=1001:0" in engine.commits[0].changes
+    assert engine.uploaded_members()["src/app.py"].uid == 1001
+
+    (app / "app.py").write_text("print('changed')\n")
+    engine.files["/etc/passwd"] = b""  # the label answers; passwd is not read
+    build.run(make_plan(app, builder="placing"), engine, output=_Sink())
+    assert engine.reads == [("ctr1", "/etc/passwd")]
+    member = engine.uploaded_members()["src/app.py"]
+    assert (member.uid, member.gid) == (1001, 0)
+
+
+def test_the_dependency_container_is_removed_once_the_next_one_runs(app: Path) -> None:
+    engine = FakeEngine(stored={"placing": PLACING}, output=[b"BUILDPY_APPLICATION_PHASE=run\n"])
+    seen: list[list[str]] = []
+    engine.on_run = lambda: seen.append(list(engine.removed))
+    build.run(make_plan(phased_app(app), builder="placing"), engine, output=_Sink())
+    # when the application phase started, the dependency container was still there:
+    # its removal would have held Podman's storage lock through the create and upload
+    assert seen == [[], []]
+    assert sorted(engine.removed) == ["ctr1", "ctr2"]
+
+
+def test_a_failing_application_phase_still_removes_both_containers(app: Path) -> None:
+    engine = FakeEngine(stored={"placing": PLACING}, output=[b"BUILDPY_APPLICATION_PHASE=run\n"])
+
+    def fail_second() -> None:
+        engine.status = 1 if len(engine.started) == 2 else 0
+
+    engine.on_run = fail_second
+    with pytest.raises(AssembleFailed):
+        build.run(make_plan(phased_app(app), builder="placing"), engine, output=_Sink())
+    assert sorted(engine.removed) == ["ctr1", "ctr2"]

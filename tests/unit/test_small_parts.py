@@ -212,3 +212,40 @@ def test_host_setting_hints(message: str, expected: str | None) -> None:
 
     hint = host_setting_hint(message)
     assert (hint is None) if expected is None else (hint is not None and expected in hint)
+
+
+class _Trickle:
+    """A stream that hands out at most ``step`` bytes per read, like a slow socket."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self._data, self._step = data, step
+
+    def read(self, size: int = -1) -> bytes:
+        size = self._step if size < 0 else min(size, self._step)
+        chunk, self._data = self._data[:size], self._data[size:]
+        return chunk
+
+
+def _frame(stream: int, payload: bytes) -> bytes:
+    return bytes([stream, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
+
+
+@pytest.mark.parametrize("step", [1, 3, 1 << 16])
+def test_attach_stream_frames_are_unwrapped_whatever_the_read_sizes(step: int) -> None:
+    from buildpy.podman import _frames
+
+    data = _frame(1, b"out\n") + _frame(2, b"err\n") + _frame(1, b"x" * 70000)
+    assert b"".join(_frames(_Trickle(data, step))) == b"out\nerr\n" + b"x" * 70000
+
+
+def test_attach_stream_without_headers_is_passed_through() -> None:
+    from buildpy.podman import _frames
+
+    assert b"".join(_frames(_Trickle(b"plain terminal output\n", 5))) == b"plain terminal output\n"
+
+
+def test_attach_stream_cut_short_ends_quietly() -> None:
+    from buildpy.podman import _frames
+
+    data = _frame(1, b"complete\n") + _frame(1, b"cut")[:-1]
+    assert b"".join(_frames(_Trickle(data, 4))) == b"complete\ncu"
