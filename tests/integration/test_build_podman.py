@@ -60,7 +60,7 @@ def test_image_config_labels_cmd_user_env(flask_image: Built) -> None:
     builder = inspect_image(BUILDER)
     config = info["Config"]
     assert config["Cmd"] == ["/usr/libexec/s2i/run"]
-    assert config["User"] == builder["Config"]["User"] == "1001"
+    assert config["User"] == builder["Config"]["User"] == "1001:0"
     assert config["WorkingDir"] == builder["Config"]["WorkingDir"] == "/opt/app-root/src"
     assert not config.get("Entrypoint")
     labels = config["Labels"]

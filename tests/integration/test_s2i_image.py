@@ -53,7 +53,7 @@ def test_image_config(builder: str) -> None:
     version, _ = BUILDERS[builder]
     config = inspect_image(builder)["Config"]
     env = dict(item.split("=", 1) for item in config["Env"])
-    assert config["User"] == "1001"
+    assert config["User"] == "1001:0"
     assert config["WorkingDir"] == HOME
     assert "8080/tcp" in config["ExposedPorts"]
     assert {
