@@ -73,6 +73,7 @@ PHASES_LABEL = "io.buildpy.assemble-phases"
 PHASE_VARIABLE = "BUILDPY_ASSEMBLE_PHASE"
 APPLICATION_MARKER = "BUILDPY_APPLICATION_PHASE"  # printed by the dependency phase
 APPLICATION_LABEL = "io.buildpy.application-phase"  # copy: nothing to run but placing source
+ADDED_VARIABLE = "BUILDPY_ADDED_REQUIREMENTS"  # what a grown dependency layer adds
 
 
 @dataclass(frozen=True)
@@ -339,6 +340,9 @@ def _dependency_image(
         labels[cache.LINES_LABEL] = recorded
     spec = _spec(plan, start, builder, assemble, env, labels, volumes)
     build_env = {**_build_env(plan, volumes), PHASE_VARIABLE: "dependencies"}
+    new_lines = dependencies.added(parent.labels.get(cache.LINES_LABEL), lines) if parent else []
+    if new_lines:
+        build_env[ADDED_VARIABLE] = "\n".join(new_lines)
     members = [source.Member(f"src/{name}", data) for name, data in files]
     members += build_env_member(build_env)
 

@@ -209,6 +209,29 @@ def extends(recorded: str | None, lines: Mapping[str, list[str]]) -> bool:
     return grown
 
 
+def added(recorded: str | None, lines: Mapping[str, list[str]]) -> list[str]:
+    """The requirement lines a grown layer adds to the recorded ones, in a stable order.
+
+    Empty when any added line is an option or an include (``-r``, ``-c``,
+    ``--index-url``, ...): those change more than what gets installed.
+    """
+    try:
+        old = json.loads(recorded or "{}")
+    except ValueError:
+        return []
+    if not isinstance(old, dict):
+        return []
+    new = sorted(
+        {
+            line
+            for name, kept in lines.items()
+            for line in kept
+            if line not in set(old.get(name) or ())
+        }
+    )
+    return [] if any(line.startswith("-") for line in new) else new
+
+
 def can_grow(variables: Mapping[str, str]) -> bool:
     """Only pip's own install path grows layers (pipenv/micropipenv lock whole sets)."""
     return not variables.get("ENABLE_PIPENV") and not variables.get("ENABLE_MICROPIPENV")

@@ -346,14 +346,17 @@ def _frames(raw: Any) -> Iterator[bytes]:
     """Payloads of Podman's multiplexed attach stream (8-byte headers: stream, size)."""
     while True:
         header = _read_exact(raw, 8)
-        if len(header) < 8:
+        if not header:
             return
-        if header[0] not in (0, 1, 2) or header[1:4] != b"\0\0\0":
+        padding = header[1:4]  # three zero bytes in a frame header (fewer if cut short)
+        if header[0] not in (0, 1, 2) or padding != bytes(len(padding)):
             # not multiplexed (a container with a terminal): the rest is plain output
             yield header
             while chunk := raw.read(1 << 16):
                 yield bytes(chunk)
             return
+        if len(header) < 8:
+            return  # the stream broke off inside a header
         size = int.from_bytes(header[4:], "big")
         payload = _read_exact(raw, size)
         if payload:

@@ -78,6 +78,17 @@ def test_source_change_reuses_the_dependency_layer(buildpy_build, tmp_path: Path
     output = third.stdout + third.stderr
     assert "Successfully installed six" in output  # only the new requirement was installed
     assert "flask" not in output.split("Successfully installed", 1)[1].splitlines()[0].lower()
+    # the added package's wheel was kept for later builds, by the keeper that ran
+    # alongside the install, and nothing of the keeper's is left in the cache
+    volume = subprocess.run(
+        ["podman", "volume", "inspect", "--format", "{{.Mountpoint}}", "buildpy-downloads"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    kept = sorted(p.name for p in (Path(volume) / "wheels").iterdir())
+    assert any(name.startswith("six-") and name.endswith(".whl") for name in kept), kept
+    assert not [name for name in kept if name.startswith(".incoming")], kept
     modules = subprocess.run(
         ["podman", "run", "--rm", third.tag, "python", "-c", "import flask, six; print('both')"],
         capture_output=True,

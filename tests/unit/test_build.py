@@ -375,9 +375,14 @@ def test_added_requirement_grows_the_previous_dependency_layer(app: Path) -> Non
     assert found is not None
     first_id = found.id
 
-    (app / "requirements.txt").write_text("flask\n# a comment\nsix\n")
+    assert b"BUILDPY_ADDED_REQUIREMENTS" not in engine.uploads[0][1]
+
+    (app / "requirements.txt").write_text("flask\n# a comment\nsix\nattrs>=23\n")
     build.run(make_plan(app, builder="phased"), engine, output=_Sink())
     assert engine.created[2].image == first_id  # grown on top of the first layer
+    # assemble is told what was added (build-only: not in the container's environment)
+    assert b"BUILDPY_ADDED_REQUIREMENTS='attrs>=23\nsix'" in engine.uploads[2][1]
+    assert "BUILDPY_ADDED_REQUIREMENTS" not in engine.created[2].env
 
     (app / "requirements.txt").write_text("six\n")  # flask removed: start again
     build.run(make_plan(app, builder="phased"), engine, output=_Sink())

@@ -199,3 +199,13 @@ def test_large_requirement_sets_are_not_recorded() -> None:
     assert deps.record(big) is None
     assert deps.can_grow({"ENABLE_PIPENV": "1"}) is False
     assert deps.can_grow({"PIP_INDEX_URL": "x"}) is True
+
+
+def test_added_lines_are_those_a_grown_layer_adds() -> None:
+    old = deps.record({"requirements.txt": ["flask"], "requirements-dev.txt": ["pytest"]})
+    new = {"requirements.txt": ["flask", "six"], "requirements-dev.txt": ["attrs", "pytest"]}
+    assert deps.added(old, new) == ["attrs", "six"]
+    assert deps.added(old, {**new, "requirements.txt": ["flask", "--pre"]}) == []  # an option
+    assert deps.added(old, {**new, "requirements.txt": ["flask", "-r more.txt"]}) == []
+    assert deps.added("not json", new) == []
+    assert deps.added(None, {"requirements.txt": ["a"]}) == ["a"]

@@ -242,6 +242,7 @@ def test_attach_stream_without_headers_is_passed_through() -> None:
     from buildpy.podman import _frames
 
     assert b"".join(_frames(_Trickle(b"plain terminal output\n", 5))) == b"plain terminal output\n"
+    assert b"".join(_frames(_Trickle(b"ok\n", 5))) == b"ok\n"  # shorter than a header
 
 
 def test_attach_stream_cut_short_ends_quietly() -> None:
