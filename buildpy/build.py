@@ -51,7 +51,6 @@ from buildpy.engine import (
     ContainerSpec,
     Engine,
     ImageInfo,
-    ImageSummary,
     Mount,
     VolumeMount,
 )
@@ -318,20 +317,25 @@ def _dependency_image(
     variables = dependencies.install_variables({**plan.image_env, **plan.build_env})
     key = dependencies.key(builder.id, files, variables)
     tag = cache.dependency_tag(key)
+    fixed = dependencies.fixed_digest(builder.id, files, variables)
     existing = engine.find_image(tag)
     if existing is not None:
         _log.info("dependency layer reused", image=tag)
         user.learn(existing.labels.get(cache.OWNER_LABEL))
+        growth = cache.growth_tag(fixed)
+        if cache.LINES_LABEL in existing.labels and growth not in existing.names:
+            engine.tag(existing.id, growth)  # back to these requirements: grow from here
         return existing.id, True, existing.labels.get(APPLICATION_LABEL, "run")
     lines = dependencies.requirement_lines(files)
-    fixed = dependencies.fixed_digest(builder.id, files, variables)
     parent = _growable(engine, fixed, lines) if dependencies.can_grow(variables) else None
     start = builder.id if parent is None else parent.id
     _log.info(
         "installing dependencies",
         files=[name for name, _ in files],
         image=tag,
-        on_top_of=parent.tags[0] if parent is not None and parent.tags else None,
+        on_top_of=cache.dependency_tag(parent.labels.get(cache.KEY_LABEL, parent.id))
+        if parent is not None
+        else None,
     )
     env = dependencies.install_variables(plan.image_env)
     labels = {cache.KEY_LABEL: key, cache.BUILDER_LABEL: builder.ref, cache.FIXED_LABEL: fixed}
@@ -368,21 +372,19 @@ def _dependency_image(
         reaper,
         more_labels,
     )
+    if recorded is not None:  # a later build may grow from this layer
+        engine.tag(image_id, cache.growth_tag(fixed))
     times.update(dependencies=step.upload + step.assemble + step.commit)
     return image_id, False, said[0]
 
 
-def _growable(engine: Engine, fixed: str, lines: Mapping[str, list[str]]) -> ImageSummary | None:
-    """The closest earlier dependency image this one may grow from (see dependencies)."""
-    candidates = [
-        item
-        for item in engine.images(cache.DEPENDENCY_REPOSITORY)
-        if item.labels.get(cache.FIXED_LABEL) == fixed
-        and dependencies.extends(item.labels.get(cache.LINES_LABEL), lines)
-    ]
-    if not candidates:
+def _growable(engine: Engine, fixed: str, lines: Mapping[str, list[str]]) -> ImageInfo | None:
+    """The newest earlier dependency image with the same fixed inputs, when this one only
+    adds requirement lines to it (see dependencies)."""
+    latest = engine.find_image(cache.growth_tag(fixed))
+    if latest is None or not dependencies.extends(latest.labels.get(cache.LINES_LABEL), lines):
         return None
-    return max(candidates, key=lambda i: (len(i.labels.get(cache.LINES_LABEL, "")), i.created))
+    return latest
 
 
 def _spec(

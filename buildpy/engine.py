@@ -24,6 +24,7 @@ class ImageInfo:
     cmd: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
+    names: tuple[str, ...] = ()  # every name the image has in local storage
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,10 @@ class Engine(Protocol):
 
     def images(self, repository: str) -> list[ImageSummary]:
         """Local images named ``repository:TAG``, whatever the tag."""
+        ...
+
+    def tag(self, image: str, ref: str) -> None:
+        """Give an image another name (moving the name from any image that had it)."""
         ...
 
     def remove_image(self, ref: str, force: bool = True) -> bool:

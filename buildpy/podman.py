@@ -118,6 +118,7 @@ class PodmanEngine:
             cmd=tuple(config.get("Cmd") or ()),
             env=env,
             labels=dict(config.get("Labels") or attrs.get("Labels") or {}),
+            names=tuple(attrs.get("RepoTags") or ()),
         )
 
     def create(self, spec: ContainerSpec) -> str:
@@ -234,6 +235,13 @@ class PodmanEngine:
             )
             for item in found
         ]
+
+    def tag(self, image: str, ref: str) -> None:
+        repository, _, tag = ref.rpartition(":")
+        with _translated(f"tag {image[:12]} as {ref}"):
+            self._client.api.post(
+                f"/images/{image}/tag", params={"repo": repository, "tag": tag}
+            ).raise_for_status()
 
     def remove_image(self, ref: str, force: bool = True) -> bool:
         return _removed(f"image {ref}", lambda: self._client.images.remove(ref, force=force), force)

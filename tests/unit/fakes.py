@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 import tarfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Callable
 
 from buildpy.engine import CommitSpec, ContainerSpec, ImageInfo, ImageSummary
-from buildpy.errors import BuilderImageError
+from buildpy.errors import BuilderImageError, EngineError
 
 BUILDER = ImageInfo(
     id="sha256:builder",
@@ -39,6 +39,7 @@ class FakeEngine:
     removed_images: list[str] = field(default_factory=list)
     in_use: set[str] = field(default_factory=set)
     reads: list[tuple[str, str]] = field(default_factory=list)
+    tagged: list[str] = field(default_factory=list)
 
     def image(self, ref: str) -> ImageInfo:
         for name, info in self.stored.items():
@@ -47,22 +48,46 @@ class FakeEngine:
         raise BuilderImageError(f"builder image {ref} is not in local storage")
 
     def find_image(self, ref: str) -> ImageInfo | None:
-        return self.stored.get(ref) or self.stored.get(f"{ref}:latest")
+        found = self.stored.get(ref) or self.stored.get(f"{ref}:latest")
+        if found is None:
+            return None
+        names = tuple(name for name, info in self.stored.items() if info.id == found.id)
+        return replace(found, names=names)
 
     def images(self, repository: str) -> list[ImageSummary]:
+        """One entry per image, with all its names in that repository (as Podman lists)."""
+        names: dict[str, list[str]] = {}
+        for ref, info in self.stored.items():
+            if ref.rsplit(":", 1)[0] == repository:
+                names.setdefault(info.id, []).append(ref)
+        infos = {info.id: info for info in self.stored.values()}
         return [
-            ImageSummary(i.id, (ref,), 1000, "now", dict(i.labels))
-            for ref, i in self.stored.items()
-            if ref.rsplit(":", 1)[0] == repository
+            ImageSummary(image, tuple(refs), 1000, "now", dict(infos[image].labels))
+            for image, refs in names.items()
         ]
 
+    def tag(self, image: str, ref: str) -> None:
+        self.tagged.append(ref)
+        found = next(info for info in self.stored.values() if info.id == image)
+        self.stored[ref] = found
+
     def remove_image(self, ref: str, force: bool = True) -> bool:
-        if ref in self.in_use and not force:
+        """Podman's rules: by ID, an image with two names needs force (status 500); by
+        name, only that name goes while others remain; a used image's last name stays
+        without force (status 409, False)."""
+        image = self.stored[ref].id if ref in self.stored else ref
+        names = [name for name, info in self.stored.items() if info.id == image]
+        if not force and ref == image and len(names) > 1:
+            raise EngineError(f"unable to delete image {ref} by ID with more than one tag")
+        if not force and ref in self.stored and len(names) > 1:
+            del self.stored[ref]
+            self.removed_images.append(ref)
+            return True
+        if not force and (image in self.in_use or ref in self.in_use):
             return False
         self.removed_images.append(ref)
-        for name, info in list(self.stored.items()):
-            if ref in (name, info.id):
-                del self.stored[name]
+        for name in names:
+            del self.stored[name]
         return True
 
     def ensure_volume(self, name: str, labels: dict[str, str]) -> bool:  # type: ignore[override]

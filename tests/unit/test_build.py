@@ -12,7 +12,7 @@ from fakes import BUILDER, FakeEngine
 from buildpy import build, cache
 from buildpy.assemble import TAIL_LINES, WRAPPER
 from buildpy.config import BuildOptions
-from buildpy.engine import ImageInfo
+from buildpy.engine import ContainerSpec, ImageInfo
 from buildpy.errors import AssembleFailed, BuilderImageError, EnvFileError, SourceError, UsageError
 
 
@@ -474,3 +474,25 @@ def test_a_failing_application_phase_still_removes_both_containers(app: Path) ->
     with pytest.raises(AssembleFailed):
         build.run(make_plan(phased_app(app), builder="placing"), engine, output=_Sink())
     assert sorted(engine.removed) == ["ctr1", "ctr2"]
+
+
+def test_going_back_to_earlier_requirements_grows_from_there(app: Path) -> None:
+    engine = FakeEngine(stored={"phased": PHASED})
+    requirements = app / "requirements.txt"
+
+    def build_with(text: str) -> ContainerSpec:
+        requirements.write_text(text)
+        build.run(make_plan(app, builder="phased"), engine, output=_Sink())
+        return engine.created[-2]  # the dependency phase's container (if there was one)
+
+    build_with("flask\n")
+    flask_only = engine.commits[-2]
+    flask_id = engine.stored[f"{flask_only.repository}:{flask_only.tag}"].id
+    build_with("flask\nsix\n")
+    assert len(engine.tagged) == 2  # each new dependency image takes the growth name
+    build_with("flask\n")  # reused: the growth name comes back to it
+    assert len(engine.tagged) == 3
+    build_with("flask\n")  # reused again: it has the name already, no call
+    assert len(engine.tagged) == 3
+    grown = build_with("flask\nattrs\n")
+    assert grown.image == flask_id

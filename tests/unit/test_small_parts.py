@@ -186,17 +186,21 @@ def test_cache_listing_and_prune() -> None:
     engine = FakeEngine()
     deps = ImageInfo(id="d1", ref="deps", labels={cache.KEY_LABEL: "k"})
     engine.stored[f"{cache.DEPENDENCY_REPOSITORY}:k"] = deps
+    engine.stored[cache.growth_tag("f")] = deps  # a second name: removal by ID is refused
+    used = ImageInfo(id="d2", ref="used", labels={cache.KEY_LABEL: "u"})
+    engine.stored[f"{cache.DEPENDENCY_REPOSITORY}:u"] = used
     engine.stored["localhost/app:latest"] = ImageInfo(id="a1", ref="app", labels=deps.labels)
     cache.downloads(engine)
     found = cache.listing(engine)
-    assert [i.id for i in found.images] == ["d1"]
+    assert sorted(i.id for i in found.images) == ["d1", "d2"]
     assert [name for name, _ in found.volumes] == [cache.DOWNLOADS_VOLUME]
-    engine.in_use.add(cache.DOWNLOADS_VOLUME)
+    engine.in_use.update({cache.DOWNLOADS_VOLUME, "d2"})
     removed, kept = cache.prune(engine)
-    assert engine.removed_images == ["d1"]
+    assert engine.removed_images == [cache.growth_tag("f"), f"{cache.DEPENDENCY_REPOSITORY}:k"]
     assert [i.id for i in removed.images] == ["d1"] and removed.volumes == ()
+    assert [i.id for i in kept.images] == ["d2"]  # a running build's layer stays
     assert [name for name, _ in kept.volumes] == [cache.DOWNLOADS_VOLUME]
-    assert cache.listing(engine).images == ()
+    assert [i.id for i in cache.listing(engine).images] == ["d2"]
 
 
 @pytest.mark.parametrize(
