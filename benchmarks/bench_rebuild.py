@@ -154,8 +154,9 @@ def run(cmd: list[str], env: dict[str, str] | None = None, check: bool = True) -
         err.seek(0)
         done = Run(proc.returncode, seconds, usage.ru_maxrss, _text(out.read()), _text(err.read()))
     if check and done.returncode != 0:
-        raise BenchError(f"`{' '.join(cmd[:4])} ...` exited with {done.returncode}:\n"
-                         f"{done.stderr[-3000:]}")
+        raise BenchError(
+            f"`{' '.join(cmd[:4])} ...` exited with {done.returncode}:\n{done.stderr[-3000:]}"
+        )
     return done
 
 
@@ -205,7 +206,9 @@ def podman_service(sock: Path) -> Iterator[Path]:
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             ["podman", "system", "service", "--time=0", f"unix://{sock}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
             start_new_session=True,  # Ctrl-C reaches buildpy first; the service stops last
         )
     try:
@@ -296,21 +299,48 @@ def remove_images(ctx: Context, tags: list[str]) -> None:
 
 def buildpy_build(ctx: Context, src: Path, tag: str, cold: bool = False) -> Build:
     ctx.tags.append(tag)
-    done = run([
-        str(BUILDPY), "--log-format", "json", "build", str(src), "--tag", tag,
-        "--builder", ctx.builder, "--network", "host",
-        "--build-env", "PIP_NO_INDEX=1", "--build-env", f"PIP_FIND_LINKS={ctx.index}",
-    ], env=ctx.buildpy_env)
+    done = run(
+        [
+            str(BUILDPY),
+            "--log-format",
+            "json",
+            "build",
+            str(src),
+            "--tag",
+            tag,
+            "--builder",
+            ctx.builder,
+            "--network",
+            "host",
+            "--build-env",
+            "PIP_NO_INDEX=1",
+            "--build-env",
+            f"PIP_FIND_LINKS={ctx.index}",
+        ],
+        env=ctx.buildpy_env,
+    )
     return Build(done.seconds, tag, built_event(done.stderr), done.max_rss_kib)
 
 
 def baseline_build(ctx: Context, src: Path, tag: str, cold: bool = False) -> Build:
     ctx.tags.append(tag)
     done = podman(
-        ctx, "build", "-q", "-f", str(CONTAINERFILE), "-t", tag, "--network", "host",
+        ctx,
+        "build",
+        "-q",
+        "-f",
+        str(CONTAINERFILE),
+        "-t",
+        tag,
+        "--network",
+        "host",
         *(["--no-cache"] if cold else []),
-        "--build-arg", f"BUILDER={ctx.builder}",
-        "--build-arg", "PIP_NO_INDEX=1", "--build-arg", f"PIP_FIND_LINKS={ctx.index}",
+        "--build-arg",
+        f"BUILDER={ctx.builder}",
+        "--build-arg",
+        "PIP_NO_INDEX=1",
+        "--build-arg",
+        f"PIP_FIND_LINKS={ctx.index}",
         str(src),
     )
     return Build(done.seconds, tag, {}, done.max_rss_kib)
@@ -474,7 +504,7 @@ def make_tree(root: Path, mib: int) -> None:
         folder = root / "small" / f"d{i // 100:03d}"
         folder.mkdir(parents=True, exist_ok=True)
         offset = (i * SMALL_FILE_BYTES) % (MIB - SMALL_FILE_BYTES)
-        (folder / f"f{i:05d}.txt").write_bytes(block[offset:offset + SMALL_FILE_BYTES])
+        (folder / f"f{i:05d}.txt").write_bytes(block[offset : offset + SMALL_FILE_BYTES])
     remaining = mib * MIB - small * SMALL_FILE_BYTES
     for i in range(4):
         with open(root / f"large-{i}.bin", "wb") as large:
@@ -500,13 +530,15 @@ def measure_upload(ctx: Context, sizes_mib: list[int]) -> list[dict[str, Any]]:
             shutil.rmtree(tree, ignore_errors=True)
             remove_images(ctx, [f"{PREFIX}upload-{mib}"])
         costs = overhead(build.event, build.seconds)
-        rows.append({
-            "mib": mib,
-            "wall_seconds": round(build.seconds, 3),
-            "upload_seconds": costs.get("phases", {}).get("upload", costs.get("in_process")),
-            "peak_rss_mib": round(build.max_rss_kib / 1024, 1),
-            "event": build.event,
-        })
+        rows.append(
+            {
+                "mib": mib,
+                "wall_seconds": round(build.seconds, 3),
+                "upload_seconds": costs.get("phases", {}).get("upload", costs.get("in_process")),
+                "peak_rss_mib": round(build.max_rss_kib / 1024, 1),
+                "event": build.event,
+            }
+        )
     return rows
 
 
@@ -538,8 +570,11 @@ def overhead(event: dict[str, Any], wall: float) -> dict[str, Any]:
 def stats(values: list[float]) -> dict[str, Any] | None:
     if not values:
         return None
-    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3),
-            "n": len(values)}
+    return {
+        "min": round(min(values), 3),
+        "median": round(statistics.median(values), 3),
+        "n": len(values),
+    }
 
 
 def median(summary: dict[str, Any] | None) -> float | None:
@@ -561,8 +596,9 @@ def summarize_step(result: AppResult, step: str) -> dict[str, Any]:
         "overhead": stats([c["total"] for c in costs]),
         "overhead_in_process": stats([c["in_process"] for c in costs]),
         "startup": stats([c["startup"] for c in costs]),
-        "phases": {n: stats([c["phases"][n] for c in costs if n in c["phases"]])
-                   for n in phase_names},
+        "phases": {
+            n: stats([c["phases"][n] for c in costs if n in c["phases"]]) for n in phase_names
+        },
         "dependencies_reused": [e.get("dependencies_reused") for e in result.events[step]],
         "phases_run": [e.get("phases") for e in result.events[step]],
     }
@@ -618,15 +654,27 @@ def app_targets(name: str, app: dict[str, Any]) -> list[dict[str, Any]]:
 
     worst = max((median(steps[s]["overhead"]) or 0.0 for s in STEPS), default=None)
     return [
-        target(f"{name}: source-only rebuild / baseline", "source_vs_baseline",
-               steps["source"]["ratio"]),
-        target(f"{name}: source-only rebuild / full (cold) rebuild", "source_vs_full",
-               div(mine("source"), mine("cold"))),
+        target(
+            f"{name}: source-only rebuild / baseline",
+            "source_vs_baseline",
+            steps["source"]["ratio"],
+        ),
+        target(
+            f"{name}: source-only rebuild / full (cold) rebuild",
+            "source_vs_full",
+            div(mine("source"), mine("cold")),
+        ),
         target(f"{name}: cold build / baseline", "cold_vs_baseline", steps["cold"]["ratio"]),
-        target(f"{name}: add one dependency / cold build", "dependency_vs_cold",
-               div(mine("dependency"), mine("cold"))),
-        target(f"{name}: buildpy overhead (worst step, median)", "overhead",
-               round(worst, 3) if worst is not None else None),
+        target(
+            f"{name}: add one dependency / cold build",
+            "dependency_vs_cold",
+            div(mine("dependency"), mine("cold")),
+        ),
+        target(
+            f"{name}: buildpy overhead (worst step, median)",
+            "overhead",
+            round(worst, 3) if worst is not None else None,
+        ),
     ]
 
 
@@ -643,13 +691,16 @@ def machine(ctx: Context, builder_size: int) -> dict[str, Any]:
         mem_kib = int(info.readline().split()[1])
     version = podman(ctx, "version", "--format", "{{.Client.Version}}").stdout.strip()
     commit = run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=False)
+    changed = run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], check=False
+    ).stdout.strip()
     return {
         "nproc": os.cpu_count(),
         "memory_gib": round(mem_kib / 1024 / 1024, 1),
         "podman": version,
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "buildpy_commit": commit.stdout.strip() + " (plus uncommitted work)",
+        "buildpy_commit": commit.stdout.strip() + (" (plus uncommitted work)" if changed else ""),
         "builder": f"{BUILDER} {ctx.builder[:12]}",
         "builder_size_bytes": builder_size,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -667,16 +718,27 @@ def standing_notes(apps: dict[str, Any], shared_host: bool) -> list[str]:
         "cost little either way",
     ]
     if shared_host:
-        notes.append("--shared-host: no `buildpy cache prune`; cold builds had no dependency "
-                     "image of their own, but buildpy's download volume was not cleared")
-    reused = [r for a in apps.values() for s in a["steps"].values()
-              for r in s["dependencies_reused"] if r is not None]
+        notes.append(
+            "--shared-host: no `buildpy cache prune`; cold builds had no dependency "
+            "image of their own, but buildpy's download volume was not cleared"
+        )
+    reused = [
+        r
+        for a in apps.values()
+        for s in a["steps"].values()
+        for r in s["dependencies_reused"]
+        if r is not None
+    ]
     if not reused:
-        notes.append("buildpy logs no dependencies_reused: two-phase builds (dependency layer "
-                     "reuse) are not in this buildpy; these are 'before' figures")
+        notes.append(
+            "buildpy logs no dependencies_reused: two-phase builds (dependency layer "
+            "reuse) are not in this buildpy; these are 'before' figures"
+        )
     else:
-        notes.append(f"buildpy reused a dependency layer in {sum(map(bool, reused))} of "
-                     f"{len(reused)} builds (dependencies_reused in its log)")
+        notes.append(
+            f"buildpy reused a dependency layer in {sum(map(bool, reused))} of "
+            f"{len(reused)} builds (dependencies_reused in its log)"
+        )
     return notes
 
 
@@ -702,8 +764,10 @@ def times_table(apps: dict[str, Any]) -> list[str]:
     for name, app in apps.items():
         for step in STEPS:
             s = app["steps"][step]
-            lines.append(f"| {name} | {step} | {fmt(s['buildpy'])} | {fmt(s['baseline'])} "
-                         f"| {num(s['ratio'], '.2f', 'x')} | {fmt(s['overhead'])} |")
+            lines.append(
+                f"| {name} | {step} | {fmt(s['buildpy'])} | {fmt(s['baseline'])} "
+                f"| {num(s['ratio'], '.2f', 'x')} | {fmt(s['overhead'])} |"
+            )
     return lines
 
 
@@ -740,9 +804,11 @@ def upload_table(upload: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for row in upload["rows"]:
-        lines.append(f"| {row['mib']} MiB | {row['wall_seconds']:.2f} "
-                     f"| {num(row['upload_seconds'])} | {num(row.get('seconds_per_gib'))} "
-                     f"| {row['peak_rss_mib']:.1f} |")
+        lines.append(
+            f"| {row['mib']} MiB | {row['wall_seconds']:.2f} "
+            f"| {num(row['upload_seconds'])} | {num(row.get('seconds_per_gib'))} "
+            f"| {row['peak_rss_mib']:.1f} |"
+        )
     lines.append("")
     lines.append(f"Growth (least-squares slope): {num(upload['seconds_per_gib_fit'])} s per GiB.")
     return lines
@@ -752,8 +818,10 @@ def targets_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| target | measured | limit | verdict |", "|---|---|---|---|"]
     for row in rows:
         unit = row["unit"]
-        lines.append(f"| {row['target']} | {num(row['value'], '.2f', ' ' + unit)} "
-                     f"| {row['limit']} {unit} | {row['verdict']} |")
+        lines.append(
+            f"| {row['target']} | {num(row['value'], '.2f', ' ' + unit)} "
+            f"| {row['limit']} {unit} | {row['verdict']} |"
+        )
     return lines
 
 
@@ -764,15 +832,25 @@ def markdown(report: dict[str, Any]) -> str:
         f"kernel {m['kernel']}; builder {m['builder']}; buildpy {m['buildpy_commit']}; "
         f"{m['date']}; {report['reps']} repetitions; run took {report['runtime_seconds']} s; "
         f"load average {m['loadavg_at_start']} at the start, {m['loadavg_at_end']} at the end.",
-        "", "### Build times", "", *times_table(report["apps"]),
-        "", "### buildpy phases (from its `built` log line)", "", *phases_table(report["apps"]),
-        "", "### Image size", "", *size_table(report["apps"]),
+        "",
+        "### Build times",
+        "",
+        *times_table(report["apps"]),
+        "",
+        "### buildpy phases (from its `built` log line)",
+        "",
+        *phases_table(report["apps"]),
+        "",
+        "### Image size",
+        "",
+        *size_table(report["apps"]),
     ]
     if report["upload"]["rows"]:
         parts += ["", "### Source upload (buildpy)", "", *upload_table(report["upload"])]
     parts += ["", "### Targets (issue 4)", "", *targets_table(report["targets"])]
-    http = [f"{a} {side}: {v}" for a, app in report["apps"].items()
-            for side, v in app["http"].items()]
+    http = [
+        f"{a} {side}: {v}" for a, app in report["apps"].items() for side, v in app["http"].items()
+    ]
     parts += ["", "### Notes", "", f"- GET / on each cold image: {'; '.join(http)}"]
     parts += [f"- {note}" for note in report["notes"]]
     spent = ", ".join(f"{k} {v} s" for k, v in report["housekeeping_seconds"].items())
@@ -793,8 +871,10 @@ def progress(message: str) -> None:
 def measure(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     load = [round(x, 2) for x in os.getloadavg()]
     builder_size = image_size(ctx, ctx.builder)
-    apps = {name: summarize_app(measure_app(ctx, APPS[name], args.reps), builder_size)
-            for name in args.apps}
+    apps = {
+        name: summarize_app(measure_app(ctx, APPS[name], args.reps), builder_size)
+        for name in args.apps
+    }
     upload = summarize_upload(measure_upload(ctx, args.upload_mib))
     return {
         "machine": {**machine(ctx, builder_size), "loadavg_at_start": load},
@@ -814,14 +894,24 @@ def _list(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=3, help="repetitions per app (default 3)")
-    parser.add_argument("--apps", type=_list(str), default=list(APPS),
-                        help="comma-separated, from: " + ",".join(APPS))
-    parser.add_argument("--upload-mib", type=_list(int), default=list(UPLOAD_MIB),
-                        help="source tree sizes for the upload figures (default 256,512,1024;"
-                             " '' to skip)")
-    parser.add_argument("--shared-host", action="store_true",
-                        help="do not run `buildpy cache prune` (it clears every user's cache);"
-                             " remove only this run's dependency images")
+    parser.add_argument(
+        "--apps",
+        type=_list(str),
+        default=list(APPS),
+        help="comma-separated, from: " + ",".join(APPS),
+    )
+    parser.add_argument(
+        "--upload-mib",
+        type=_list(int),
+        default=list(UPLOAD_MIB),
+        help="source tree sizes for the upload figures (default 256,512,1024; '' to skip)",
+    )
+    parser.add_argument(
+        "--shared-host",
+        action="store_true",
+        help="do not run `buildpy cache prune` (it clears every user's cache);"
+        " remove only this run's dependency images",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON here")
     args = parser.parse_args(argv)
     unknown = [a for a in args.apps if a not in APPS]
