@@ -16,6 +16,7 @@ import tarfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
 import requests
@@ -230,7 +231,7 @@ class PodmanEngine:
                 id=str(item.id),
                 tags=tuple(item.attrs.get("RepoTags") or item.attrs.get("Names") or ()),
                 size=int(item.attrs.get("Size") or 0),
-                created=str(item.attrs.get("Created") or ""),
+                created=_timestamp(item.attrs.get("Created")),
                 labels=dict(item.attrs.get("Labels") or {}),
             )
             for item in found
@@ -298,6 +299,13 @@ class PodmanEngine:
     def _container(self, container: str) -> Any:
         """A podman-py handle for a container ID, without another inspect round trip."""
         return self._client.containers.prepare_model({"Id": container})
+
+
+def _timestamp(value: Any) -> str:
+    """An image's creation time as ISO 8601 UTC (the listing gives Unix seconds)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="seconds")
+    return str(value or "")
 
 
 def _split_env(item: str) -> tuple[str, str]:

@@ -254,3 +254,11 @@ def test_attach_stream_cut_short_ends_quietly() -> None:
 
     data = _frame(1, b"complete\n") + _frame(1, b"cut")[:-1]
     assert b"".join(_frames(_Trickle(data, 4))) == b"complete\ncu"
+
+
+def test_image_times_are_shown_as_iso_8601() -> None:
+    from buildpy.podman import _timestamp
+
+    assert _timestamp(1795665876) == "2026-11-26T04:04:36+00:00"
+    assert _timestamp("2026-11-26T03:24:36Z") == "2026-11-26T03:24:36Z"
+    assert _timestamp(None) == ""
