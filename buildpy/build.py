@@ -54,7 +54,7 @@ from buildpy.engine import (
     Mount,
     VolumeMount,
 )
-from buildpy.errors import SourceError, UsageError
+from buildpy.errors import EngineError, SourceError, UsageError
 
 _log = log.get(__name__)
 
@@ -324,7 +324,7 @@ def _dependency_image(
         user.learn(existing.labels.get(cache.OWNER_LABEL))
         growth = cache.growth_tag(fixed)
         if cache.LINES_LABEL in existing.labels and growth not in existing.names:
-            engine.tag(existing.id, growth)  # back to these requirements: grow from here
+            _name_for_growth(engine, existing.id, growth)  # back to these: grow from here
         return existing.id, True, existing.labels.get(APPLICATION_LABEL, "run")
     lines = dependencies.requirement_lines(files)
     parent = _growable(engine, fixed, lines) if dependencies.can_grow(variables) else None
@@ -373,9 +373,17 @@ def _dependency_image(
         more_labels,
     )
     if recorded is not None:  # a later build may grow from this layer
-        engine.tag(image_id, cache.growth_tag(fixed))
+        _name_for_growth(engine, image_id, cache.growth_tag(fixed))
     times.update(dependencies=step.upload + step.assemble + step.commit)
     return image_id, False, said[0]
+
+
+def _name_for_growth(engine: Engine, image_id: str, name: str) -> None:
+    """Give the growth name; a failure costs later builds a faster path, not this build."""
+    try:
+        engine.tag(image_id, name)
+    except EngineError as exc:
+        _log.warning("could not name the dependency layer for later growth", error=str(exc))
 
 
 def _growable(engine: Engine, fixed: str, lines: Mapping[str, list[str]]) -> ImageInfo | None:

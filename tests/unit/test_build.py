@@ -13,7 +13,14 @@ from buildpy import build, cache
 from buildpy.assemble import TAIL_LINES, WRAPPER
 from buildpy.config import BuildOptions
 from buildpy.engine import ContainerSpec, ImageInfo
-from buildpy.errors import AssembleFailed, BuilderImageError, EnvFileError, SourceError, UsageError
+from buildpy.errors import (
+    AssembleFailed,
+    BuilderImageError,
+    EngineError,
+    EnvFileError,
+    SourceError,
+    UsageError,
+)
 
 
 def no_git(root: Path) -> None:
@@ -496,3 +503,14 @@ def test_going_back_to_earlier_requirements_grows_from_there(app: Path) -> None:
     assert len(engine.tagged) == 3
     grown = build_with("flask\nattrs\n")
     assert grown.image == flask_id
+
+
+def test_a_failing_growth_name_does_not_fail_the_build(app: Path) -> None:
+    engine = FakeEngine(stored={"phased": PHASED})
+
+    def refuse(image: str, ref: str) -> None:
+        raise EngineError("Podman could not tag the image")
+
+    engine.tag = refuse  # type: ignore[method-assign]
+    result = build.run(make_plan(phased_app(app), builder="phased"), engine, output=_Sink())
+    assert result.phases == 2 and result.image_id == "sha256:result2"
