@@ -190,12 +190,12 @@ class Owner:
 
     The lookup reads /etc/passwd out of a working container (about 0.13 s), so a
     build does it once for both phases, and a dependency image records the answer
-    (``label()``) for the rebuilds made on top of it (``known``).
+    (``label()``) for the rebuilds made on top of it (``learn()``).
     """
 
-    def __init__(self, builder: ImageInfo, known: str | None = None) -> None:
+    def __init__(self, builder: ImageInfo) -> None:
         self._builder = builder
-        self._ids = _parse_ids(known)
+        self._ids: tuple[int, int] | None = None
 
     def learn(self, known: str | None) -> None:
         """Take the ids recorded by an earlier build, when they are well formed."""
@@ -256,11 +256,13 @@ def _assemble(
     ``started`` is called once, when the first output arrives (assemble is running).
     """
     tail = _Tail(TAIL_LINES)
-    pending = [started] if started is not None else []
 
     def output(chunk: bytes) -> None:
-        while pending:
-            pending.pop()()
+        nonlocal started
+        if started is not None:
+            call = started
+            started = None
+            call()
         out.write(chunk)
         out.flush()
         tail.feed(chunk)

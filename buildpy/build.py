@@ -318,16 +318,16 @@ def _dependency_image(
     key = dependencies.key(builder.id, files, variables)
     tag = cache.dependency_tag(key)
     fixed = dependencies.fixed_digest(builder.id, files, variables)
+    growth = cache.growth_tag(fixed)
     existing = engine.find_image(tag)
     if existing is not None:
         _log.info("dependency layer reused", image=tag)
         user.learn(existing.labels.get(cache.OWNER_LABEL))
-        growth = cache.growth_tag(fixed)
         if cache.LINES_LABEL in existing.labels and growth not in existing.names:
             _name_for_growth(engine, existing.id, growth)  # back to these: grow from here
         return existing.id, True, existing.labels.get(APPLICATION_LABEL, "run")
     lines = dependencies.requirement_lines(files)
-    parent = _growable(engine, fixed, lines) if dependencies.can_grow(variables) else None
+    parent = _growable(engine, growth, lines) if dependencies.can_grow(variables) else None
     start = builder.id if parent is None else parent.id
     _log.info(
         "installing dependencies",
@@ -373,7 +373,7 @@ def _dependency_image(
         more_labels,
     )
     if recorded is not None:  # a later build may grow from this layer
-        _name_for_growth(engine, image_id, cache.growth_tag(fixed))
+        _name_for_growth(engine, image_id, growth)
     times.update(dependencies=step.upload + step.assemble + step.commit)
     return image_id, False, said[0]
 
@@ -386,10 +386,10 @@ def _name_for_growth(engine: Engine, image_id: str, name: str) -> None:
         _log.warning("could not name the dependency layer for later growth", error=str(exc))
 
 
-def _growable(engine: Engine, fixed: str, lines: Mapping[str, list[str]]) -> ImageInfo | None:
-    """The newest earlier dependency image with the same fixed inputs, when this one only
-    adds requirement lines to it (see dependencies)."""
-    latest = engine.find_image(cache.growth_tag(fixed))
+def _growable(engine: Engine, growth: str, lines: Mapping[str, list[str]]) -> ImageInfo | None:
+    """The newest earlier dependency image with the same fixed inputs (named ``growth``),
+    when this one only adds requirement lines to it (see dependencies)."""
+    latest = engine.find_image(growth)
     if latest is None or not dependencies.extends(latest.labels.get(cache.LINES_LABEL), lines):
         return None
     return latest

@@ -190,23 +190,26 @@ def record(lines: Mapping[str, list[str]]) -> str | None:
     return text if len(text.encode()) <= MAX_RECORDED else None
 
 
-def extends(recorded: str | None, lines: Mapping[str, list[str]]) -> bool:
-    """True when ``lines`` keeps every recorded line and adds at least one."""
-    if not recorded:
-        return False
+def _recorded(recorded: str) -> dict[str, set[str]] | None:
+    """The lines a label recorded, per file; None when it is not what ``record`` writes."""
     try:
         old = json.loads(recorded)
     except ValueError:
+        return None
+    if not isinstance(old, dict) or not all(isinstance(kept, list) for kept in old.values()):
+        return None
+    return {name: set(kept) for name, kept in old.items()}
+
+
+def extends(recorded: str | None, lines: Mapping[str, list[str]]) -> bool:
+    """True when ``lines`` keeps every recorded line and adds at least one."""
+    old = _recorded(recorded) if recorded else None
+    if old is None or set(old) != set(lines):
         return False
-    if not isinstance(old, dict) or set(old) != set(lines):
-        return False
-    grown = False
-    for name, new in lines.items():
-        before = set(old[name]) if isinstance(old[name], list) else None
-        if before is None or not before <= set(new):
-            return False
-        grown = grown or bool(set(new) - before)
-    return grown
+    new = {name: set(kept) for name, kept in lines.items()}
+    return all(old[name] <= new[name] for name in new) and any(
+        new[name] - old[name] for name in new
+    )
 
 
 def added(recorded: str | None, lines: Mapping[str, list[str]]) -> list[str]:
@@ -215,19 +218,11 @@ def added(recorded: str | None, lines: Mapping[str, list[str]]) -> list[str]:
     Empty when any added line is an option or an include (``-r``, ``-c``,
     ``--index-url``, ...): those change more than what gets installed.
     """
-    try:
-        old = json.loads(recorded or "{}")
-    except ValueError:
-        return []
-    if not isinstance(old, dict):
+    old = _recorded(recorded) if recorded else {}
+    if old is None:
         return []
     new = sorted(
-        {
-            line
-            for name, kept in lines.items()
-            for line in kept
-            if line not in set(old.get(name) or ())
-        }
+        {line for name, kept in lines.items() for line in set(kept) - old.get(name, set())}
     )
     return [] if any(line.startswith("-") for line in new) else new
 

@@ -417,6 +417,12 @@ class _Archive:
         info.linkname = linkname
         return self.add(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
 
+    def end(self) -> Iterator[bytes]:
+        """The end-of-archive blocks, then whatever is still buffered."""
+        yield from self.add(b"\0" * (2 * _BLOCK))
+        if self.buf:
+            yield self.take()
+
     def parent_dirs(self, path: str) -> Iterator[bytes]:
         """Entries (0o755, mtime 0) for the directories above ``path`` not yet written."""
         for name in _parents(path):
@@ -525,9 +531,7 @@ def _stream(
         yield from _entry_records(out, entry, name)
     for member in extra:
         yield from _member_records(out, member)
-    yield from out.add(b"\0" * (2 * _BLOCK))
-    if out.buf:
-        yield out.take()
+    yield from out.end()
     if stats is not None:
         stats.append(SourceStats(files=out.files, bytes=out.total))
 
@@ -539,6 +543,4 @@ def members_stream(members: Sequence[Member], *, uid: int = 1001, gid: int = 0) 
     out = _Archive(uid, gid, 1 << 20)
     for member in members:
         yield from _member_records(out, member)
-    yield from out.add(b"\0" * (2 * _BLOCK))
-    if out.buf:
-        yield out.take()
+    yield from out.end()
