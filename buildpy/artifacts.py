@@ -13,10 +13,9 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
 from buildpy import log, source
-from buildpy.assemble import BUILD_DIR, ArchiveFactory, container_name, working_container
+from buildpy.container import BUILD_DIR, ArchiveFactory, Output, WorkingContainer, container_name
 from buildpy.engine import ContainerSpec, Engine, ImageInfo
 
 _log = log.get(__name__)
@@ -27,7 +26,7 @@ SAVED_AT = "/tmp/buildpy-artifacts.tar"
 
 @contextmanager
 def previous_artifacts(
-    engine: Engine, previous: str, builder: ImageInfo, save_script: str, out: BinaryIO
+    engine: Engine, previous: str, builder: ImageInfo, save_script: str, out: Output
 ) -> Iterator[ArchiveFactory | None]:
     """Run the previous image's save-artifacts; yield an upload of its tar (None if none)."""
     workdir = Path(tempfile.mkdtemp(prefix="buildpy-artifacts-"))
@@ -39,7 +38,7 @@ def previous_artifacts(
 
 
 def _save(
-    engine: Engine, previous: str, builder: ImageInfo, script: str, dest: Path, out: BinaryIO
+    engine: Engine, previous: str, builder: ImageInfo, script: str, dest: Path, out: Output
 ) -> bool:
     spec = ContainerSpec(
         image=previous,
@@ -47,21 +46,22 @@ def _save(
         user=builder.user,
         name=container_name("artifacts"),
     )
-    with working_container(engine, spec) as container:
-        status = engine.run(container, out.write)
-        if status != 0:
-            _log.warning("save-artifacts failed; building without artifacts", status=status)
+    with WorkingContainer(engine, spec) as container:
+        saved = container.assemble(out)
+        if saved.status != 0:
+            _log.warning("save-artifacts failed; building without artifacts", status=saved.status)
             return False
         with open(dest, "wb") as handle:
-            found = engine.copy_file(container, SAVED_AT, handle)
+            found = engine.copy_file(container.id, SAVED_AT, handle)
     size = dest.stat().st_size if found else 0
     _log.info("artifacts saved from the previous image", bytes=size)
     return found and size > 0
 
 
 def _upload(workdir: Path) -> ArchiveFactory:
-    def archive(uid: int, gid: int) -> Iterator[bytes]:
+    def archive(uid: int, gid: int) -> source.TarStream:
         rules = source.IgnoreRules.from_text("")
-        return source.tar_stream(workdir, rules=rules, dest=f"{BUILD_DIR}/in", uid=uid, gid=gid)
+        owner = source.Ownership(uid, gid)
+        return source.tar_stream(workdir, rules=rules, dest=f"{BUILD_DIR}/in", owner=owner)
 
     return archive

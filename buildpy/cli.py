@@ -15,13 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from buildpy import __version__, builders, cache, log
-from buildpy import assemble as assemble_step
+from buildpy import __version__, builders, cache, environment, log
 from buildpy import build as build_stage
-from buildpy.config import DEFAULT_BUILDER, BuildOptions, resolve
+from buildpy import plan as build_plan
+from buildpy.config import DEFAULT_BUILDER, BuildOptions, with_pyproject
 from buildpy.errors import BuildpyError, Interrupted
 from buildpy.podman import PodmanEngine
 from buildpy.service import connect
+from buildpy.usage import usage
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,9 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.configure(-1 if args.quiet else args.verbose, json=json_logs)
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
-        with _errors(debug=args.verbose > 0) as status:
-            status[0] = _dispatch(args)
-        return status[0]
+        return _exit_code(args, debug=args.verbose > 0)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -123,35 +122,36 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-@contextmanager
-def _errors(debug: bool) -> Iterator[list[int]]:
-    """Turn every failure into an ERROR line, a hint and an exit code."""
-    status = [0]
+def _exit_code(args: argparse.Namespace, debug: bool) -> int:
+    """Run the command; turn every failure into an ERROR line, a hint and an exit code."""
     try:
-        yield status
+        return _dispatch(args)
     except KeyboardInterrupt:
         error: BuildpyError = Interrupted("interrupted; the working container was removed")
-        _report(error)
-        status[0] = error.exit_code
     except BuildpyError as exc:
-        _report(exc)
-        status[0] = exc.exit_code
+        error = exc
     except Exception as exc:  # a bug: say so, with the traceback on request
         if debug:
             traceback.print_exc()
-        _report(
-            BuildpyError(
-                f"internal error: {type(exc).__name__}: {exc}",
-                "run again with -v for a traceback, and report it",
-            )
+        error = BuildpyError(
+            f"internal error: {type(exc).__name__}: {exc}",
+            "run again with -v for a traceback, and report it",
         )
-        status[0] = 1
+    _report(error)
+    return error.exit_code
 
 
 def _report(exc: BuildpyError) -> None:
     print(f"ERROR: {exc.message}", file=sys.stderr)
     if exc.hint:
         print(f"  hint: {exc.hint}", file=sys.stderr)
+
+
+@contextmanager
+def _engine() -> Iterator[PodmanEngine]:
+    """The Podman engine for one command: a service found or started, closed afterwards."""
+    with connect() as url, PodmanEngine(url) as engine:
+        yield engine
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -166,7 +166,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     explicit = frozenset(k for k in ("builder", "tag", "network") if getattr(args, k) is not None)
-    options = resolve(
+    options = with_pyproject(
         BuildOptions(
             source=args.source,
             builder=args.builder or DEFAULT_BUILDER,
@@ -181,14 +181,13 @@ def _build(args: argparse.Namespace) -> int:
         ),
         explicit,
     )
-    plan = build_stage.plan(options)
-    with connect() as url:
-        engine = PodmanEngine(url)
-        try:
-            result = build_stage.run(plan, engine)
-        finally:
-            engine.close()
-    log.get("buildpy").info(
+    plan = build_plan.make(options)
+    logger = log.get("buildpy")
+    origins = environment.origins(plan.env_layers)
+    logger.debug("image variables", origins={key: where for key, (_, where) in origins.items()})
+    with _engine() as engine:
+        result = build_stage.run(plan, engine)
+    logger.info(
         "built",
         image=result.image_id[:12],
         tag=result.tag,
@@ -208,39 +207,27 @@ def _builder(args: argparse.Namespace) -> int:
             print(f"{builder.tag}\t{builder.containerfile}\tbase={builder.base}")
         return 0
     chosen = [builders.lookup(n) for n in args.names] or list(builders.BUILDERS.values())
-    with connect() as url:
-        engine = PodmanEngine(url)
-        try:
-            for builder in chosen:
-                builders.ensure(engine, builder, base=args.base, force=args.force)
-                print(builder.tag)
-        finally:
-            engine.close()
+    with _engine() as engine:
+        for builder in chosen:
+            builders.ensure(engine, builder, base=args.base, force=args.force)
+            print(builder.tag)
     return 0
 
 
 def _usage(args: argparse.Namespace) -> int:
-    with connect() as url:
-        engine = PodmanEngine(url)
-        try:
-            text = assemble_step.usage(engine, args.image)
-        finally:
-            engine.close()
+    with _engine() as engine:
+        text = usage(engine, args.image)
     sys.stdout.write(text)
     return 0
 
 
 def _cache(args: argparse.Namespace) -> int:
-    with connect() as url:
-        engine = PodmanEngine(url)
-        try:
-            if args.cache_command == "prune":
-                removed, kept = cache.prune(engine)
-                sections = [("removed", removed), ("in-use", kept)]
-            else:
-                sections = [("cached", cache.listing(engine))]
-        finally:
-            engine.close()
+    with _engine() as engine:
+        if args.cache_command == "prune":
+            removed, kept = cache.prune(engine)
+            sections = [("removed", removed), ("in-use", kept)]
+        else:
+            sections = [("cached", cache.listing(engine))]
     for verb, found in sections:
         for item in found.images:
             tags = ",".join(item.tags) or item.id[:12]

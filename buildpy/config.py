@@ -65,7 +65,7 @@ def pyproject_settings(source: Path) -> dict[str, str]:
     return dict(table)
 
 
-def resolve(cli: BuildOptions, explicit: frozenset[str]) -> BuildOptions:
+def with_pyproject(cli: BuildOptions, explicit: frozenset[str]) -> BuildOptions:
     """Fill what the command line left unset (``explicit`` names what it set)."""
     settings = pyproject_settings(cli.source) if cli.source.is_dir() else {}
     changes: dict[str, Any] = {k: v for k, v in settings.items() if k not in explicit}

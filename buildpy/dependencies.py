@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildpy.source import read_file
+
 # Names at the source root that installers read to decide what to install.
 ROOT_FILES = (
     "Pipfile",
@@ -55,31 +57,42 @@ _PIPFILE_PATH = re.compile(r"""\bpath\s*=\s*["']""")
 
 @dataclass(frozen=True)
 class DependencyFiles:
-    """The files that decide dependencies, or why the project cannot be split."""
+    """The files that decide dependencies (read once, here), or why the project cannot
+    be split."""
 
-    files: tuple[str, ...]
+    contents: tuple[tuple[str, bytes], ...]
     needs_full_source: str | None = None
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Their relative posix paths, sorted."""
+        return tuple(name for name, _ in self.contents)
 
 
 def select(root: Path) -> DependencyFiles:
-    """The dependency files present under ``root`` (relative posix paths, sorted)."""
+    """The dependency files present under ``root``, with their contents.
+
+    An unreadable one is a ``SourceError``: the build would install from it.
+    """
     found = {name for name in ROOT_FILES if (root / name).is_file()}
     for pattern in ROOT_GLOBS:
         found.update(p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file())
+    data = {name: read_file(root / name) for name in found}
     pending = sorted(n for n in found if n.endswith((".txt", ".in")))
     reason = None
     while pending:
         name = pending.pop()
-        text = _text(root / name)
+        text = _text(data[name])
         reason = reason or requirements_need_source(text, name)
         for included in includes(text):
             rel = _normalise(Path(name).parent / included)
             if rel is not None and rel not in found and (root / rel).is_file():
                 found.add(rel)
+                data[rel] = read_file(root / rel)
                 pending.append(rel)
     if "Pipfile" in found and reason is None:
-        reason = pipfile_needs_source(_text(root / "Pipfile"))
-    return DependencyFiles(tuple(sorted(found)), reason)
+        reason = pipfile_needs_source(_text(data["Pipfile"]))
+    return DependencyFiles(tuple(sorted(data.items())), reason)
 
 
 def requirements_need_source(text: str, name: str = "requirements.txt") -> str | None:
@@ -130,11 +143,8 @@ def key(builder_id: str, files: Sequence[tuple[str, bytes]], variables: Mapping[
     return h.hexdigest()
 
 
-def _text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
 
 
 def _normalise(path: Path) -> str | None:

@@ -82,12 +82,8 @@ class CommitSpec:
 class Engine(Protocol):
     """Operations on images and containers. Errors are ``buildpy.errors`` types."""
 
-    def image(self, ref: str) -> ImageInfo:
-        """Inspect a local image; ``BuilderImageError`` when it does not exist."""
-        ...
-
     def find_image(self, ref: str) -> ImageInfo | None:
-        """A local image, or None when there is none by that name."""
+        """Inspect a local image; None when there is none by that name (never pulls)."""
         ...
 
     def images(self, repository: str) -> list[ImageSummary]:

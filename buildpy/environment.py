@@ -36,11 +36,11 @@ from buildpy.errors import EnvFileError
 __all__ = [
     "EnvLayer",
     "merge",
+    "origins",
     "parse_assignment",
     "parse_env_text",
     "read_env_file",
     "render_env_text",
-    "resolve",
     "shell_export_script",
 ]
 
@@ -192,7 +192,7 @@ class EnvLayer:
     values: Mapping[str, str]
 
 
-def resolve(layers: Sequence[EnvLayer]) -> dict[str, tuple[str, str]]:
+def origins(layers: Sequence[EnvLayer]) -> dict[str, tuple[str, str]]:
     """Map each key to ``(value, origin)`` of the last layer that sets it."""
     resolved: dict[str, tuple[str, str]] = {}
     for layer in layers:
@@ -220,6 +220,10 @@ def _render_value(value: str) -> str:
 
 def render_env_text(values: Mapping[str, str]) -> str:
     """Write ``values`` as env file text that parses back to the same dict.
+
+    Kept although no build step writes env files yet: it is the exact inverse of
+    ``parse_env_text``, which the round-trip property tests rely on, and what an
+    exported build (``--as-containerfile``) will write.
 
     Raises ValueError for invalid keys and for values holding a newline or NUL.
     """

@@ -25,7 +25,8 @@ from podman import PodmanClient
 from podman.errors import APIError, BuildError, ImageNotFound, NotFound, PodmanError
 
 from buildpy.engine import CommitSpec, ContainerSpec, ImageInfo, ImageSummary
-from buildpy.errors import BuilderImageError, EngineError, EngineUnavailable
+from buildpy.errors import EngineError, EngineUnavailable
+from buildpy.image import split_tag
 
 # Messages Podman gives on hosts that need a setting changed, and what to change.
 _HOST_SETTING_HINTS = (
@@ -96,17 +97,19 @@ class PodmanEngine:
     def __init__(self, base_url: str, timeout: float | None = None) -> None:
         self._client = PodmanClient(base_url=base_url, timeout=timeout)
 
-    def image(self, ref: str) -> ImageInfo:
+    def __enter__(self) -> PodmanEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def find_image(self, ref: str) -> ImageInfo | None:
         try:
             with _translated(f"inspect image {ref}"):
                 attrs: dict[str, Any] = self._client.images.get(ref).attrs
         except EngineError as exc:
             if _not_found(exc.__cause__):
-                raise BuilderImageError(
-                    f"builder image {ref} is not in local storage",
-                    "build it with `buildpy builder build` (or `make builders`), load it with"
-                    " `podman load`, or name another one with --builder",
-                ) from exc.__cause__
+                return None
             raise
         config = attrs.get("Config") or {}
         env = dict(_split_env(item) for item in config.get("Env") or [])
@@ -145,8 +148,9 @@ class PodmanEngine:
             return str(self._client.containers.create(spec.image, **kwargs).id)
 
     def upload(self, container: str, path: str, archive: Iterable[bytes]) -> None:
+        # An iterator, never a list: requests would send a list of chunks as form fields.
         with _translated(f"copy the source into the container at {path}"):
-            ok = self._container(container).put_archive(path, data=archive)
+            ok = self._container(container).put_archive(path, data=iter(archive))
         if not ok:
             raise EngineError(f"Podman refused the source archive for {path}")
 
@@ -217,12 +221,6 @@ class PodmanEngine:
             if not _not_found(exc.__cause__):
                 raise
 
-    def find_image(self, ref: str) -> ImageInfo | None:
-        try:
-            return self.image(ref)
-        except BuilderImageError:
-            return None
-
     def images(self, repository: str) -> list[ImageSummary]:
         with _translated("list images"):
             found = self._client.images.list(filters={"reference": repository})
@@ -238,7 +236,7 @@ class PodmanEngine:
         ]
 
     def tag(self, image: str, ref: str) -> None:
-        repository, _, tag = ref.rpartition(":")
+        repository, tag = split_tag(ref)
         with _translated(f"tag {image[:12]} as {ref}"):
             self._client.api.post(
                 f"/images/{image}/tag", params={"repo": repository, "tag": tag}

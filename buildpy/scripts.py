@@ -56,7 +56,7 @@ def image_scripts_dir(labels: Mapping[str, str], image_ref: str) -> str | None:
     return None
 
 
-def resolve(labels: Mapping[str, str], provided: set[str], image_ref: str) -> Scripts:
+def choose(labels: Mapping[str, str], provided: set[str], image_ref: str) -> Scripts:
     """Choose assemble and run: the source's own first, else the image's."""
     image_dir = image_scripts_dir(labels, image_ref)
     paths = {}

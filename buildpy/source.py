@@ -37,8 +37,12 @@ __all__ = [
     "Entry",
     "IgnoreRules",
     "Member",
+    "Ownership",
     "SourceStats",
+    "TarStream",
     "members_stream",
+    "read_file",
+    "source_root",
     "tar_stream",
     "walk",
 ]
@@ -240,6 +244,23 @@ def _check_root(root: Path) -> os.stat_result:
     return st
 
 
+def read_file(path: Path) -> bytes:
+    """A file of the source, read whole; SourceError (with what to do) when it cannot be."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SourceError(
+            f"cannot read {path}: {exc.strerror or exc}",
+            f"make it readable (chmod u+r) {_SKIP_HINT}",
+        ) from exc
+
+
+def source_root(path: Path) -> Path:
+    """The application's directory, resolved; SourceError when it is missing or no directory."""
+    _check_root(path)
+    return path.resolve()
+
+
 def _list_dir(path: Path) -> list[os.DirEntry[str]]:
     try:
         with os.scandir(path) as it:
@@ -381,12 +402,22 @@ def _open_regular(entry: Entry) -> tuple[int, os.stat_result]:
     return fd, st
 
 
+@dataclass(frozen=True)
+class Ownership:
+    """Who owns every archive member, and whether group 0 gets the owner's access
+    (as S2I's fix-permissions gives it, for arbitrary UIDs in group 0)."""
+
+    uid: int = 1001
+    gid: int = 0
+    group_like_owner: bool = False
+
+
 class _Archive:
     """Builds tar records and hands the bytes out in chunks of about ``chunk_size``."""
 
-    def __init__(self, uid: int, gid: int, chunk_size: int, group_like_owner: bool = False) -> None:
-        self.uid, self.gid, self.chunk_size = uid, gid, chunk_size
-        self.group_like_owner = group_like_owner
+    def __init__(self, owner: Ownership, chunk_size: int) -> None:
+        self.uid, self.gid, self.chunk_size = owner.uid, owner.gid, chunk_size
+        self.group_like_owner = owner.group_like_owner
         self.buf = bytearray()
         self.total = 0
         self.files = 0
@@ -473,26 +504,39 @@ def _member_records(out: _Archive, member: Member) -> Iterator[bytes]:
     yield from out.add(_padding(size))
 
 
+class TarStream(Iterator[bytes]):
+    """The chunks of one archive, and once they have all been read, what they held."""
+
+    def __init__(self, chunks: Iterator[bytes], out: _Archive) -> None:
+        self._chunks = chunks
+        self._out = out
+        self.stats: SourceStats | None = None  # set when the stream is exhausted
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self.stats = SourceStats(files=self._out.files, bytes=self._out.total)
+            raise
+
+
 def tar_stream(
     root: Path,
     *,
     rules: IgnoreRules,
     dest: str = "src",
-    uid: int = 1001,
-    gid: int = 0,
+    owner: Ownership = Ownership(),
     extra: Sequence[Member] = (),
     chunk_size: int = 1 << 20,
     warn: Warn | None = None,
-    stats: list[SourceStats] | None = None,
-    group_like_owner: bool = False,
-) -> Iterator[bytes]:
-    """Yield an uncompressed PAX tar of ``root`` under ``dest/``, then the ``extra`` members.
+) -> TarStream:
+    """An uncompressed PAX tar of ``root`` under ``dest/``, then the ``extra`` members.
 
-    Deterministic for the same tree and arguments. Entries are owned by uid/gid with empty
+    Deterministic for the same tree and arguments. Entries belong to ``owner`` with empty
     user/group names; permission bits and whole-second mtimes come from disk; symlinks
     are kept, hard links become regular files. Yielded chunks are at most about
-    ``chunk_size`` plus one header. When the stream is exhausted, one SourceStats is
-    appended to ``stats`` if given.
+    ``chunk_size`` plus one header. Once iterated to the end, the stream's ``stats`` says
+    how many regular files and bytes it sent.
 
     Raises at once: SourceError for a missing root, ValueError for a bad ``dest``, member
     or ``chunk_size``. Raises while iterating: SourceError as :func:`walk` does, and for a
@@ -506,25 +550,24 @@ def tar_stream(
         if member.name.endswith("/") and member.data:
             raise ValueError(f"directory member {member.name!r} cannot have data")
     root_st = _check_root(root)
-    out = _Archive(uid, gid, chunk_size, group_like_owner)
-    return _stream(out, root, root_st, rules, dest, extra, warn, stats)
+    out = _Archive(owner, chunk_size)
+    return TarStream(_stream(out, (root, root_st), rules, dest, extra, warn), out)
 
 
 def _stream(
     out: _Archive,
-    root: Path,
-    root_st: os.stat_result,
+    root: tuple[Path, os.stat_result],
     rules: IgnoreRules,
     dest: str,
     extra: Sequence[Member],
     warn: Warn | None,
-    stats: list[SourceStats] | None,
 ) -> Iterator[bytes]:
+    path, root_st = root
     yield from out.parent_dirs(dest)
     out.dirs.add(dest)
     root_mode = stat.S_IMODE(root_st.st_mode) & 0o777
     yield from out.header(dest, tarfile.DIRTYPE, root_mode, _mtime(root_st))
-    for entry in walk(root, rules, warn=warn):
+    for entry in walk(path, rules, warn=warn):
         name = f"{dest}/{entry.relpath}"
         if extra and entry.kind == "dir":
             out.dirs.add(name)
@@ -532,15 +575,13 @@ def _stream(
     for member in extra:
         yield from _member_records(out, member)
     yield from out.end()
-    if stats is not None:
-        stats.append(SourceStats(files=out.files, bytes=out.total))
 
 
-def members_stream(members: Sequence[Member], *, uid: int = 1001, gid: int = 0) -> Iterator[bytes]:
-    """An archive of in-memory members only, owned by uid/gid (parents added as needed)."""
+def members_stream(members: Sequence[Member], *, owner: Ownership = Ownership()) -> Iterator[bytes]:
+    """An archive of in-memory members only, belonging to ``owner`` (parents added)."""
     for member in members:
         _archive_path(member.name, "a member name")
-    out = _Archive(uid, gid, 1 << 20)
+    out = _Archive(owner, 1 << 20)
     for member in members:
         yield from _member_records(out, member)
     yield from out.end()

@@ -1,15 +1,20 @@
-"""A hand-written Engine for unit tests of the build's pure logic."""
+"""A hand-written Engine for unit tests of the build's pure logic.
+
+mypy checks it against the ``Engine`` protocol (``_check`` below), and
+tests/integration/test_engine_contract.py runs the same assertions against it
+and against real Podman, so the fake cannot drift from what Podman does.
+"""
 
 from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Callable
 
-from buildpy.engine import CommitSpec, ContainerSpec, ImageInfo, ImageSummary
-from buildpy.errors import BuilderImageError, EngineError
+from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo, ImageSummary
+from buildpy.errors import EngineError
 
 BUILDER = ImageInfo(
     id="sha256:builder",
@@ -40,19 +45,15 @@ class FakeEngine:
     in_use: set[str] = field(default_factory=set)
     reads: list[tuple[str, str]] = field(default_factory=list)
     tagged: list[str] = field(default_factory=list)
-
-    def image(self, ref: str) -> ImageInfo:
-        for name, info in self.stored.items():
-            if ref in (name, info.id, f"{name}:latest"):
-                return info
-        raise BuilderImageError(f"builder image {ref} is not in local storage")
+    placed: dict[tuple[str, str], bytes] = field(default_factory=dict)  # uploaded files
 
     def find_image(self, ref: str) -> ImageInfo | None:
         found = self.stored.get(ref) or self.stored.get(f"{ref}:latest")
+        found = found or next((info for info in self.stored.values() if info.id == ref), None)
         if found is None:
             return None
-        names = tuple(name for name, info in self.stored.items() if info.id == found.id)
-        return replace(found, names=names)
+        names = tuple(_tagged(name) for name, info in self.stored.items() if info.id == found.id)
+        return replace(found, ref=ref, names=names)
 
     def images(self, repository: str) -> list[ImageSummary]:
         """One entry per image, with all its names in that repository (as Podman lists)."""
@@ -90,7 +91,7 @@ class FakeEngine:
             del self.stored[name]
         return True
 
-    def ensure_volume(self, name: str, labels: dict[str, str]) -> bool:  # type: ignore[override]
+    def ensure_volume(self, name: str, labels: Mapping[str, str]) -> bool:
         created = name not in self.volumes_made
         self.volumes_made.setdefault(name, dict(labels))
         return created
@@ -109,16 +110,23 @@ class FakeEngine:
         return f"ctr{len(self.created)}"
 
     def upload(self, container: str, path: str, archive: Iterable[bytes]) -> None:
-        self.uploads.append((path, b"".join(archive)))
+        data = b"".join(archive)
+        self.uploads.append((path, data))
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar.getmembers():
+                handle = tar.extractfile(member) if member.isfile() else None
+                if handle is not None:
+                    self.placed[(container, f"{path.rstrip('/')}/{member.name}")] = handle.read()
 
     def read_file(self, container: str, path: str) -> bytes | None:
         self.reads.append((container, path))
-        return self.files.get(path)
+        return self.placed.get((container, path), self.files.get(path))
 
     def copy_file(self, container: str, path: str, dest: BinaryIO) -> bool:
-        if path not in self.files:
+        found = self.placed.get((container, path), self.files.get(path))
+        if found is None:
             return False
-        dest.write(self.files[path])
+        dest.write(found)
         return True
 
     def run(self, container: str, output: Callable[[bytes], object]) -> int:
@@ -162,3 +170,12 @@ class FakeEngine:
             handle = archive.extractfile(name)
             assert handle is not None
             return handle.read()
+
+
+def _tagged(name: str) -> str:
+    """A name as Podman lists it: with its tag, ``latest`` when none was given."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def _check(engine: FakeEngine) -> Engine:
+    return engine  # mypy: the fake implements every method of the protocol, typed alike

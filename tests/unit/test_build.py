@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from fakes import BUILDER, FakeEngine
 
-from buildpy import build, cache
-from buildpy.assemble import TAIL_LINES, WRAPPER
+from buildpy import build, cache, layer
+from buildpy import plan as build_plan
 from buildpy.config import BuildOptions
+from buildpy.container import TAIL_LINES, WRAPPER
 from buildpy.engine import ContainerSpec, ImageInfo
 from buildpy.errors import (
     AssembleFailed,
@@ -36,8 +37,8 @@ def app(tmp_path: Path) -> Path:
     return root
 
 
-def make_plan(app: Path, **kwargs: object) -> build.BuildPlan:
-    return build.plan(BuildOptions(source=app, **kwargs), describe=no_git)  # type: ignore[arg-type]
+def make_plan(app: Path, **kwargs: object) -> build_plan.BuildPlan:
+    return build_plan.make(BuildOptions(source=app, **kwargs), describe=no_git)  # type: ignore[arg-type]
 
 
 def test_precedence_reaches_the_container_environment(app: Path, tmp_path: Path) -> None:
@@ -195,9 +196,13 @@ def test_ca_bundle_is_mounted_and_announced_build_only(app: Path, tmp_path: Path
     engine = FakeEngine()
     build.run(make_plan(app, ca_bundle=bundle), engine, output=_Sink())
     (mount,) = engine.created[0].mounts
-    assert (mount.source, mount.target, mount.read_only) == (str(bundle), build.CA_TARGET, True)
+    assert (mount.source, mount.target, mount.read_only) == (
+        str(bundle),
+        build_plan.CA_TARGET,
+        True,
+    )
     env_script = engine.uploaded_file(".buildpy/env").decode()
-    assert f"export PIP_CERT='{build.CA_TARGET}'" in env_script
+    assert f"export PIP_CERT='{build_plan.CA_TARGET}'" in env_script
     assert "PIP_CERT" not in engine.created[0].env
 
 
@@ -218,7 +223,7 @@ def test_labels_name_builder_source_and_commit(app: Path) -> None:
     from buildpy.gitinfo import GitInfo
 
     info = GitInfo("abc123", "Ann <a@example.com>", "2026-01-01T00:00:00+00:00", "fix", "main")
-    plan = build.plan(BuildOptions(source=app), describe=lambda root: info)
+    plan = build_plan.make(BuildOptions(source=app), describe=lambda root: info)
     engine = FakeEngine()
     build.run(plan, engine, output=_Sink())
     labels = engine.created[0].labels
@@ -244,7 +249,7 @@ PHASED = ImageInfo(
     id="sha256:phased",
     ref="phased",
     user="1001",
-    labels={**BUILDER.labels, build.PHASES_LABEL: "dependencies,application"},
+    labels={**BUILDER.labels, layer.PHASES_LABEL: "dependencies,application"},
 )
 
 
@@ -291,7 +296,7 @@ def test_one_phase_when_splitting_is_off_or_unsupported(
 ) -> None:
     plan = make_plan(phased_app(app), **{"builder": "phased", **change})
     engine = FakeEngine(stored={"phased": PHASED, BUILDER.ref: BUILDER})
-    assert reason in (build.split_reason(plan, engine.image(plan.options.builder)) or "")
+    assert reason in (layer.split_reason(plan, engine.stored[plan.options.builder]) or "")
     result = build.run(plan, engine, output=_Sink())
     assert result.phases == 1 and len(engine.created) == 1
 
@@ -299,7 +304,7 @@ def test_one_phase_when_splitting_is_off_or_unsupported(
 def test_requirements_that_need_the_source_build_in_one_phase(app: Path) -> None:
     (app / "requirements.txt").write_text("-e .\n")
     plan = make_plan(app, builder="phased")
-    reason = build.split_reason(plan, PHASED)
+    reason = layer.split_reason(plan, PHASED)
     assert reason and "requirements.txt line 1" in reason
 
 
@@ -406,7 +411,7 @@ PLACING = ImageInfo(
     ref="placing",
     user="1001",
     env={"HOME": "/opt/app-root/src"},
-    labels={**BUILDER.labels, build.PHASES_LABEL: "dependencies,application"},
+    labels={**BUILDER.labels, layer.PHASES_LABEL: "dependencies,application"},
 )
 
 

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from buildpy.environment import (
     EnvLayer,
     merge,
+    origins,
     parse_assignment,
     parse_env_text,
     read_env_file,
     render_env_text,
-    resolve,
     shell_export_script,
 )
 from buildpy.errors import EnvFileError
@@ -267,8 +267,8 @@ def test_resolve_names_the_winning_layer() -> None:
         EnvLayer(".s2i/environment", {"B": "2"}),
         EnvLayer("-e", {"A": "3"}),
     ]
-    assert resolve(layers) == {"A": ("3", "-e"), "B": ("2", ".s2i/environment")}
-    assert resolve([]) == {}
+    assert origins(layers) == {"A": ("3", "-e"), "B": ("2", ".s2i/environment")}
+    assert origins([]) == {}
 
 
 # --------------------------------------------------------------------------- render
@@ -325,7 +325,7 @@ env_dicts = st.dictionaries(keys, line_values, max_size=8)
 def test_precedence_last_layer_wins(raw: list[tuple[str, dict[str, str]]]) -> None:
     layers = [EnvLayer(f"{name}{i}", values) for i, (name, values) in enumerate(raw)]
     merged = merge(*(layer.values for layer in layers))
-    resolved = resolve(layers)
+    resolved = origins(layers)
     all_keys = {key for layer in layers for key in layer.values}
     assert set(merged) == all_keys == set(resolved)
     for key in all_keys:

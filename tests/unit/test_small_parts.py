@@ -18,28 +18,28 @@ LABEL = {"io.openshift.s2i.scripts-url": "image:///usr/libexec/s2i/"}
 
 
 def test_scripts_from_image_label() -> None:
-    chosen = scripts.resolve(LABEL, set(), "b")
+    chosen = scripts.choose(LABEL, set(), "b")
     assert (chosen.assemble, chosen.run) == ("/usr/libexec/s2i/assemble", "/usr/libexec/s2i/run")
 
 
 def test_scripts_from_source_win_one_by_one() -> None:
-    chosen = scripts.resolve(LABEL, {"assemble"}, "b")
+    chosen = scripts.choose(LABEL, {"assemble"}, "b")
     assert (chosen.assemble, chosen.run) == ("/tmp/scripts/assemble", "/usr/libexec/s2i/run")
 
 
 def test_old_label_name_still_works() -> None:
-    chosen = scripts.resolve({"io.s2i.scripts-url": "image:///s2i"}, set(), "b")
+    chosen = scripts.choose({"io.s2i.scripts-url": "image:///s2i"}, set(), "b")
     assert chosen.run == "/s2i/run"
 
 
 @pytest.mark.parametrize("url", ["http://example.invalid/s2i", "file:///s2i", "image://relative"])
 def test_scripts_that_would_need_downloading_are_refused(url: str) -> None:
     with pytest.raises(BuilderImageError, match="image:///PATH"):
-        scripts.resolve({"io.openshift.s2i.scripts-url": url}, set(), "b")
+        scripts.choose({"io.openshift.s2i.scripts-url": url}, set(), "b")
 
 
 def test_no_label_but_all_scripts_in_source_is_fine() -> None:
-    chosen = scripts.resolve({}, {"assemble", "run"}, "b")
+    chosen = scripts.choose({}, {"assemble", "run"}, "b")
     assert chosen.run == "/tmp/scripts/run"
 
 
@@ -80,7 +80,7 @@ def test_pyproject_fills_only_what_the_cli_left(tmp_path: Path) -> None:
         '[tool.buildpy]\nbuilder = "localhost/buildpy/python-313"\ntag = "app:v2"\n'
     )
     cli = BuildOptions(source=tmp_path, tag="mine:1")
-    resolved = config.resolve(cli, frozenset({"tag"}))
+    resolved = config.with_pyproject(cli, frozenset({"tag"}))
     assert resolved.builder == "localhost/buildpy/python-313"
     assert resolved.tag == "mine:1"
 
@@ -88,13 +88,13 @@ def test_pyproject_fills_only_what_the_cli_left(tmp_path: Path) -> None:
 def test_pyproject_unknown_key_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[tool.buildpy]\nbuilderr = "x"\n')
     with pytest.raises(UsageError, match="builderr"):
-        config.resolve(BuildOptions(source=tmp_path), frozenset())
+        config.with_pyproject(BuildOptions(source=tmp_path), frozenset())
 
 
 def test_pyproject_bad_toml_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text("[tool.buildpy\n")
     with pytest.raises(UsageError, match=r"pyproject\.toml"):
-        config.resolve(BuildOptions(source=tmp_path), frozenset())
+        config.with_pyproject(BuildOptions(source=tmp_path), frozenset())
 
 
 def test_git_describe_parses_log() -> None:

@@ -1,7 +1,11 @@
-"""One assemble run: a working container, an upload, assemble, a commit.
+"""The working container: created, given files, run, committed, removed.
 
-Both phases of a build use this step. The working container belongs to a
-``with`` block and is removed after success, failure and Ctrl-C alike.
+A ``WorkingContainer`` is the one object a build step holds. It is a ``with``
+block: the container is gone when the block ends, after success, failure and
+Ctrl-C alike (a container whose block succeeded may be handed to a ``Reaper``,
+which removes it off the critical path). Its methods are the steps S2I takes:
+``upload`` (source, scripts, build-only files), ``assemble`` (which returns the
+status, the last lines of output and the time taken), ``commit``.
 
 How variables reach assemble: the container's environment (``ContainerSpec.env``)
 is committed with it, so only values meant for the image go there. Build-only
@@ -14,13 +18,13 @@ from __future__ import annotations
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import BinaryIO
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol
 
-from buildpy import environment, log, scripts, source
+from buildpy import environment, log, source
 from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo
 from buildpy.errors import AssembleFailed, BuilderImageError
 
@@ -35,81 +39,22 @@ WRAPPER = (
 )
 TAIL_LINES = 20
 
-# Archive members for /tmp, given the uid and gid that must own them.
-ArchiveFactory = Callable[[int, int], Iterator[bytes]]
+
+class Output(Protocol):
+    """Where assemble's output goes (a binary stream: stderr's buffer, a file, a test sink)."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def flush(self) -> object: ...
 
 
-@dataclass(frozen=True)
-class StepTimes:
-    """Seconds spent in each part of one assemble run."""
-
-    upload: float
-    assemble: float
-    commit: float
+# Archive members, given the uid and gid that must own them.
+ArchiveFactory = Callable[[int, int], Iterable[bytes]]
 
 
 def container_name(kind: str = "build") -> str:
     """Working containers are named buildpy-*, so leftovers are easy to find."""
     return f"buildpy-{kind}-{secrets.token_hex(6)}"
-
-
-def assemble_and_commit(
-    engine: Engine,
-    spec: ContainerSpec,
-    user: Owner,
-    archives: Sequence[ArchiveFactory],
-    commit: CommitSpec,
-    out: BinaryIO,
-    reaper: Reaper | None = None,
-    more_changes: Callable[[Sequence[str]], Sequence[str]] | None = None,
-) -> tuple[str, StepTimes]:
-    """Create, upload, run assemble, commit; return the image ID and the times taken.
-
-    With a ``reaper``, what it holds is released once assemble's output starts, and
-    this container is handed to it afterwards. ``more_changes`` turns the last lines
-    of assemble's output into more commit changes.
-    """
-    with working_container(engine, spec, reaper) as container:
-        uid, gid = user.ids(engine, container)
-        t0 = time.monotonic()
-        for archive in archives:
-            engine.upload(container, scripts.UPLOAD_DIR, archive(uid, gid))
-        t1 = time.monotonic()
-        status, tail = _assemble(engine, container, out, reaper.release if reaper else None)
-        t2 = time.monotonic()
-        if status != 0:
-            raise AssembleFailed(status, tail, _assemble_hint(status))
-        if more_changes is not None:
-            commit = replace(commit, changes=(*commit.changes, *more_changes(tail)))
-        image_id = engine.commit(container, commit)
-        t3 = time.monotonic()
-    return image_id, StepTimes(t1 - t0, t2 - t1, t3 - t2)
-
-
-def place_and_commit(
-    engine: Engine,
-    spec: ContainerSpec,
-    user: Owner,
-    upload_dir: str,
-    archive: ArchiveFactory,
-    commit: CommitSpec,
-    reaper: Reaper | None = None,
-) -> tuple[str, StepTimes]:
-    """Upload into a container that never runs, then commit (nothing left for assemble).
-
-    With a ``reaper``, what it holds is released at once, and this container is
-    handed to it afterwards.
-    """
-    if reaper is not None:
-        reaper.release()
-    with working_container(engine, spec, reaper) as container:
-        uid, gid = user.ids(engine, container)
-        t0 = time.monotonic()
-        engine.upload(container, upload_dir, archive(uid, gid))
-        t1 = time.monotonic()
-        image_id = engine.commit(container, commit)
-        t2 = time.monotonic()
-    return image_id, StepTimes(t1 - t0, 0.0, t2 - t1)
 
 
 def build_env_member(values: Mapping[str, str]) -> list[source.Member]:
@@ -120,26 +65,116 @@ def build_env_member(values: Mapping[str, str]) -> list[source.Member]:
     return [source.Member(f"{BUILD_DIR}/env", script.encode(), 0o600)]
 
 
-@contextmanager
-def working_container(
-    engine: Engine, spec: ContainerSpec, reaper: Reaper | None = None
-) -> Iterator[str]:
-    """A container that is gone when the block ends, however it ends.
+@dataclass(frozen=True)
+class Assembled:
+    """What one assemble run gave: its exit status, its last lines, its duration."""
 
-    With a ``reaper``, a container whose block succeeded is handed to it, to be removed
-    off the critical path; otherwise, and after any failure, it is removed at once.
+    status: int
+    tail: tuple[str, ...]
+    seconds: float
+
+    def check(self) -> Assembled:
+        """This result, or ``AssembleFailed`` when assemble did not exit 0."""
+        if self.status != 0:
+            raise AssembleFailed(self.status, self.tail, _assemble_hint(self.status))
+        return self
+
+    def said(self, name: str) -> str | None:
+        """The value of the last ``NAME=value`` line assemble printed, if any."""
+        for line in reversed(self.tail):
+            if line.startswith(f"{name}="):
+                return line.split("=", 1)[1].strip()
+        return None
+
+
+@dataclass(frozen=True)
+class Committed:
+    image_id: str
+    seconds: float
+
+
+class WorkingContainer:
+    """One container a build works in, removed when its ``with`` block ends.
+
+    ``owner`` gives the uid and gid uploads are owned by (the builder's user);
+    with a ``reaper``, a container whose block succeeded is removed by it later,
+    and what the reaper holds is released as soon as this container's assemble
+    is running.
     """
-    container = engine.create(spec)
-    _log.debug("working container created", container=spec.name, image=spec.image)
-    succeeded = False
-    try:
-        yield container
-        succeeded = True
-    finally:
-        if reaper is not None and succeeded:
-            reaper.defer(container, spec.name)
+
+    def __init__(
+        self,
+        engine: Engine,
+        spec: ContainerSpec,
+        owner: Owner | None = None,
+        reaper: Reaper | None = None,
+    ) -> None:
+        self._engine = engine
+        self.spec = spec
+        self._owner = owner or Owner.root()
+        self._reaper = reaper
+        self._id: str | None = None
+
+    @property
+    def id(self) -> str:
+        if self._id is None:
+            raise RuntimeError("the working container is used outside its with block")
+        return self._id
+
+    def __enter__(self) -> WorkingContainer:
+        self._id = self._engine.create(self.spec)
+        _log.debug("working container created", container=self.spec.name, image=self.spec.image)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._reaper is not None and kind is None:
+            self._reaper.defer(self.id, self.spec.name)
         else:
-            _remove(engine, container, spec.name)
+            remove_quietly(self._engine, self.id, self.spec.name)
+
+    def upload(self, path: str, archive: ArchiveFactory) -> float:
+        """Stream an archive into ``path``, owned by the builder's user; return the seconds."""
+        started = time.monotonic()
+        uid, gid = self._owner.ids(self._engine, self.id)
+        stream = archive(uid, gid)
+        self._engine.upload(self.id, path, stream)
+        seconds = time.monotonic() - started
+        if isinstance(stream, source.TarStream) and stream.stats is not None:
+            files, size = stream.stats.files, stream.stats.bytes
+            _log.debug("uploaded", path=path, files=files, bytes=size, seconds=round(seconds, 3))
+        return seconds
+
+    def assemble(self, out: Output) -> Assembled:
+        """Run the container's command, stream its output to ``out``, say how it ended."""
+        started = time.monotonic()
+        tail = _Tail(TAIL_LINES)
+
+        def output(chunk: bytes) -> None:
+            if self._reaper is not None:
+                self._reaper.release()  # assemble is running: earlier removals may go on
+            out.write(chunk)
+            out.flush()
+            tail.feed(chunk)
+
+        status = self._engine.run(self.id, output)
+        return Assembled(status, tuple(tail.lines()), time.monotonic() - started)
+
+    def commit(self, spec: CommitSpec) -> Committed:
+        """Commit the container as an image."""
+        started = time.monotonic()
+        image_id = self._engine.commit(self.id, spec)
+        return Committed(image_id, time.monotonic() - started)
+
+    def run_quietly(self) -> tuple[int, bytes]:
+        """Run the container's command and collect its output (for short helper runs)."""
+        chunks: list[bytes] = []
+        status = self._engine.run(self.id, chunks.append)
+        return status, b"".join(chunks)
 
 
 class Reaper:
@@ -168,15 +203,17 @@ class Reaper:
         self._pending.append((container, name))
 
     def release(self) -> None:
+        """Let the pending removals go on (cheap, and nothing to do, when none is pending)."""
         for container, name in self._pending:
-            self._pool.submit(_remove, self._engine, container, name)
+            self._pool.submit(remove_quietly, self._engine, container, name)
         self._pending.clear()
 
 
-def _remove(engine: Engine, container: str, name: str | None) -> None:
+def remove_quietly(engine: Engine, container: str, name: str | None) -> None:
+    """Remove a container; a failure is a warning, never a mask over the build's own error."""
     try:
         engine.remove(container)
-    except Exception as exc:  # never mask the build's own error
+    except Exception as exc:
         _log.warning(
             "could not remove the working container",
             container=name,
@@ -197,13 +234,19 @@ class Owner:
         self._builder = builder
         self._ids: tuple[int, int] | None = None
 
+    @classmethod
+    def root(cls) -> Owner:
+        known = cls(ImageInfo(id="", ref=""))
+        known._ids = (0, 0)
+        return known
+
     def learn(self, known: str | None) -> None:
         """Take the ids recorded by an earlier build, when they are well formed."""
         self._ids = _parse_ids(known) or self._ids
 
     def ids(self, engine: Engine, container: str) -> tuple[int, int]:
         if self._ids is None:
-            self._ids = owner(engine, container, self._builder)
+            self._ids = _lookup(engine, container, self._builder)
         return self._ids
 
     def label(self) -> str | None:
@@ -218,7 +261,7 @@ def _parse_ids(text: str | None) -> tuple[int, int] | None:
     return None
 
 
-def owner(engine: Engine, container: str, builder: ImageInfo) -> tuple[int, int]:
+def _lookup(engine: Engine, container: str, builder: ImageInfo) -> tuple[int, int]:
     """Numeric uid and gid of the builder's user, for the uploaded files."""
     name, _, group = builder.user.partition(":")
     if not name:
@@ -246,28 +289,6 @@ def _passwd_entry(engine: Engine, container: str, user: str) -> tuple[int, int] 
         if known and user in (fields[0], fields[2]):
             return int(fields[2]), int(fields[3])
     return None
-
-
-def _assemble(
-    engine: Engine, container: str, out: BinaryIO, started: Callable[[], None] | None = None
-) -> tuple[int, list[str]]:
-    """Start assemble, stream its output to ``out``, return its status and last lines.
-
-    ``started`` is called once, when the first output arrives (assemble is running).
-    """
-    tail = _Tail(TAIL_LINES)
-
-    def output(chunk: bytes) -> None:
-        nonlocal started
-        if started is not None:
-            call = started
-            started = None
-            call()
-        out.write(chunk)
-        out.flush()
-        tail.feed(chunk)
-
-    return engine.run(container, output), tail.lines()
 
 
 def _assemble_hint(status: int) -> str:
@@ -300,27 +321,3 @@ class _Tail:
         if self._partial:
             lines.append(self._partial.decode(errors="replace"))
         return lines[-self._size :]
-
-
-def usage(engine: Engine, ref: str) -> str:
-    """What the builder's usage script prints (S2I's `s2i usage`)."""
-    builder = engine.image(ref)
-    chosen = scripts.image_scripts_dir(builder.labels, ref)
-    if chosen is None:
-        raise BuilderImageError(
-            f"{ref} has no io.openshift.s2i.scripts-url label, so it has no usage script",
-            "is it an S2I builder image?",
-        )
-    spec = ContainerSpec(
-        image=builder.id,
-        command=(f"{chosen}/usage",),
-        user=builder.user,
-        name=container_name("usage"),
-    )
-    with working_container(engine, spec) as container:
-        chunks: list[bytes] = []
-        status = engine.run(container, chunks.append)
-        text = b"".join(chunks)
-    if status != 0:
-        raise BuilderImageError(f"{ref}'s usage script exited with status {status}")
-    return text.decode(errors="replace")

@@ -1,0 +1,191 @@
+"""The dependency layer: find it, grow it or build it, and say what the application needs.
+
+When the builder advertises a dependency phase (label ``io.buildpy.assemble-phases``)
+a build runs assemble twice. First only the files that decide dependencies go into
+a container whose assemble installs them (``BUILDPY_ASSEMBLE_PHASE=dependencies``);
+the result is kept as a dependency image named by a key of its inputs (see
+``dependencies.key``). A later build with the same key starts from that image.
+
+``prepare`` is the one entry point; it returns a ``DependencyLayer``:
+
+* **reused**: an image with the key exists;
+* **grown**: only requirement lines were added since an earlier layer with the same
+  other inputs (found by its growth name, ``cache.growth_tag``): assemble runs on top
+  of that layer and pip installs only what is new (``BUILDPY_ADDED_REQUIREMENTS``);
+* **built**: assemble runs on the builder.
+
+The dependency phase's assemble ends by printing ``BUILDPY_APPLICATION_PHASE=copy``
+when the application phase has nothing to run but placing the source (no project to
+install, no Django collectstatic), else ``=run``; the answer is kept on the image
+(label ``io.buildpy.application-phase``) so reuses know it too. s2i/assemble makes
+that decision, and the install decision of the application phase, in two places
+that read alike; they are kept as they are because the builder images' digests
+must not change with a refactoring of buildpy (the next change to s2i/ merges them).
+
+``split_reason`` says why a build cannot use a dependency layer (one S2I assemble).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from buildpy import cache, dependencies, image, log, scripts, source
+from buildpy.container import ArchiveFactory, build_env_member
+from buildpy.engine import CommitSpec, Engine, ImageInfo
+from buildpy.errors import EngineError
+from buildpy.plan import S2I_ENVIRONMENT, BuildPlan
+from buildpy.session import BuildSession
+
+_log = log.get(__name__)
+
+PHASES_LABEL = "io.buildpy.assemble-phases"
+APPLICATION_MARKER = "BUILDPY_APPLICATION_PHASE"  # printed by the dependency phase
+APPLICATION_LABEL = "io.buildpy.application-phase"  # copy: nothing to run but placing source
+ADDED_VARIABLE = "BUILDPY_ADDED_REQUIREMENTS"  # what a grown dependency layer adds
+
+
+@dataclass(frozen=True)
+class DependencyLayer:
+    """The image the application phase starts from, and what that phase needs."""
+
+    image_id: str
+    reused: bool
+    application: str  # "copy": only place the source; "run": run assemble again
+    seconds: float = 0.0  # spent making it (0 when reused)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What the layer is made from, and the names it is found by."""
+
+    files: tuple[tuple[str, bytes], ...]
+    variables: dict[str, str]
+    key: str
+    fixed: str  # the digest of everything but the requirement lines
+    tag: str
+    growth: str
+    lines: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, session: BuildSession) -> _Inputs:
+        plan = session.plan
+        files = plan.dependencies.contents
+        variables = dependencies.install_variables({**plan.image_env, **plan.build_env})
+        key = dependencies.key(session.builder.id, files, variables)
+        fixed = dependencies.fixed_digest(session.builder.id, files, variables)
+        return cls(
+            files=files,
+            variables=variables,
+            key=key,
+            fixed=fixed,
+            tag=cache.dependency_tag(key),
+            growth=cache.growth_tag(fixed),
+            lines=dependencies.requirement_lines(files),
+        )
+
+
+def split_reason(plan: BuildPlan, builder: ImageInfo) -> str | None:
+    """Why this build cannot use a dependency layer, or None when it can."""
+    phases = builder.labels.get(PHASES_LABEL, "").replace(",", " ").split()
+    if not plan.options.cache:
+        return "caching is off (--no-cache)"
+    if "dependencies" not in phases:
+        return f"builder {builder.ref} has no dependency phase (label {PHASES_LABEL})"
+    if "assemble" in plan.source_scripts:
+        return "the source brings its own assemble (.s2i/bin/assemble)"
+    if plan.dependencies.needs_full_source:
+        return plan.dependencies.needs_full_source + ": dependencies need the whole source"
+    if not set(plan.dependencies.files) - {S2I_ENVIRONMENT, ".python-version"}:
+        return "no dependency files (requirements.txt, Pipfile, pyproject.toml, ...)"
+    return None
+
+
+def prepare(session: BuildSession) -> DependencyLayer:
+    """The dependency layer for this session's plan: reused, grown or built."""
+    inputs = _Inputs.of(session)
+    existing = session.engine.find_image(inputs.tag)
+    if existing is not None:
+        return _reuse(session, existing, inputs)
+    parent = _growable(session.engine, inputs)
+    return _build(session, inputs, parent)
+
+
+def _reuse(session: BuildSession, existing: ImageInfo, inputs: _Inputs) -> DependencyLayer:
+    _log.info("dependency layer reused", image=inputs.tag)
+    session.owner.learn(existing.labels.get(cache.OWNER_LABEL))
+    if cache.LINES_LABEL in existing.labels and inputs.growth not in existing.names:
+        _name_for_growth(session.engine, existing.id, inputs.growth)  # grow from here next
+    return DependencyLayer(existing.id, True, existing.labels.get(APPLICATION_LABEL, "run"))
+
+
+def _growable(engine: Engine, inputs: _Inputs) -> ImageInfo | None:
+    """The newest earlier layer with the same fixed inputs, when this one only adds
+    requirement lines to it (see ``dependencies.extends``)."""
+    if not dependencies.can_grow(inputs.variables):
+        return None
+    latest = engine.find_image(inputs.growth)
+    if latest is None:
+        return None
+    return (
+        latest if dependencies.extends(latest.labels.get(cache.LINES_LABEL), inputs.lines) else None
+    )
+
+
+def _build(session: BuildSession, inputs: _Inputs, parent: ImageInfo | None) -> DependencyLayer:
+    """Run the dependency phase on the builder (or on ``parent``) and commit the layer."""
+    _log.info(
+        "installing dependencies",
+        files=[name for name, _ in inputs.files],
+        image=inputs.tag,
+        on_top_of=None
+        if parent is None
+        else cache.dependency_tag(parent.labels.get(cache.KEY_LABEL, parent.id)),
+    )
+    start = session.builder.id if parent is None else parent.id
+    recorded = dependencies.record(inputs.lines)
+    labels = {
+        cache.KEY_LABEL: inputs.key,
+        cache.BUILDER_LABEL: session.builder.ref,
+        cache.FIXED_LABEL: inputs.fixed,
+    }
+    if recorded is not None:
+        labels[cache.LINES_LABEL] = recorded
+    env = dependencies.install_variables(session.plan.image_env)
+    added = dependencies.added(parent.labels.get(cache.LINES_LABEL), inputs.lines) if parent else []
+    more = {ADDED_VARIABLE: "\n".join(added)} if added else {}
+    archive = _archive(inputs, session.build_env("dependencies", **more))
+
+    with session.container(start, env, labels) as container:
+        upload = container.upload(scripts.UPLOAD_DIR, archive)
+        assembled = container.assemble(session.out).check()
+        application = "copy" if assembled.said(APPLICATION_MARKER) == "copy" else "run"
+        changes = [f"LABEL {APPLICATION_LABEL}={application}"]
+        owner = session.owner.label()
+        if owner:
+            changes.append(f"LABEL {cache.OWNER_LABEL}={owner}")
+        repository, tag = image.split_tag(inputs.tag)
+        committed = container.commit(CommitSpec(tuple(changes), repository, tag))
+    if recorded is not None:  # a later build may grow from this layer
+        _name_for_growth(session.engine, committed.image_id, inputs.growth)
+    seconds = upload + assembled.seconds + committed.seconds
+    return DependencyLayer(committed.image_id, False, application, seconds)
+
+
+def _archive(inputs: _Inputs, build_env: dict[str, str]) -> ArchiveFactory:
+    """The dependency files under src/, and the build-only variables."""
+    members = [source.Member(f"src/{name}", data) for name, data in inputs.files]
+    members += build_env_member(build_env)
+
+    def archive(uid: int, gid: int) -> Iterator[bytes]:
+        return source.members_stream(members, owner=source.Ownership(uid, gid))
+
+    return archive
+
+
+def _name_for_growth(engine: Engine, image_id: str, name: str) -> None:
+    """Give the growth name; a failure costs later builds a faster path, not this build."""
+    try:
+        engine.tag(image_id, name)
+    except EngineError as exc:
+        _log.warning("could not name the dependency layer for later growth", error=str(exc))
