@@ -93,20 +93,17 @@ class Built:
     tag: str
 
 
-@pytest.fixture(scope="session")
-def images() -> Iterator[list[str]]:
-    """Tags made by tests; removed at the end of the session."""
-    made: list[str] = []
-    yield made
-    if made:
-        subprocess.run(["podman", "rmi", "-f", *made], capture_output=True, check=False)
+@dataclass(frozen=True)
+class BuildFn:
+    """The ``buildpy_build`` fixture: run `buildpy build` on a source directory, offline by
+    default (the local index, host network); the image is removed at the session's end."""
 
+    podman_url: str
+    index_url: str
+    images: list[str]
 
-@pytest.fixture(scope="session")
-def buildpy_build(podman_url: str, index_url: str, images: list[str]):
-    """Run `buildpy build` on a source dir; offline by default (local index, host network)."""
-
-    def build(
+    def __call__(
+        self,
         source: Path,
         *args: str,
         builder: str | None = None,
@@ -124,17 +121,30 @@ def buildpy_build(podman_url: str, index_url: str, images: list[str]):
                 "--network",
                 "host",
                 "--build-env",
-                f"PIP_INDEX_URL={index_url}",
+                f"PIP_INDEX_URL={self.index_url}",
                 "--build-env",
-                f"PIP_FIND_LINKS={index_url}",
+                f"PIP_FIND_LINKS={self.index_url}",
                 "--build-env",
                 "PIP_NO_INDEX=1",
             ]
-        run_env = {**os.environ, "CONTAINER_HOST": podman_url, **(env or {})}
+        run_env = {**os.environ, "CONTAINER_HOST": self.podman_url, **(env or {})}
         done = subprocess.run(cmd, capture_output=True, text=True, env=run_env, timeout=timeout)
-        images.append(tag)
+        self.images.append(tag)
         if check and done.returncode != 0:
             pytest.fail(f"buildpy build failed ({done.returncode}):\n{done.stderr[-4000:]}")
         return Built(done.returncode, done.stdout, done.stderr, tag)
 
-    return build
+
+@pytest.fixture(scope="session")
+def images() -> Iterator[list[str]]:
+    """Tags made by tests; removed at the end of the session."""
+    made: list[str] = []
+    yield made
+    if made:
+        subprocess.run(["podman", "rmi", "-f", *made], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def buildpy_build(podman_url: str, index_url: str, images: list[str]) -> BuildFn:
+    """Build a source directory with buildpy (see ``BuildFn``)."""
+    return BuildFn(podman_url, index_url, images)

@@ -11,6 +11,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -67,11 +68,12 @@ def http_get(url: str, *, timeout: float = 60.0, name: str | None = None) -> tup
     pytest.fail(f"{url} did not answer within {timeout} s ({last}); container log:\n{logs[-3000:]}")
 
 
-def inspect_image(tag: str) -> dict:
+def inspect_image(tag: str) -> dict[str, Any]:
     out = subprocess.run(
         ["podman", "image", "inspect", tag], check=True, capture_output=True, text=True
     ).stdout
-    return json.loads(out)[0]
+    found: dict[str, Any] = json.loads(out)[0]
+    return found
 
 
 def containers_named(prefix: str) -> list[str]:

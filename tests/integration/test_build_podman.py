@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BUILDPY, HOST_CA, ROOT, Built
+from conftest import BUILDPY, HOST_CA, ROOT, BuildFn, Built
 from itest import build_containers, http_get, inspect_image, running
 
 BUILDER = "localhost/buildpy/python-311"
@@ -17,7 +17,7 @@ EXAMPLE = ROOT / "examples" / "hello-flask"
 
 
 @pytest.fixture(scope="module")
-def flask_image(buildpy_build) -> Built:
+def flask_image(buildpy_build: BuildFn) -> Built:
     return buildpy_build(EXAMPLE, "-e", "GREETING=Howdy")
 
 
@@ -87,7 +87,9 @@ def test_build_only_variables_leave_no_trace(flask_image: Built, index_url: str)
     assert "/opt/app-root/src/wsgi.py" in changed
 
 
-def test_plain_app_py_and_dash_e_beats_s2i_environment(buildpy_build, tmp_path: Path) -> None:
+def test_plain_app_py_and_dash_e_beats_s2i_environment(
+    buildpy_build: BuildFn, tmp_path: Path
+) -> None:
     app = write_app(tmp_path / "plain", {"app.py": PLAIN_APP, ".s2i/environment": "COLOR=blue\n"})
     built = buildpy_build(app, "-e", "COLOR=red")
     with running(built.tag) as (url, name):
@@ -97,7 +99,9 @@ def test_plain_app_py_and_dash_e_beats_s2i_environment(buildpy_build, tmp_path: 
         assert http_get(url + "/", name=name) == (200, "plain app: blue\n")
 
 
-def test_variables_reach_assemble_with_their_precedence(buildpy_build, tmp_path: Path) -> None:
+def test_variables_reach_assemble_with_their_precedence(
+    buildpy_build: BuildFn, tmp_path: Path
+) -> None:
     assemble = (
         "#!/bin/sh\nset -e\n"
         'echo "A=$A B=$B C=$C SECRET=$SECRET"\n'
@@ -132,7 +136,7 @@ def test_variables_reach_assemble_with_their_precedence(buildpy_build, tmp_path:
     assert not any(item.startswith("SECRET=") for item in image_env)  # ... the image did not
 
 
-def test_s2iignore_is_honoured(buildpy_build, tmp_path: Path) -> None:
+def test_s2iignore_is_honoured(buildpy_build: BuildFn, tmp_path: Path) -> None:
     app = write_app(
         tmp_path / "ignored",
         {
@@ -153,7 +157,7 @@ def test_s2iignore_is_honoured(buildpy_build, tmp_path: Path) -> None:
     assert "secret.key" not in listing and "notes" not in listing
 
 
-def test_git_checkout_labels(buildpy_build, tmp_path: Path) -> None:
+def test_git_checkout_labels(buildpy_build: BuildFn, tmp_path: Path) -> None:
     app = write_app(tmp_path / "gitapp", {"app.py": PLAIN_APP})
     git = ["git", "-C", str(app), "-c", "user.name=T", "-c", "user.email=t@example.com"]
     subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
@@ -176,7 +180,7 @@ def test_git_checkout_labels(buildpy_build, tmp_path: Path) -> None:
 
 
 def test_failing_assemble_exits_7_with_tail_and_leaves_no_container(
-    buildpy_build, tmp_path: Path
+    buildpy_build: BuildFn, tmp_path: Path
 ) -> None:
     app = write_app(
         tmp_path / "broken",
@@ -190,14 +194,14 @@ def test_failing_assemble_exits_7_with_tail_and_leaves_no_container(
     assert build_containers(str(app)) == []
 
 
-def test_missing_builder_exits_6(buildpy_build, tmp_path: Path) -> None:
+def test_missing_builder_exits_6(buildpy_build: BuildFn, tmp_path: Path) -> None:
     app = write_app(tmp_path / "nobuilder", {"app.py": PLAIN_APP})
     built = buildpy_build(app, builder="localhost/buildpy/no-such-builder", check=False)
     assert built.returncode == 6
     assert "buildpy builder build" in built.stderr
 
 
-def test_real_index_through_the_ca_bundle(buildpy_build) -> None:
+def test_real_index_through_the_ca_bundle(buildpy_build: BuildFn) -> None:
     """The one test that goes to the real package index, through the host's TLS proxy."""
     if not HOST_CA.is_file():
         pytest.fail(f"{HOST_CA} is missing: this test needs the host's CA bundle")

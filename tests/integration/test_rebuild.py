@@ -7,19 +7,21 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
-from conftest import BUILDPY, ROOT, Built
+from conftest import BUILDPY, ROOT, BuildFn, Built
 from itest import http_get, inspect_image, running
 
 BUILDER = "localhost/buildpy/python-311-minimal"
 EXAMPLE = ROOT / "examples" / "hello-flask"
 
 
-def built_event(built: Built) -> dict:
+def built_event(built: Built) -> dict[str, Any]:
     """buildpy's closing JSON log line (stderr is not a terminal, so logs are JSON)."""
     for line in reversed(built.stderr.splitlines()):
         if line.startswith("{") and '"event": "built"' in line:
-            return json.loads(line)
+            event: dict[str, Any] = json.loads(line)
+            return event
     raise AssertionError(f"no 'built' log line in:\n{built.stderr[-2000:]}")
 
 
@@ -30,7 +32,7 @@ def copy_example(tmp_path: Path) -> Path:
     return app
 
 
-def test_source_change_reuses_the_dependency_layer(buildpy_build, tmp_path: Path) -> None:
+def test_source_change_reuses_the_dependency_layer(buildpy_build: BuildFn, tmp_path: Path) -> None:
     app = copy_example(tmp_path)
     first = built_event(buildpy_build(app, builder=BUILDER))
     assert (first["phases"], first["dependencies_reused"]) == (2, False)
@@ -98,7 +100,7 @@ def test_source_change_reuses_the_dependency_layer(buildpy_build, tmp_path: Path
     assert modules.strip() == "both"
 
 
-def test_images_carry_no_caches_and_no_build_files(buildpy_build, tmp_path: Path) -> None:
+def test_images_carry_no_caches_and_no_build_files(buildpy_build: BuildFn, tmp_path: Path) -> None:
     built = buildpy_build(copy_example(tmp_path), builder=BUILDER)
     changed = subprocess.run(
         ["podman", "image", "diff", built.tag, BUILDER],
@@ -114,7 +116,7 @@ def test_images_carry_no_caches_and_no_build_files(buildpy_build, tmp_path: Path
 
 
 def test_requirements_that_install_the_source_build_in_one_phase(
-    buildpy_build, tmp_path: Path
+    buildpy_build: BuildFn, tmp_path: Path
 ) -> None:
     app = tmp_path / "editable"
     (app / "mypkg").mkdir(parents=True)
@@ -139,7 +141,7 @@ def test_requirements_that_install_the_source_build_in_one_phase(
 
 
 def test_cache_ls_shows_dependency_images_and_the_download_volume(
-    buildpy_build, podman_url: str, tmp_path: Path
+    buildpy_build: BuildFn, podman_url: str, tmp_path: Path
 ) -> None:
     buildpy_build(copy_example(tmp_path), builder=BUILDER)
     env = {**os.environ, "CONTAINER_HOST": podman_url}
@@ -152,7 +154,7 @@ def test_cache_ls_shows_dependency_images_and_the_download_volume(
     assert not any("buildpy-test" in line for line in listing.splitlines())
 
 
-def test_incremental_restores_artifacts(buildpy_build, tmp_path: Path) -> None:
+def test_incremental_restores_artifacts(buildpy_build: BuildFn, tmp_path: Path) -> None:
     app = tmp_path / "incremental"
     bindir = app / ".s2i" / "bin"
     bindir.mkdir(parents=True)

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from conftest import APPS
+from _pytest.mark.structures import ParameterSet
+from conftest import APPS, BuildFn
 from itest import http_get, running
 
 USERS = (None, "12345", "100001")
@@ -55,8 +56,8 @@ BOTH_VERSIONS = ("localhost/buildpy/python-311", "localhost/buildpy/python-313-m
 FULL = ("localhost/buildpy/python-311", "localhost/buildpy/python-313")
 
 
-def cases() -> list[object]:
-    out = []
+def cases() -> list[ParameterSet]:
+    out: list[ParameterSet] = []
     for scenario in SCENARIOS:
         builders = FULL if scenario.full_only else BOTH_VERSIONS
         for builder in builders:
@@ -72,7 +73,7 @@ def test_every_scenario_has_an_app_dir() -> None:
 
 @pytest.mark.parametrize(("scenario", "builder"), cases())
 def test_scenario_builds_and_answers_as_any_user(
-    buildpy_build, scenario: Scenario, builder: str
+    buildpy_build: BuildFn, scenario: Scenario, builder: str
 ) -> None:
     built = buildpy_build(APPS / scenario.name, builder=builder)
     for user in USERS:
@@ -83,7 +84,7 @@ def test_scenario_builds_and_answers_as_any_user(
 
 
 @pytest.mark.parametrize("builder", BOTH_VERSIONS)
-def test_both_pipenv_flags_fail_with_reason(buildpy_build, builder: str) -> None:
+def test_both_pipenv_flags_fail_with_reason(buildpy_build: BuildFn, builder: str) -> None:
     built = buildpy_build(APPS / "both-pipenv-flags", builder=builder, check=False)
     assert built.returncode != 0
     output = built.stdout + built.stderr

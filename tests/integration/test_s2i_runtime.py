@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import APPS
+from conftest import APPS, BuildFn
 from itest import http_get, running
 
 BUILDER = "localhost/buildpy/python-311"
@@ -51,7 +51,9 @@ def wait_for_body(url: str, wanted: str, name: str, tries: int = 120) -> str:
     ],
     ids=["gunicorn-reload", "django-runserver"],
 )
-def test_hot_deploy(buildpy_build, app: str, port: int, path: str, before: str, after: str) -> None:
+def test_hot_deploy(
+    buildpy_build: BuildFn, app: str, port: int, path: str, before: str, after: str
+) -> None:
     built = buildpy_build(APPS / app, builder=BUILDER)
     with running(built.tag, port=port) as (url, name):
         status, body = http_get(url + "/", timeout=90, name=name)
@@ -63,7 +65,7 @@ def test_hot_deploy(buildpy_build, app: str, port: int, path: str, before: str, 
 
 
 @pytest.fixture(scope="module")
-def requirements_image(buildpy_build) -> str:
+def requirements_image(buildpy_build: BuildFn) -> str:
     """The requirements app on the default builder, built once for the tests below.
 
     With --no-cache: one assemble run, so the image's own layer holds everything assemble
@@ -96,7 +98,9 @@ def test_explicit_missing_app_file_is_an_error(requirements_image: str) -> None:
     assert "APP_FILE file 'missing.py' not found" in done.stderr
 
 
-def test_explicit_app_module_skips_the_app_py_default(buildpy_build, tmp_path: Path) -> None:
+def test_explicit_app_module_skips_the_app_py_default(
+    buildpy_build: BuildFn, tmp_path: Path
+) -> None:
     source = tmp_path / "module-and-app-py"
     shutil.copytree(APPS / "app-module", source)
     (source / "app.py").write_text("raise SystemExit('app.py must not run: APP_MODULE is set')\n")
@@ -106,7 +110,7 @@ def test_explicit_app_module_skips_the_app_py_default(buildpy_build, tmp_path: P
     assert status == 200 and "app-module: mypkg.server:app" in body
 
 
-def test_nothing_to_run_is_a_clear_error(buildpy_build, tmp_path: Path) -> None:
+def test_nothing_to_run_is_a_clear_error(buildpy_build: BuildFn, tmp_path: Path) -> None:
     source = tmp_path / "nothing"
     source.mkdir()
     (source / "README").write_text("no application here\n")
@@ -126,7 +130,7 @@ def test_assemble_leaves_the_builders_virtualenv_alone(requirements_image: str) 
     assert any(line.endswith("/site-packages/flask/__init__.py") for line in changed)
 
 
-def test_application_phase_leaves_the_dependency_layer_alone(buildpy_build) -> None:
+def test_application_phase_leaves_the_dependency_layer_alone(buildpy_build: BuildFn) -> None:
     # Two assemble runs: the second (application) must not copy up the dependencies the
     # first one installed, so the image's own layer has the source and no site-packages.
     built = buildpy_build(APPS / "requirements", builder=BUILDER)
@@ -136,7 +140,7 @@ def test_application_phase_leaves_the_dependency_layer_alone(buildpy_build) -> N
     assert [line for line in changed if "/site-packages/" in line] == []
 
 
-def test_project_installed_once_and_collectstatic_runs(buildpy_build) -> None:
+def test_project_installed_once_and_collectstatic_runs(buildpy_build: BuildFn) -> None:
     built = buildpy_build(APPS / "setup-cfg-pyproject", builder=BUILDER)
     assert (built.stdout + built.stderr).count("Installing application (via") == 1
     django = buildpy_build(APPS / "django", builder=BUILDER)
@@ -145,7 +149,9 @@ def test_project_installed_once_and_collectstatic_runs(buildpy_build) -> None:
     assert listing.stdout.strip() == "static file collected"
 
 
-def test_collectstatic_without_manage_py_is_a_warning(buildpy_build, tmp_path: Path) -> None:
+def test_collectstatic_without_manage_py_is_a_warning(
+    buildpy_build: BuildFn, tmp_path: Path
+) -> None:
     source = tmp_path / "django-no-manage"
     source.mkdir()
     (source / "requirements.txt").write_text("django\n")
