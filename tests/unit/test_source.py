@@ -6,6 +6,7 @@ import io
 import os
 import tarfile
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,86 @@ def test_load_missing_file_means_no_rules(tmp_path: Path) -> None:
 def test_load_reads_s2iignore(tmp_path: Path) -> None:
     (tmp_path / ".s2iignore").write_text("*.pyc\n", encoding="utf-8")
     assert IgnoreRules.load(tmp_path).ignored("a.pyc", False)
+
+
+# Edge cases, pinned so that the matcher underneath can change without changing them.
+
+
+def test_bad_pattern_error_names_file_line_and_exit_code() -> None:
+    with pytest.raises(SourceError) as info:
+        IgnoreRules.from_text("# c\nok\n[z-a].txt\n")
+    assert ".s2iignore, line 3" in str(info.value)
+    assert "[z-a].txt" in str(info.value)
+    assert "[a-z]" in (info.value.hint or "")
+    assert info.value.exit_code == 3
+
+
+def test_dot_dot_has_no_special_meaning() -> None:
+    assert not ignores("../x\n", "x")
+    assert not ignores("a/../b\n", "b")
+    assert not ignores("./x\n", "x")
+
+
+def test_patterns_of_slashes_only_match_nothing() -> None:
+    for text in ["/\n", "!/\n", "//\n", "!\n"]:
+        assert not IgnoreRules.from_text(text)
+    assert not ignores("/\n", "x")
+    assert not ignores("/\n", "x", is_dir=True)
+
+
+def test_double_star_directory_patterns() -> None:
+    assert ignores("**/\n", "a/b", is_dir=True)
+    assert not ignores("**/\n", "f")
+    assert ignores("a/**/\n", "a/b", is_dir=True)
+    assert ignores("a/**/\n", "a/b/c", is_dir=True)
+    assert not ignores("a/**/\n", "a", is_dir=True)
+    assert not ignores("a/**/\n", "a/f")
+    assert not ignores("a**b\n", "a/b")
+    assert ignores("a**b\n", "axyb")
+
+
+def test_backslash_escapes_the_next_character() -> None:
+    assert ignores("\\*\n", "*")
+    assert not ignores("\\*\n", "x")
+    assert ignores("\\[ab]\n", "[ab]")
+    assert not ignores("\\[ab]\n", "a")
+    assert ignores("a\\?\n", "a?")
+    assert not ignores("a\\?\n", "ab")
+
+
+def test_class_with_brackets_inside_is_literal_and_quiet() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ignores("[[]x\n", "[x")
+        assert ignores("[a&&b]\n", "&")
+
+
+def test_crlf_with_negation_and_directory_only() -> None:
+    text = "*.log\r\n!keep.log\r\nbuild/\r\n"
+    assert ignores(text, "a.log")
+    assert not ignores(text, "keep.log")
+    assert ignores(text, "build", is_dir=True)
+    assert not ignores(text, "build")
+
+
+def test_byte_order_mark_only_at_the_start() -> None:
+    assert ignores("\ufeffx\n", "x")
+    assert ignores("a\n\ufeffx\n", "\ufeffx")
+
+
+def test_non_utf8_names_match_through_surrogateescape(tmp_path: Path) -> None:
+    (tmp_path / ".s2iignore").write_bytes(b"caf\xe9/\n")
+    rules = IgnoreRules.load(tmp_path)
+    name = os.fsdecode(b"caf\xe9")
+    assert rules.ignored(name, True)
+    assert rules.ignored(f"src/{name}/x", False)
+    assert not rules.ignored("caf\u00e9", True)  # the UTF-8 spelling is another name
+
+
+def test_names_with_newlines() -> None:
+    assert not ignores("foo\n", "foo\n")
+    assert ignores("foo\n", "a\nb/foo")
+    assert ignores("/a*\n", "a\nb")
 
 
 # --------------------------------------------------------------------------- walk
