@@ -1,22 +1,24 @@
-"""Which source files go into the build, streamed as a deterministic tar.
+"""Which source files go in the build, streamed as a deterministic tar.
 
-``.s2iignore`` at the source root is a subset of gitignore:
+``.s2iignore`` at the source root uses gitignore patterns (see
+``docs/reference/s2iignore.md``), translated by pathspec: one pattern per line; ``#``
+comments; ``!`` re-includes; the last matching pattern wins; a trailing ``/`` matches
+directories only; a ``/`` at the start or in the middle anchors the pattern at the source
+root; ``*``, ``?`` and ``[...]`` never match ``/``; ``**`` spans directories. An ignored
+directory drops its whole subtree: as in git, nothing below it can be re-included,
+because it is never read.
 
-* one pattern per line; blank lines and lines starting with ``#`` are skipped, leading
-  and trailing whitespace is stripped; a leading ``\\`` escapes a literal ``#`` or ``!``;
-* ``!pattern`` re-includes what an earlier pattern excluded; the last matching
-  pattern wins;
-* a trailing ``/`` makes the pattern match directories only;
-* a leading ``/``, or a ``/`` anywhere else in the pattern, anchors it at the source
-  root (matched against the whole relative path); otherwise it matches the basename
-  at any depth;
-* ``*`` matches any run of characters and ``?`` one character, ``[abc]``, ``[a-z]``,
-  ``[!abc]`` a character class; none of them crosses ``/``; ``\\x`` is a literal ``x``;
-* a ``**`` segment matches any number of path segments: ``**/x``, ``a/**/x``, ``a/**``;
-* an ignored directory drops its whole subtree: as in git, nothing below it can be
-  re-included, because it is never read.
+Where buildpy differs from git, on purpose:
 
-``.s2iignore`` itself is not ignored unless it says so. Symlinks are matched as files.
+* leading whitespace is dropped as well as trailing (git keeps leading spaces); a UTF-8
+  byte-order mark and CRLF line ends are accepted;
+* a ``[`` without a closing ``]`` is a literal ``[`` (git: the pattern matches nothing);
+* a bad pattern fails the build with the line number (git skips it silently): a range
+  from high to low such as ``[z-a]``, or a ``\\`` at the end that escapes nothing.
+
+Names that are not UTF-8 are matched through surrogateescape, the way ``os`` decodes
+them. ``.s2iignore`` itself is not ignored unless it says so. Symlinks are matched as
+files.
 """
 
 from __future__ import annotations
@@ -25,10 +27,14 @@ import os
 import re
 import stat
 import tarfile
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
+
+from pathspec import PathSpec, RegexPattern
+from pathspec.patterns.gitignore.basic import GitIgnoreBasicPattern
 
 from buildpy.errors import SourceError
 
@@ -56,117 +62,79 @@ Warn = Callable[[str], None]
 
 # --------------------------------------------------------------------------- ignore rules
 
+# pathspec (its gitignore patterns, as documented) turns each pattern into a regex; the
+# rest is ours. Not pathspec.GitIgnoreSpec: it answers "is this file ignored?" from the
+# whole path, and gets directories themselves wrong ("a/**" would drop the directory a,
+# "!*" then "a/" would keep it), while the walker needs directories and already prunes.
 
-def _class_end(segment: str, start: int) -> int:
-    """Index of the ``]`` closing the class opened at ``start``, or -1 if none."""
-    i = start + 1
-    if segment[i : i + 1] in ("!", "^"):
-        i += 1
-    if segment[i : i + 1] == "]":  # a "]" first in the class is a literal
-        i += 1
-    return segment.find("]", i)
+# "a/**" is everything below a, but pathspec's regex for it matches a itself: "a/**/*" is
+# the same to git and is not.
+_TRAILING_STARS = re.compile(r"(^|/)\*\*(/?)\Z")
+# In a regex: an escaped character, or a whole [...] class.
+_ESCAPE_OR_CLASS = re.compile(r"\\.|\[\^?\]?(?:\\.|[^]\\])*\]", re.DOTALL)
 
 
-def _class_regex(body: str) -> str:
-    """Translate the inside of ``[...]`` (without brackets) to a regex class."""
-    negate = body[:1] in ("!", "^")
-    if negate:
-        body = body[1:]
-    chars = "".join(
-        c if c == "-" and 0 < i < len(body) - 1 else re.escape(c) for i, c in enumerate(body)
+def _no_slash_in_classes(regex: str) -> str:
+    """Keep every ``[...]`` in ``regex`` from matching ``/``.
+
+    pathspec copies a glob class into the regex as it is, so ``[!x]`` or ``[.-0]`` could
+    match ``/``; in gitignore (fnmatch with FNM_PATHNAME) a class never does.
+    """
+    return _ESCAPE_OR_CLASS.sub(
+        lambda m: m[0] if m[0].startswith("\\") else f"(?:(?!/){m[0]})", regex
     )
-    return f"[^/{chars}]" if negate else f"[{chars}]"  # never matches "/"
 
 
-def _segment_regex(segment: str) -> str:
-    """Translate one glob path segment (no ``/``) to a regex."""
-    out: list[str] = []
-    i = 0
-    while i < len(segment):
-        c = segment[i]
-        if c == "*":
-            while i + 1 < len(segment) and segment[i + 1] == "*":
-                i += 1
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "\\" and i + 1 < len(segment):
-            i += 1
-            out.append(re.escape(segment[i]))
-        elif c == "[" and _class_end(segment, i) > 0:
-            end = _class_end(segment, i)
-            out.append(_class_regex(segment[i + 1 : end]))
-            i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
+def _compile(line: str, lineno: int) -> RegexPattern | None:
+    """One ``.s2iignore`` line as a pattern that matches a path itself, not its contents.
 
-
-def _path_regex(segments: list[str]) -> str:
-    """Regex for a whole relative path; a ``**`` segment spans any number of segments."""
-    out: list[str] = []
-    last = len(segments) - 1
-    for i, segment in enumerate(segments):
-        if segment == "**":
-            if i > 0 and segments[i - 1] == "**":
-                continue
-            out.append(".+" if i == last else "(?:[^/]+/)*")
-        else:
-            out.append(_segment_regex(segment) + ("" if i == last else "/"))
-    return "".join(out)
-
-
-@dataclass(frozen=True)
-class _Rule:
-    regex: re.Pattern[str]
-    negate: bool
-    dir_only: bool
-    anchored: bool
-
-    def matches(self, relpath: str, is_dir: bool) -> bool:
-        if self.dir_only and not is_dir:
-            return False
-        subject = relpath if self.anchored else relpath.rsplit("/", 1)[-1]
-        return self.regex.fullmatch(subject) is not None
-
-
-def _parse_rule(line: str, lineno: int) -> _Rule | None:
-    pattern = line.strip()
-    if not pattern or pattern.startswith("#"):
-        return None
-    negate = pattern.startswith("!")
-    if negate:
-        pattern = pattern[1:]
-    dir_only = pattern.endswith("/")
-    pattern = pattern.rstrip("/")
-    anchored = "/" in pattern
-    pattern = pattern.lstrip("/")
-    if not pattern:
-        return None
-    regex = _path_regex(pattern.split("/")) if anchored else _segment_regex(pattern)
+    The walker looks at each directory before its contents and drops an ignored one whole,
+    as git does, so a pattern only has to say whether it matches the path it is given:
+    ``\\Z`` stops pathspec's regex at the path's end (alone, ``foo`` also matches
+    ``foo/bar``).
+    """
+    text = line.removesuffix("\r").lstrip()
+    if not text.endswith("\\ "):  # "\ " keeps a trailing space, as in git
+        text = text.rstrip()
+    if text.startswith("#") or not text.removeprefix("!").strip("/"):
+        return None  # blank, a comment, or only slashes (which match nothing in git either)
+    text = _TRAILING_STARS.sub(r"\1**/*\2", text)
     try:
-        compiled = re.compile(regex, re.DOTALL)
-    except re.error as exc:
+        regex, include = GitIgnoreBasicPattern.pattern_to_regex(text)
+        if regex is None:
+            return None
+        with warnings.catch_warnings():
+            # re warns that "[[" or "&&" in a class may mean a set operation one day;
+            # today they are literal characters, as in a glob.
+            warnings.simplefilter("ignore", FutureWarning)
+            compiled = re.compile(rf"(?:{_no_slash_in_classes(regex)})\Z", re.DOTALL)
+    except (ValueError, re.error) as exc:  # pathspec's GitIgnorePatternError, or re's
+        if isinstance(exc, re.error):  # without its position, which is in our regex
+            reason = exc.msg
+        else:
+            reason = "a \\ at the end or before / escapes nothing"
         raise SourceError(
-            f"{IGNORE_FILE}, line {lineno}: bad pattern {line.strip()!r} ({exc})",
-            "fix the pattern; a character range must go from low to high, e.g. [a-z]",
+            f"{IGNORE_FILE}, line {lineno}: bad pattern {line.strip()!r} ({reason})",
+            "fix the pattern: a character range goes from low to high, e.g. [a-z]; "
+            "write \\\\ for a literal backslash",
         ) from exc
-    return _Rule(compiled, negate, dir_only, anchored)
+    return RegexPattern(compiled, include)
 
 
 class IgnoreRules:
     """The parsed rules of one ``.s2iignore``; matches posix paths relative to the root."""
 
-    def __init__(self, rules: Sequence[_Rule] = ()) -> None:
-        self._rules = tuple(rules)
+    def __init__(self, patterns: Sequence[RegexPattern] = ()) -> None:
+        # The simple backend: re2 and hyperscan, when installed, would recompile the
+        # regexes, and they have no lookahead.
+        self._spec = PathSpec(patterns, backend="simple")
 
     @classmethod
     def from_text(cls, text: str) -> IgnoreRules:
-        """Parse ``.s2iignore`` text (a bad character class raises SourceError)."""
-        text = text[1:] if text.startswith("\ufeff") else text
-        rules = (_parse_rule(line, n) for n, line in enumerate(text.split("\n"), start=1))
-        return cls([rule for rule in rules if rule is not None])
+        """Parse ``.s2iignore`` text (a bad pattern raises SourceError)."""
+        lines = text.removeprefix("\ufeff").split("\n")
+        patterns = (_compile(line, n) for n, line in enumerate(lines, start=1))
+        return cls([pattern for pattern in patterns if pattern is not None])
 
     @classmethod
     def load(cls, root: Path) -> IgnoreRules:
@@ -184,15 +152,14 @@ class IgnoreRules:
         return cls.from_text(data.decode("utf-8", "surrogateescape"))
 
     def __bool__(self) -> bool:
-        return bool(self._rules)
+        return bool(self._spec.patterns)
 
     def ignored_here(self, relpath: str, is_dir: bool) -> bool:
         """Whether the rules exclude ``relpath`` itself, not looking at its parents."""
-        result = False
-        for rule in self._rules:
-            if rule.matches(relpath, is_dir):
-                result = not rule.negate
-        return result
+        # pathspec tells a directory by its trailing "/"; separators=(): a backslash is
+        # part of a name, not a separator.
+        subject = relpath + "/" if is_dir else relpath
+        return bool(self._spec.match_file(subject, separators=()))
 
     def ignored(self, relpath: str, is_dir: bool) -> bool:
         """Whether ``relpath`` is left out: it, or a directory above it, is excluded."""

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import subprocess
 import tarfile
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -177,6 +180,120 @@ def test_load_missing_file_means_no_rules(tmp_path: Path) -> None:
 def test_load_reads_s2iignore(tmp_path: Path) -> None:
     (tmp_path / ".s2iignore").write_text("*.pyc\n", encoding="utf-8")
     assert IgnoreRules.load(tmp_path).ignored("a.pyc", False)
+
+
+# Edge cases, pinned so that the matcher underneath can change without changing them.
+
+
+def test_bad_pattern_error_names_file_line_and_exit_code() -> None:
+    with pytest.raises(SourceError) as info:
+        IgnoreRules.from_text("# c\nok\n[z-a].txt\n")
+    assert ".s2iignore, line 3" in str(info.value)
+    assert "[z-a].txt" in str(info.value)
+    assert "[a-z]" in (info.value.hint or "")
+    assert info.value.exit_code == 3
+
+
+def test_dot_dot_has_no_special_meaning() -> None:
+    assert not ignores("../x\n", "x")
+    assert not ignores("a/../b\n", "b")
+    assert not ignores("./x\n", "x")
+
+
+def test_patterns_of_slashes_only_match_nothing() -> None:
+    for text in ["/\n", "!/\n", "//\n", "!\n"]:
+        assert not IgnoreRules.from_text(text)
+    assert not ignores("/\n", "x")
+    assert not ignores("/\n", "x", is_dir=True)
+
+
+def test_double_star_directory_patterns() -> None:
+    assert ignores("**/\n", "a/b", is_dir=True)
+    assert not ignores("**/\n", "f")
+    assert ignores("a/**/\n", "a/b", is_dir=True)
+    assert ignores("a/**/\n", "a/b/c", is_dir=True)
+    assert not ignores("a/**/\n", "a", is_dir=True)
+    assert not ignores("a/**/\n", "a/f")
+    assert not ignores("a**b\n", "a/b")
+    assert ignores("a**b\n", "axyb")
+
+
+def test_backslash_escapes_the_next_character() -> None:
+    assert ignores("\\*\n", "*")
+    assert not ignores("\\*\n", "x")
+    assert ignores("\\[ab]\n", "[ab]")
+    assert not ignores("\\[ab]\n", "a")
+    assert ignores("a\\?\n", "a?")
+    assert not ignores("a\\?\n", "ab")
+
+
+def test_class_with_brackets_inside_is_literal_and_quiet() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ignores("[[]x\n", "[x")
+        assert ignores("[a&&b]\n", "&")
+
+
+def test_crlf_with_negation_and_directory_only() -> None:
+    text = "*.log\r\n!keep.log\r\nbuild/\r\n"
+    assert ignores(text, "a.log")
+    assert not ignores(text, "keep.log")
+    assert ignores(text, "build", is_dir=True)
+    assert not ignores(text, "build")
+
+
+def test_byte_order_mark_only_at_the_start() -> None:
+    assert ignores("\ufeffx\n", "x")
+    assert ignores("a\n\ufeffx\n", "\ufeffx")
+
+
+def test_non_utf8_names_match_through_surrogateescape(tmp_path: Path) -> None:
+    (tmp_path / ".s2iignore").write_bytes(b"caf\xe9/\n")
+    rules = IgnoreRules.load(tmp_path)
+    name = os.fsdecode(b"caf\xe9")
+    assert rules.ignored(name, True)
+    assert rules.ignored(f"src/{name}/x", False)
+    assert not rules.ignored("caf\u00e9", True)  # the UTF-8 spelling is another name
+
+
+def test_names_with_newlines() -> None:
+    assert not ignores("foo\n", "foo\n")
+    assert ignores("foo\n", "a\nb/foo")
+    assert ignores("/a*\n", "a\nb")
+
+
+# Behaviour that changed with pathspec (issue 12), now as in git.
+
+
+def test_trailing_double_star_repeated_is_everything_below() -> None:
+    # Before: "a/**/**" matched nothing.
+    assert ignores("a/**/**\n", "a/b")
+    assert ignores("a/**/**\n", "a/b/c")
+    assert not ignores("a/**/**\n", "a", is_dir=True)
+
+
+def test_no_character_class_matches_a_slash() -> None:
+    # Before: a range spanning "/" ("." to "0") matched it.
+    assert not ignores("/a[.-0]b\n", "a/b")
+    assert ignores("/a[.-0]b\n", "a.b")
+    assert not ignores("a[!x]b\n", "q/a/b")
+
+
+def test_escaped_trailing_space_is_kept() -> None:
+    # Before: the line was stripped to "x\" and matched a name ending in a backslash.
+    assert ignores("x\\ \n", "x ")
+    assert not ignores("x\\ \n", "x")
+    assert not ignores("x\\ \n", "x\\")
+
+
+@pytest.mark.parametrize("pattern", ["a\\", "a\\/b", "!\\"])
+def test_backslash_escaping_nothing_is_an_error(pattern: str) -> None:
+    # Before: a literal backslash.
+    with pytest.raises(SourceError) as info:
+        IgnoreRules.from_text(f"ok\n{pattern}\n")
+    assert ".s2iignore, line 2" in str(info.value)
+    assert "escapes nothing" in str(info.value)
+    assert info.value.exit_code == 3
 
 
 # --------------------------------------------------------------------------- walk
@@ -501,6 +618,52 @@ def ref_ignored(pats: list[str], path: str, is_dir: bool) -> bool:
 def test_ignore_matching_agrees_with_reference(pats: list[str], path: str, is_dir: bool) -> None:
     rules = IgnoreRules.from_text("\n".join(pats) + "\n")
     assert rules.ignored(path, is_dir) == ref_ignored(pats, path, is_dir)
+
+
+# git itself as the reference: the same patterns as a .gitignore, asked with
+# `git check-ignore --no-index`, which also counts an excluded parent directory. The
+# segments leave out where buildpy differs on purpose (leading spaces, an unclosed "[");
+# "**" is there twice so that "x/**/**" comes up within a bounded, repeatable run.
+GIT_DIRS = ("a", "a/a", "a/b", "a/b/c", "b", "b/a", "c")
+GIT_FILES = ("*", "]", "a.b", "ab", "f.txt", "a/f.txt", "a/a/a", "a/b/f.txt", "a/b/c/a", "b/f")
+GIT_SEGMENTS = ["a", "b", "c", "*", "?", "**", "**", "a*", "*.txt", "\\*"]
+GIT_SEGMENTS += ["[ab]", "[!a]", "[]a]", "a[!x]b", "a[.-0]b"]
+git_patterns = st.tuples(
+    st.sampled_from(["", "!"]),
+    st.sampled_from(["", "/"]),
+    st.lists(st.sampled_from(GIT_SEGMENTS), min_size=1, max_size=3).map("/".join),
+    st.sampled_from(["", "/"]),
+).map("".join)
+
+
+@pytest.fixture(scope="module")
+def git_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    root = make_tree(tmp_path_factory.mktemp("git"), dict.fromkeys(GIT_FILES, b""), GIT_DIRS)
+    run_git(root, "init", "-q")
+    return root
+
+
+def run_git(root: Path, *args: str, stdin: str = "") -> set[str]:
+    """Run git in ``root`` with no user or system configuration; the paths it prints."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(root), "GIT_CONFIG_NOSYSTEM": "1"}
+    done = subprocess.run(
+        ["git", *args], cwd=root, env=env, input=stdin, capture_output=True, text=True
+    )
+    assert done.returncode in (0, 1), done.stderr  # 1: check-ignore found nothing
+    return {line.rstrip("/") for line in done.stdout.split("\0") if line}
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.lists(git_patterns, min_size=1, max_size=6))
+def test_ignore_matching_agrees_with_git(git_repo: Path, pats: list[str]) -> None:
+    (git_repo / ".gitignore").write_text("\n".join(pats) + "\n", encoding="utf-8")
+    paths = [(d, True) for d in GIT_DIRS] + [(f, False) for f in GIT_FILES]
+    stdin = "".join(f"{path}\0" for path, _ in paths)
+    by_git = run_git(git_repo, "check-ignore", "--no-index", "--stdin", "-z", stdin=stdin)
+    rules = IgnoreRules.from_text("\n".join(pats))
+    assert {path for path, is_dir in paths if rules.ignored(path, is_dir)} == by_git
 
 
 @st.composite
