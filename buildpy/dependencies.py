@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildpy.source import read_file
+from buildpy.source import IgnoreRules, read_file
 
 # Names at the source root that installers read to decide what to install.
 ROOT_FILES = (
@@ -69,14 +69,18 @@ class DependencyFiles:
         return tuple(name for name, _ in self.contents)
 
 
-def select(root: Path) -> DependencyFiles:
-    """The dependency files present under ``root``, with their contents.
+def select(root: Path, rules: IgnoreRules | None = None) -> DependencyFiles:
+    """The dependency files present under ``root`` and not ignored, with their contents.
 
-    An unreadable one is a ``SourceError``: the build would install from it.
+    The dependency phase must see exactly the files the application phase sees: a file
+    ``.s2iignore`` leaves out is no dependency file either. An unreadable one is a
+    ``SourceError``: the build would install from it.
     """
+    rules = rules if rules is not None else IgnoreRules()
     found = {name for name in ROOT_FILES if (root / name).is_file()}
     for pattern in ROOT_GLOBS:
         found.update(p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file())
+    found = {name for name in found if not rules.ignored(name, is_dir=False)}
     data = {name: read_file(root / name) for name in found}
     pending = sorted(n for n in found if n.endswith((".txt", ".in")))
     reason = None
@@ -86,7 +90,9 @@ def select(root: Path) -> DependencyFiles:
         reason = reason or requirements_need_source(text, name)
         for included in includes(text):
             rel = _normalise(Path(name).parent / included)
-            if rel is not None and rel not in found and (root / rel).is_file():
+            if rel is None or rel in found or rules.ignored(rel, is_dir=False):
+                continue
+            if (root / rel).is_file():
                 found.add(rel)
                 data[rel] = read_file(root / rel)
                 pending.append(rel)

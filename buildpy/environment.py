@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# MAX_ARG_STRLEN: one argument or KEY=value string, with its NUL, must fit in 32 pages.
+MAX_VARIABLE_BYTES = 128 * 1024
 _BLANK = " \t"
 _QUOTES = "'\""
 _KEY_HINT = "a key is letters, digits and underscores, and does not start with a digit"
@@ -106,8 +108,28 @@ def _parse_line(body: str, origin: str, lineno: int) -> tuple[str, str]:
             hint = f"remove the whitespace after the closing {quote}"
         raise EnvFileError(origin, lineno, f"unmatched quote {quote} in the value of {key}", hint)
     if "\0" in unquoted:
-        raise EnvFileError(origin, lineno, f"the value of {key} contains a NUL character")
+        raise EnvFileError(
+            origin,
+            lineno,
+            f"the value of {key} contains a NUL character",
+            "remove it: no variable can hold a NUL byte (a file saved as UTF-16 is full of"
+            " them: save it as UTF-8)",
+        )
+    _check_size(key, unquoted, origin, lineno)
     return key, unquoted
+
+
+def _check_size(key: str, value: str, origin: str, lineno: int | None) -> None:
+    """Linux refuses to start a process with a ``KEY=value`` string over 128 KiB."""
+    size = len(key.encode()) + 1 + len(value.encode("utf-8", "surrogateescape"))
+    if size >= MAX_VARIABLE_BYTES:
+        raise EnvFileError(
+            origin,
+            lineno,
+            f"{key} is {size} bytes long; Linux starts no process with a variable of"
+            f" {MAX_VARIABLE_BYTES // 1024} KiB or more",
+            "pass large data as a file in the source (or with --secret), not as a variable",
+        )
 
 
 def parse_env_text(
@@ -173,6 +195,7 @@ def parse_assignment(arg: str, origin: str) -> tuple[str, str]:
     if not _is_key(key):
         problem, hint = _key_problem(key)
         raise EnvFileError(origin, None, problem, hint)
+    _check_size(key, value, origin, None)
     return key, value
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+
+from buildpy.errors import UsageError
 
 from buildpy.engine import ImageInfo
 from buildpy.gitinfo import GitInfo
@@ -42,3 +45,28 @@ def split_tag(reference: str) -> tuple[str, str]:
     if not sep or "/" in tag:
         return reference, "latest"
     return name, tag
+
+
+# containers/image's reference grammar, without a digest: [host[:port]/]path[:tag].
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_HOST = rf"{_LABEL}(?:\.{_LABEL})*"
+_REFERENCE = re.compile(
+    rf"(?:{_HOST}(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?"
+)
+
+
+def check_reference(reference: str, option: str) -> str:
+    """``reference`` when it can name an image; a ``UsageError`` saying why not otherwise."""
+    if _REFERENCE.fullmatch(reference) and len(reference) <= 255:
+        return reference
+    if "@" in reference:
+        problem = "a digest names an existing image; a build can only give it a name"
+    elif reference != reference.lower() and _REFERENCE.fullmatch(reference.lower()):
+        problem = "image names are lower case"
+    else:
+        problem = "not an image name"
+    raise UsageError(
+        f"{option} {reference!r}: {problem}",
+        "write [REGISTRY/]NAME[:TAG] with a lower-case NAME, e.g. localhost/myapp:1.0",
+    )

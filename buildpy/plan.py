@@ -56,6 +56,8 @@ def make(
 ) -> BuildPlan:
     """Read the source and configuration into a plan; no engine involved."""
     root = source.source_root(options.source)
+    if options.tag is not None:
+        image.check_reference(options.tag, "--tag")
     if options.incremental and not options.tag:
         raise UsageError(
             "--incremental needs --tag: the previous image under that tag gives the artifacts"
@@ -69,17 +71,18 @@ def make(
     for arg in options.build_env:
         key, value = environment.parse_assignment(arg, "--build-env")
         build_env[key] = value
+    rules = source.IgnoreRules.load(root)
     return BuildPlan(
         options=options,
         root=root,
         env_layers=layers,
         image_env=environment.merge(*(layer.values for layer in layers)),
         build_env=build_env,
-        rules=source.IgnoreRules.load(root),
+        rules=rules,
         source_scripts=scripts.source_scripts(root),
         labels=image.output_labels(options.builder, str(root), describe(root)),
         mounts=mounts,
-        dependencies=dependencies.select(root),
+        dependencies=dependencies.select(root, rules),
     )
 
 

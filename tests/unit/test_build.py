@@ -519,3 +519,22 @@ def test_a_failing_growth_name_does_not_fail_the_build(app: Path) -> None:
     engine.tag = refuse  # type: ignore[method-assign]
     result = build.run(make_plan(phased_app(app), builder="phased"), engine, output=_Sink())
     assert result.phases == 2 and result.image_id == "sha256:result2"
+
+
+@pytest.mark.parametrize(
+    "tag", ["Localhost/App", "my app", "localhost/app@sha256:" + "a" * 64, "localhost/app:"]
+)
+def test_a_bad_tag_is_a_usage_error_before_any_engine_work(app: Path, tag: str) -> None:
+    with pytest.raises(UsageError, match="--tag") as info:
+        make_plan(app, tag=tag)
+    assert info.value.exit_code == 2 and info.value.hint
+
+
+def test_ignored_dependency_files_stay_out_of_both_phases(app: Path) -> None:
+    (app / "requirements.txt").write_text("flask\n")
+    (app / ".s2iignore").write_text("requirements.txt\n.s2i/\n")
+    engine = FakeEngine(stored={"phased": PHASED})
+    result = build.run(make_plan(app, builder="phased"), engine, output=_Sink())
+    assert result.phases == 1  # nothing left to decide dependencies
+    uploaded = engine.uploaded_members()
+    assert "src/requirements.txt" not in uploaded and "src/.s2i/environment" not in uploaded

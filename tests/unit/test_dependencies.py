@@ -209,3 +209,22 @@ def test_added_lines_are_those_a_grown_layer_adds() -> None:
     assert deps.added(old, {**new, "requirements.txt": ["flask", "-r more.txt"]}) == []
     assert deps.added("not json", new) == []
     assert deps.added(None, {"requirements.txt": ["a"]}) == ["a"]
+
+
+def test_ignored_files_are_no_dependency_files(tmp_path: Path) -> None:
+    from buildpy.source import IgnoreRules
+
+    (tmp_path / ".s2i").mkdir()
+    (tmp_path / ".s2i" / "environment").write_text("A=1\n")
+    (tmp_path / "requirements.txt").write_text("flask\n-r extra/reqs.txt\n")
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "reqs.txt").write_text("six\n")
+    (tmp_path / "Pipfile").write_text("[packages]\n")
+    rules = IgnoreRules.from_text(".s2i/\nextra/\nPipfile\n")
+    assert deps.select(tmp_path, rules).files == ("requirements.txt",)
+    assert deps.select(tmp_path).files == (
+        ".s2i/environment",
+        "Pipfile",
+        "extra/reqs.txt",
+        "requirements.txt",
+    )

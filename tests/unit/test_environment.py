@@ -401,3 +401,23 @@ def test_shell_export_script_round_trips_through_sh(values: dict[str, str]) -> N
     seen = dict(item.split(b"=", 1) for item in out.split(b"\0") if item)
     got = {k.decode(): v.decode("utf-8") for k, v in seen.items() if k.startswith(b"BPT_")}
     assert got == values
+
+
+# --------------------------------------------------------------------------- size limit
+
+
+def test_a_value_linux_cannot_pass_is_an_error_with_its_line() -> None:
+    big = "x" * (128 * 1024)
+    with pytest.raises(EnvFileError) as info:
+        parse_env_text(f"SMALL=1\nBIG={big}\n", ".s2i/environment")
+    assert info.value.line == 2 and "BIG is" in info.value.problem and info.value.hint
+    with pytest.raises(EnvFileError, match="128 KiB"):
+        parse_assignment(f"BIG={big}", "-e")
+    just_fits = "x" * (128 * 1024 - len("OK=") - 1)
+    assert parse_env_text(f"OK={just_fits}\n", "f") == {"OK": just_fits}
+
+
+def test_a_nul_byte_gets_a_hint() -> None:
+    with pytest.raises(EnvFileError) as info:
+        parse_env_text("A=x\0y\n", "f")
+    assert info.value.hint and "UTF-8" in info.value.hint
