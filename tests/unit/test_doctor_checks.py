@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from buildpy import doctor, hostconf
-from buildpy.doctor import Check, Ran
+from buildpy import doctor, hostchecks, hostconf
 from buildpy.errors import EngineUnavailable
+from buildpy.hostchecks import Check, Ran
 
 GiB = 1 << 30
 HYBRID = (
@@ -255,6 +255,12 @@ def test_podman_that_cannot_even_say_its_version_points_at_the_cause() -> None:
     assert checks["podman"].status == "fail" and "runroot must be set" in checks["podman"].message
     assert checks["podman"].fix == "fix what the `storage-conf` check says"
     assert checks["storage-conf"].status == "fail"
+
+
+def test_a_service_whose_info_fails_says_so() -> None:
+    host = FakeHost(info=None)
+    check = by_name(host)["service"]
+    assert check.status == "fail" and "`podman info` fails: no info" in check.message
 
 
 def test_container_host_that_does_not_answer() -> None:
@@ -541,14 +547,14 @@ def test_doctor_knows_every_host_setting_the_build_hints_at() -> None:
     from buildpy import podman
 
     for needle, hint in podman._HOST_SETTING_HINTS:
-        assert doctor.cause(needle), needle
+        assert hostchecks.cause(needle), needle
         assert "buildpy doctor" in hint
 
 
 def test_podman_error_keeps_podmans_words() -> None:
     ran = Ran(125, "", 'time="x" level=error msg="stat /x: no such file"\n')
-    assert doctor.podman_error(ran) == '"stat /x: no such file"'
-    assert doctor.podman_error(Ran(3)) == "exit status 3"
+    assert hostchecks.podman_error(ran) == '"stat /x: no such file"'
+    assert hostchecks.podman_error(Ran(3)) == "exit status 3"
 
 
 # --- hostconf: the parsing under the checks -----------------------------------------------
