@@ -368,27 +368,39 @@ def _lowered(limit: hostconf.Ulimit, hard: int | None) -> hostconf.Ulimit:
 def storage_driver(
     info: Mapping[str, Any], storage: StorageConf, host: Host, rootless: bool
 ) -> Check:
-    driver = str(info.get("store", {}).get("graphDriverName", ""))
+    store = info.get("store", {})
+    driver = str(store.get("graphDriverName", ""))
     if driver != "vfs":
         return Check("storage-driver", "ok", driver or "unknown")
-    path = (
-        storage.path
-        if storage.replaces_defaults and storage.path
-        else (
-            hostconf.user_config_dir(host.env, host.home) / "storage.conf"
-            if rootless
-            else Path("/etc/containers/storage.conf")
-        )
+    if storage.replaces_defaults and storage.path:
+        path = storage.path
+    elif rootless:
+        path = hostconf.user_config_dir(host.env, host.home) / "storage.conf"
+    else:
+        path = Path("/etc/containers/storage.conf")
+    images = int(store.get("imageStore", {}).get("number") or 0)
+    containers = int(store.get("containerStore", {}).get("number") or 0)
+    reset = (
+        f"`podman system reset` (it removes this user's {images} images and {containers}"
+        " containers): Podman keeps the driver its storage was made with"
     )
-    runroot, graphroot = hostconf.default_roots(host.env, host.uid, host.home)
+    slow = "copies every layer in full: builds are slow and use much more disk"
+    if storage.storage.get("driver") == "overlay":
+        return Check(
+            "storage-driver",
+            "warn",
+            f"{path} asks for overlay, but this storage was made with vfs, which {slow}",
+            reset,
+        )
+    default_run, default_graph = hostconf.default_roots(host.env, host.uid, host.home)
+    runroot = store.get("runRoot") or default_run
+    graphroot = store.get("graphRoot") or default_graph
     return Check(
         "storage-driver",
         "warn",
-        "Podman stores images with vfs, which copies every layer in full: builds are slow"
-        " and use much more disk",
-        f'set driver = "overlay" (with runroot = "{runroot}" and graphroot = "{graphroot}")'
-        f" under [storage] in {path}; install fuse-overlayfs on kernels before 5.13; then"
-        " `podman system reset` (it removes this user's images and containers) to switch",
+        f"Podman stores images with vfs, which {slow}",
+        f'set driver = "overlay", runroot = "{runroot}" and graphroot = "{graphroot}" under'
+        f" [storage] in {path} (fuse-overlayfs is needed on kernels before 5.13), then {reset}",
     )
 
 

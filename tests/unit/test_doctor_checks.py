@@ -428,7 +428,7 @@ def test_rootless_user_storage_conf_without_roots() -> None:
     host.files["/home/alice/.config/containers/storage.conf"] = '[storage]\ndriver = "overlay"\n'
     check = by_name(host)["storage-conf"]
     assert check.status == "fail"
-    assert 'runroot = "/tmp/containers-user-1001/containers"' in (check.fix or "")
+    assert 'runroot = "/tmp/podman-run-1001/containers"' in (check.fix or "")
     assert 'graphroot = "/home/alice/.local/share/containers/storage"' in (check.fix or "")
 
 
@@ -445,11 +445,28 @@ def test_named_storage_conf_that_does_not_exist_fails() -> None:
 
 def test_vfs_warns_with_the_overlay_fix() -> None:
     host = rootless()
-    host.info = info(store__graphDriverName="vfs", host__security={"rootless": True})
+    assert host.info is not None
+    host.info["store"].update(graphDriverName="vfs", imageStore={"number": 2})
     check = by_name(host)["storage-driver"]
     assert check.status == "warn"
-    assert 'driver = "overlay"' in (check.fix or "")
-    assert "/home/alice/.config/containers/storage.conf" in (check.fix or "")
+    assert check.fix == (
+        'set driver = "overlay", runroot = "/tmp/podman-run-1001/containers" and graphroot ='
+        ' "/home/alice/.local/share/containers/storage" under [storage] in'
+        " /home/alice/.config/containers/storage.conf (fuse-overlayfs is needed on kernels"
+        " before 5.13), then `podman system reset` (it removes this user's 2 images and 0"
+        " containers): Podman keeps the driver its storage was made with"
+    )
+
+
+def test_vfs_kept_from_before_storage_conf_asked_for_overlay() -> None:
+    host = rootless()
+    host.files["/home/alice/.config/containers/storage.conf"] = (
+        '[storage]\ndriver = "overlay"\nrunroot = "/r"\ngraphroot = "/g"\n'
+    )
+    host.info = info(store__graphDriverName="vfs", host__security={"rootless": True})
+    check = by_name(host)["storage-driver"]
+    assert check.status == "warn" and "asks for overlay" in check.message
+    assert (check.fix or "").startswith("`podman system reset`")
 
 
 @pytest.mark.parametrize(
