@@ -174,7 +174,8 @@ def default_roots(env: Mapping[str, str], uid: int, home: Path) -> tuple[str, st
     """Podman's own runroot and graphroot for this user (what a storage.conf should keep)."""
     if uid == 0:
         return "/run/containers/storage", "/var/lib/containers/storage"
-    runtime = env.get("XDG_RUNTIME_DIR") or f"/tmp/podman-run-{uid}"  # no login session
+    # Without a login session (su, runuser, CI) Podman uses $TMPDIR/podman-run-UID.
+    runtime = env.get("XDG_RUNTIME_DIR") or f"{env.get('TMPDIR') or '/tmp'}/podman-run-{uid}"
     data = env.get("XDG_DATA_HOME") or f"{home}/.local/share"
     return f"{runtime}/containers", f"{data}/containers/storage"
 
