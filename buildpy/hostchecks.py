@@ -270,35 +270,18 @@ def runtime(
 ) -> Check:
     setting = conf.get("engine", "runtime")
     name = str(svc.info.get("host", {}).get("ociRuntime", {}).get("name", "")) if svc else ""
-    name = (
-        name or (str(setting.value) if setting else "") or ("crun" if cgroups == "v2" else "runc")
-    )
-    layout = {"hybrid": "hybrid v1+v2", "v1": "v1", "v2": "v2"}.get(cgroups, "unknown")
+    name = name or (str(setting.value) if setting else "")
+    name = name or ("crun" if cgroups == "v2" else "runc")  # Podman 4's own default
     target = hostconf.target_for(setting, host.env, rootless, host.home)
     install = "" if host.which("runc") else " and install runc (`apt-get install runc`)"
     to_runc = f'set runtime = "runc" under [engine] in {target}{install}'
     trial = svc.trial if svc else None
     said = (svc.error if svc else None) or (trial.error if trial else None) or ""
-    said = said if cause(said) == "runtime" else ""  # Podman's words about something else
-    words = f" (Podman: {said})" if said else ""
-    hybrid = cgroups == "hybrid"
-    missing = re.search(r'default OCI runtime "([^"]+)" not found', said)
-    if missing:
-        absent = missing.group(1)
-        if absent == "crun" and hybrid:
-            message = "crun is configured but not installed, and would not run on this host's"
-            message += " hybrid cgroups (v1 + v2) if it were"
-            return Check("runtime", "fail", message + words, to_runc)
-        message = f"the configured OCI runtime {absent} is not installed"
-        return Check("runtime", "fail", message + words, f"install {absent}, or {to_runc}")
-    if "cgroups in hybrid mode" in said or (name == "crun" and hybrid):
-        words = words or " (crun 1.8 fails there with `cgroups in hybrid mode not supported`)"
-        return Check(
-            "runtime",
-            "fail",
-            f"crun cannot run containers on this host's hybrid cgroups (v1 + v2){words}",
-            to_runc,
-        )
+    said = said if cause(said) == "runtime" else ""  # not Podman's words about something else
+    known = _runtime_problem(name, cgroups, said, to_runc)
+    if known:
+        return known
+    layout = {"hybrid": "hybrid v1+v2", "v1": "v1", "v2": "v2"}.get(cgroups, "unknown")
     if trial is None:
         why = "no Podman service" if svc is None or svc.url is None else "no buildpy image here"
         return Check("runtime", "ok", f"{name}, cgroups {layout} (no trial container: {why})")
@@ -314,45 +297,71 @@ def runtime(
     )
 
 
+def _runtime_problem(name: str, cgroups: str, said: str, to_runc: str) -> Check | None:
+    """What is wrong with the OCI runtime, from its name, the cgroups and Podman's words."""
+    words = f" (Podman: {said})" if said else ""
+    hybrid = cgroups == "hybrid"
+    missing = re.search(r'default OCI runtime "([^"]+)" not found', said)
+    if missing and not (missing.group(1) == "crun" and hybrid):
+        absent = missing.group(1)
+        message = f"the configured OCI runtime {absent} is not installed{words}"
+        return Check("runtime", "fail", message, f"install {absent}, or {to_runc}")
+    if missing:
+        message = "crun is configured but not installed, and would not run on this host's"
+        message += f" hybrid cgroups (v1 + v2) if it were{words}"
+        return Check("runtime", "fail", message, to_runc)
+    if "cgroups in hybrid mode" in said or (name == "crun" and hybrid):
+        words = words or " (crun 1.8 fails there with `cgroups in hybrid mode not supported`)"
+        message = f"crun cannot run containers on this host's hybrid cgroups (v1 + v2){words}"
+        return Check("runtime", "fail", message, to_runc)
+    return None
+
+
 def ulimits(conf: ContainersConf, svc: Service | None, host: Host, rootless: bool) -> Check:
     setting = conf.get("containers", "default_ulimits")
-    configured = (
-        [str(v) for v in setting.value] if setting and isinstance(setting.value, list) else []
-    )
-    limits = {u.name: u for u in map(hostconf.parse_ulimit, configured) if u}
-    wanted = dict(limits)
-    if not rootless:  # rootless Podman keeps unset limits at the user's own
-        for name in ("nofile", "nproc"):
-            wanted.setdefault(
-                name, hostconf.Ulimit(name, PODMAN_DEFAULT_ULIMIT, PODMAN_DEFAULT_ULIMIT)
-            )
-    hard = {name: host.hard_limit(name) for name in wanted}
-    over = [u for u in wanted.values() if hostconf.exceeds(u.hard, hard[u.name])]
+    wanted, shown = _wanted_ulimits(setting, rootless)
+    hard = {u.name: host.hard_limit(u.name) for u in wanted}
+    over = [u for u in wanted if hostconf.exceeds(u.hard, hard[u.name])]
     status_text = host.read(Path("/proc/self/status")) or ""
     can_raise = not rootless and hostconf.has_capability(status_text, hostconf.CAP_SYS_RESOURCE)
     trial_error = svc.trial.error if svc and svc.trial else None
     failed = cause(trial_error) == "ulimits"
-    shown = (
-        ", ".join(f"{u}{'' if u.name in limits else ' (Podman default)'}" for u in wanted.values())
-        or "the user's own limits (none configured)"
-    )
-    if failed or (over and not can_raise):
-        target = hostconf.target_for(setting, host.env, rootless, host.home)
-        fixed = [_lowered(u, hard[u.name]) if u in over else u for u in wanted.values()]
-        if failed and not over:
-            fixed = [_lowered(u, hard[u.name]) for u in wanted.values()]
-        values = ", ".join(f'"{u}"' for u in fixed)
+    if not failed and (not over or can_raise):
+        note = "; above the hard limits, but CAP_SYS_RESOURCE allows it" if over else ""
+        return Check("ulimits", "ok", f"{shown}{note}")
+    if over and not can_raise:
         above = ", ".join(f"{u.name} {u.hard} > {hard[u.name]}" for u in over)
-        words = f"; a trial container failed: {trial_error}" if failed else ""
-        return Check(
-            "ulimits",
-            "fail",
-            f"default ulimits above this host's hard limits ({above or shown}) and no"
-            f" CAP_SYS_RESOURCE to raise them{words}",
-            f"set default_ulimits = [{values}] under [containers] in {target}",
-        )
-    note = "; above the hard limits, but CAP_SYS_RESOURCE allows it" if over else ""
-    return Check("ulimits", "ok", f"{shown}{note}")
+        message = f"default ulimits above this host's hard limits ({above}) and no"
+        message += " CAP_SYS_RESOURCE to raise them"
+        message += f"; a trial container failed: {trial_error}" if failed else ""
+    else:
+        message = f"a trial container failed on its ulimits ({shown}): {trial_error}"
+    fixed = [_lowered(u, hard[u.name]) if u in over or not over else u for u in wanted]
+    values = ", ".join(f'"{u}"' for u in fixed)
+    target = hostconf.target_for(setting, host.env, rootless, host.home)
+    return Check(
+        "ulimits",
+        "fail",
+        message,
+        f"set default_ulimits = [{values}] under [containers] in {target}",
+    )
+
+
+def _wanted_ulimits(
+    setting: hostconf.Setting | None, rootless: bool
+) -> tuple[list[hostconf.Ulimit], str]:
+    """The limits Podman will ask for, and how to show them."""
+    values = setting.value if setting and isinstance(setting.value, list) else []
+    configured = {u.name: u for u in map(hostconf.parse_ulimit, map(str, values)) if u}
+    wanted = dict(configured)
+    if not rootless:  # rootless Podman keeps unset limits at the user's own
+        for name in ("nofile", "nproc"):
+            default = hostconf.Ulimit(name, PODMAN_DEFAULT_ULIMIT, PODMAN_DEFAULT_ULIMIT)
+            wanted.setdefault(name, default)
+    shown = ", ".join(
+        f"{u}{'' if u.name in configured else ' (Podman default)'}" for u in wanted.values()
+    )
+    return list(wanted.values()), shown or "the user's own limits (none configured)"
 
 
 def _lowered(limit: hostconf.Ulimit, hard: int | None) -> hostconf.Ulimit:
