@@ -389,10 +389,12 @@ def storage_driver(
         path = Path("/etc/containers/storage.conf")
     images = int(store.get("imageStore", {}).get("number") or 0)
     containers = int(store.get("containerStore", {}).get("number") or 0)
-    reset = (
-        f"`podman system reset` (it removes this user's {images} images and {containers}"
-        " containers): Podman keeps the driver its storage was made with"
+    loses = (
+        f"it removes this user's {images} images and {containers} containers"
+        if images or containers
+        else "nothing is lost: there are no images or containers yet"
     )
+    reset = f"`podman system reset` ({loses}): Podman keeps the driver its storage was made with"
     slow = "copies every layer in full: builds are slow and use much more disk"
     if storage.storage.get("driver") == "overlay":
         return Check(

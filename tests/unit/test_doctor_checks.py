@@ -466,7 +466,7 @@ def test_vfs_kept_from_before_storage_conf_asked_for_overlay() -> None:
     host.info = info(store__graphDriverName="vfs", host__security={"rootless": True})
     check = by_name(host)["storage-driver"]
     assert check.status == "warn" and "asks for overlay" in check.message
-    assert (check.fix or "").startswith("`podman system reset`")
+    assert (check.fix or "").startswith("`podman system reset` (nothing is lost: there are no")
 
 
 @pytest.mark.parametrize(
