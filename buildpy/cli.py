@@ -7,6 +7,7 @@ captured; logs, build output and errors go to stderr.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import traceback
@@ -19,7 +20,7 @@ from buildpy import __version__, builders, cache, environment, log
 from buildpy import build as build_stage
 from buildpy import plan as build_plan
 from buildpy.config import DEFAULT_BUILDER, BuildOptions, with_pyproject
-from buildpy.errors import BuildpyError, Interrupted
+from buildpy.errors import BuildpyError, EngineUnavailable, Interrupted
 from buildpy.podman import PodmanEngine
 from buildpy.service import connect
 from buildpy.usage import usage
@@ -103,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
 
     u = commands.add_parser("usage", help="show a builder image's usage text")
     u.add_argument("image", nargs="?", default=DEFAULT_BUILDER, metavar="IMAGE")
+
+    d = commands.add_parser("doctor", help="check what a build needs here and how to fix it")
+    d.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="output on stdout (default: text)",
+    )
     return parser
 
 
@@ -161,6 +170,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _builder(args)
     if args.command == "cache":
         return _cache(args)
+    if args.command == "doctor":
+        return _doctor(args)
     return _usage(args)
 
 
@@ -234,4 +245,21 @@ def _cache(args: argparse.Namespace) -> int:
             print(f"{verb}\timage\t{tags}\t{item.size / 1e6:.1f} MB\t{item.created}")
         for name, mountpoint in found.volumes:
             print(f"{verb}\tvolume\t{name}\t{mountpoint}")
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from buildpy import doctor  # only this command needs it
+
+    checks = doctor.diagnose(doctor.LocalHost())
+    if args.format == "json":
+        print(json.dumps(doctor.report(checks), indent=2))
+    else:
+        sys.stdout.write(doctor.render(checks))
+    failed = [c.name for c in checks if c.status == "fail"]
+    if failed:
+        raise EngineUnavailable(
+            f"{len(failed)} check{'s' if len(failed) > 1 else ''} failed: {', '.join(failed)}",
+            "apply the fix under each failed check, then run `buildpy doctor` again",
+        )
     return 0

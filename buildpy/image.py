@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-from buildpy.errors import UsageError
-
 from buildpy.engine import ImageInfo
+from buildpy.errors import UsageError
 from buildpy.gitinfo import GitInfo
 
 

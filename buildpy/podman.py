@@ -29,24 +29,40 @@ from buildpy.errors import EngineError, EngineUnavailable
 from buildpy.image import split_tag
 
 # Messages Podman gives on hosts that need a setting changed, and what to change.
+# `buildpy doctor` knows each of these causes too (doctor.cause), and checks the whole host.
+_DOCTOR = " (run `buildpy doctor` for a full check)"
 _HOST_SETTING_HINTS = (
     (
         "cgroups in hybrid mode not supported",
         'the OCI runtime (crun) cannot run on this host\'s hybrid cgroups: set runtime = "runc"'
         " under [engine] in /etc/containers/containers.conf (or"
-        " ~/.config/containers/containers.conf when rootless) and install runc",
+        " ~/.config/containers/containers.conf when rootless) and install runc" + _DOCTOR,
     ),
     (
         "RLIMIT_NOFILE",
         "Podman's default open-files limit is above this host's hard limit: set"
         ' default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"] under [containers]'
-        " in containers.conf (values at or below `ulimit -Hn` and `ulimit -Hu`)",
+        " in containers.conf (values at or below `ulimit -Hn` and `ulimit -Hu`)" + _DOCTOR,
+    ),
+    (
+        "error setting rlimit",  # runc's words for the same ("error setting rlimit type 7")
+        "Podman's default ulimits are above this host's hard limits: set"
+        ' default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"] under [containers]'
+        " in containers.conf (values at or below `ulimit -Hn` and `ulimit -Hu`)" + _DOCTOR,
     ),
     (
         "RLIMIT_NPROC",
         "Podman's default process limit is above this host's hard limit: set"
         ' default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"] under [containers]'
-        " in containers.conf",
+        " in containers.conf" + _DOCTOR,
+    ),
+    (
+        "runroot must be set",
+        "the storage.conf Podman reads ($CONTAINERS_STORAGE_CONF, or"
+        " ~/.config/containers/storage.conf when rootless) replaces Podman's defaults and sets"
+        " no runroot: add runroot and graphroot under [storage] (rootless defaults:"
+        ' runroot = "$XDG_RUNTIME_DIR/containers", graphroot ='
+        ' "~/.local/share/containers/storage"; absolute paths), or remove the file' + _DOCTOR,
     ),
 )
 

@@ -102,7 +102,7 @@ def _await_socket(proc: subprocess.Popen[bytes], sock: str, errlog: Path) -> Non
             raise EngineUnavailable(
                 f"`podman system service` exited with status {proc.returncode}: "
                 + (" | ".join(tail) or "no output"),
-                "run `podman info` to see what Podman needs on this host",
+                "run `buildpy doctor` to see what Podman needs on this host and how to fix it",
             )
         if os.path.exists(sock) and ping_unix(sock):
             return
@@ -110,7 +110,7 @@ def _await_socket(proc: subprocess.Popen[bytes], sock: str, errlog: Path) -> Non
         delay = min(delay * 2, 0.2)
     raise EngineUnavailable(
         f"`podman system service` did not answer on {sock} within {START_TIMEOUT:.0f} s",
-        "run `podman info` to check the installation",
+        "run `buildpy doctor` to check the installation",
     )
 
 

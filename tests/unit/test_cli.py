@@ -64,3 +64,17 @@ def test_documented_exit_codes_match_the_code() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "reference" / "exit-codes.md").read_text()
     for kind in errors.EXIT_CODES:
         assert f"| {kind.exit_code} | `{kind.__name__}`" in doc, kind.__name__
+
+
+def test_doctor_format_is_text_or_json() -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["doctor", "--format", "xml"])
+    assert info.value.code == 2
+
+
+def test_the_cli_imports_doctor_only_when_asked() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, buildpy.cli; sys.exit('buildpy.doctor' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
