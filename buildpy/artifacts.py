@@ -61,7 +61,7 @@ def _save(
 def _upload(workdir: Path) -> ArchiveFactory:
     def archive(uid: int, gid: int) -> source.TarStream:
         rules = source.IgnoreRules.from_text("")
-        owner = source.Ownership(uid, gid)
-        return source.tar_stream(workdir, rules=rules, dest=f"{BUILD_DIR}/in", owner=owner)
+        layout = source.Layout(f"{BUILD_DIR}/in", uid, gid)
+        return source.tar_stream(workdir, rules=rules, layout=layout)
 
     return archive

@@ -164,8 +164,7 @@ def _placed_source(plan: BuildPlan, dest: str) -> ArchiveFactory:
         return source.tar_stream(
             plan.root,
             rules=plan.rules,
-            dest=dest,
-            owner=source.Ownership(uid, gid, group_like_owner=True),
+            layout=source.Layout(dest, uid, gid, group_like_owner=True),
             warn=_warn,
         )
 
@@ -184,8 +183,7 @@ def _source_archive(plan: BuildPlan, build_env: Mapping[str, str]) -> ArchiveFac
         return source.tar_stream(
             plan.root,
             rules=plan.rules,
-            dest="src",
-            owner=source.Ownership(uid, gid),
+            layout=source.Layout("src", uid, gid),
             extra=extra,
             warn=_warn,
         )

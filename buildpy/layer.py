@@ -178,7 +178,7 @@ def _archive(inputs: _Inputs, build_env: dict[str, str]) -> ArchiveFactory:
     members += build_env_member(build_env)
 
     def archive(uid: int, gid: int) -> Iterator[bytes]:
-        return source.members_stream(members, owner=source.Ownership(uid, gid))
+        return source.members_stream(members, uid=uid, gid=gid)
 
     return archive
 

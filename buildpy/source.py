@@ -42,8 +42,8 @@ __all__ = [
     "IGNORE_FILE",
     "Entry",
     "IgnoreRules",
+    "Layout",
     "Member",
-    "Ownership",
     "SourceStats",
     "TarStream",
     "members_stream",
@@ -370,10 +370,12 @@ def _open_regular(entry: Entry) -> tuple[int, os.stat_result]:
 
 
 @dataclass(frozen=True)
-class Ownership:
-    """Who owns every archive member, and whether group 0 gets the owner's access
-    (as S2I's fix-permissions gives it, for arbitrary UIDs in group 0)."""
+class Layout:
+    """Where the tree lands in the archive (``dest``), who owns every member, and whether
+    group 0 gets the owner's access (as S2I's fix-permissions gives it, for arbitrary
+    UIDs in group 0)."""
 
+    dest: str = "src"
     uid: int = 1001
     gid: int = 0
     group_like_owner: bool = False
@@ -382,7 +384,7 @@ class Ownership:
 class _Archive:
     """Builds tar records and hands the bytes out in chunks of about ``chunk_size``."""
 
-    def __init__(self, owner: Ownership, chunk_size: int) -> None:
+    def __init__(self, owner: Layout, chunk_size: int) -> None:
         self.uid, self.gid, self.chunk_size = owner.uid, owner.gid, chunk_size
         self.group_like_owner = owner.group_like_owner
         self.buf = bytearray()
@@ -491,15 +493,14 @@ def tar_stream(
     root: Path,
     *,
     rules: IgnoreRules,
-    dest: str = "src",
-    owner: Ownership = Ownership(),
+    layout: Layout = Layout(),
     extra: Sequence[Member] = (),
     chunk_size: int = 1 << 20,
     warn: Warn | None = None,
 ) -> TarStream:
-    """An uncompressed PAX tar of ``root`` under ``dest/``, then the ``extra`` members.
+    """An uncompressed PAX tar of ``root`` under ``layout.dest/``, then the ``extra`` members.
 
-    Deterministic for the same tree and arguments. Entries belong to ``owner`` with empty
+    Deterministic for the same tree and arguments. Entries belong to the layout's owner with empty
     user/group names; permission bits and whole-second mtimes come from disk; symlinks
     are kept, hard links become regular files. Yielded chunks are at most about
     ``chunk_size`` plus one header. Once iterated to the end, the stream's ``stats`` says
@@ -511,13 +512,13 @@ def tar_stream(
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
-    dest = _archive_path(dest, "dest")
+    dest = _archive_path(layout.dest, "dest")
     for member in extra:
         _archive_path(member.name, "a member name")
         if member.name.endswith("/") and member.data:
             raise ValueError(f"directory member {member.name!r} cannot have data")
     root_st = _check_root(root)
-    out = _Archive(owner, chunk_size)
+    out = _Archive(layout, chunk_size)
     return TarStream(_stream(out, (root, root_st), rules, dest, extra, warn), out)
 
 
@@ -544,11 +545,11 @@ def _stream(
     yield from out.end()
 
 
-def members_stream(members: Sequence[Member], *, owner: Ownership = Ownership()) -> Iterator[bytes]:
-    """An archive of in-memory members only, belonging to ``owner`` (parents added)."""
+def members_stream(members: Sequence[Member], *, uid: int = 1001, gid: int = 0) -> Iterator[bytes]:
+    """An archive of in-memory members only, owned by uid/gid (parents added as needed)."""
     for member in members:
         _archive_path(member.name, "a member name")
-    out = _Archive(owner, 1 << 20)
+    out = _Archive(Layout(uid=uid, gid=gid), 1 << 20)
     for member in members:
         yield from _member_records(out, member)
     yield from out.end()

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from buildpy.errors import SourceError
-from buildpy.source import IgnoreRules, Member, Ownership, SourceStats, tar_stream, walk
+from buildpy.source import IgnoreRules, Layout, Member, SourceStats, tar_stream, walk
 
 NO_RULES = IgnoreRules()
 
@@ -397,7 +397,7 @@ def test_tar_layout_owner_and_modes(tmp_path: Path) -> None:
     (tmp_path / "app.py").chmod(0o600)
     (tmp_path / "link").symlink_to("app.py")
     os.utime(tmp_path / "app.py", (0, 1_234_567_890.75))
-    data = archive(tmp_path, owner=Ownership(4321, 7))
+    data = archive(tmp_path, layout=Layout(uid=4321, gid=7))
     infos = {info.name: info for info in members(data)}
     assert list(infos) == ["src", "src/app.py", "src/bin", "src/bin/run", "src/empty", "src/link"]
     for info in infos.values():
@@ -514,10 +514,10 @@ def test_bad_extra_members(tmp_path: Path, bad: Member) -> None:
 
 def test_nested_dest(tmp_path: Path) -> None:
     make_tree(tmp_path, {"f": b"x"})
-    assert names(archive(tmp_path, dest="tmp/src/")) == ["tmp", "tmp/src", "tmp/src/f"]
+    assert names(archive(tmp_path, layout=Layout("tmp/src/"))) == ["tmp", "tmp/src", "tmp/src/f"]
     for bad in ("", "/src", "a/../b", "."):
         with pytest.raises(ValueError):
-            tar_stream(tmp_path, rules=NO_RULES, dest=bad)
+            tar_stream(tmp_path, rules=NO_RULES, layout=Layout(bad))
     with pytest.raises(ValueError):
         tar_stream(tmp_path, rules=NO_RULES, chunk_size=0)
 
