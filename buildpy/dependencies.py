@@ -200,14 +200,22 @@ def fixed_digest(
     return key(builder_id, [*others, *names], variables)
 
 
+def _digest(line: str) -> str:
+    """A requirement line as recorded: a digest, since lines may hold index credentials
+    (``--extra-index-url https://user:token@…``, ``git+https://token@…``) and the label
+    is inherited by every application image built on the layer."""
+    return hashlib.sha256(line.encode()).hexdigest()[:20]
+
+
 def record(lines: Mapping[str, list[str]]) -> str | None:
-    """Requirement lines as a label value, or None when too large to keep."""
-    text = json.dumps(lines, sort_keys=True, separators=(",", ":"))
+    """Digests of the requirement lines as a label value, or None when too large to keep."""
+    digests = {name: sorted(_digest(line) for line in kept) for name, kept in lines.items()}
+    text = json.dumps(digests, sort_keys=True, separators=(",", ":"))
     return text if len(text.encode()) <= MAX_RECORDED else None
 
 
 def _recorded(recorded: str) -> dict[str, set[str]] | None:
-    """The lines a label recorded, per file; None when it is not what ``record`` writes."""
+    """The line digests a label recorded, per file; None when not what ``record`` writes."""
     try:
         old = json.loads(recorded)
     except ValueError:
@@ -222,7 +230,7 @@ def extends(recorded: str | None, lines: Mapping[str, list[str]]) -> bool:
     old = _recorded(recorded) if recorded else None
     if old is None or set(old) != set(lines):
         return False
-    new = {name: set(kept) for name, kept in lines.items()}
+    new = {name: {_digest(line) for line in kept} for name, kept in lines.items()}
     return all(old[name] <= new[name] for name in new) and any(
         new[name] - old[name] for name in new
     )
@@ -238,7 +246,12 @@ def added(recorded: str | None, lines: Mapping[str, list[str]]) -> list[str]:
     if old is None:
         return []
     new = sorted(
-        {line for name, kept in lines.items() for line in set(kept) - old.get(name, set())}
+        {
+            line
+            for name, kept in lines.items()
+            for line in kept
+            if _digest(line) not in old.get(name, set())
+        }
     )
     return [] if any(line.startswith("-") for line in new) else new
 

@@ -228,3 +228,11 @@ def test_ignored_files_are_no_dependency_files(tmp_path: Path) -> None:
         "extra/reqs.txt",
         "requirements.txt",
     )
+
+
+def test_recorded_lines_keep_no_credentials() -> None:
+    secret = "--extra-index-url https://user:s3cr3t-token@mirror.example/simple"
+    recorded = deps.record({"requirements.txt": [secret, "flask"]})
+    assert recorded is not None and "s3cr3t" not in recorded and "flask" not in recorded
+    assert deps.extends(recorded, {"requirements.txt": [secret, "flask", "six"]}) is True
+    assert deps.added(recorded, {"requirements.txt": [secret, "flask", "six"]}) == ["six"]
