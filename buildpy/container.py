@@ -16,10 +16,13 @@ file, deletes it and execs assemble, so the committed layer has no trace of it.
 from __future__ import annotations
 
 import secrets
+import signal
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
@@ -196,8 +199,9 @@ class Reaper:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.release()
-        self._pool.shutdown(wait=True)
+        with _signals_held():  # a second Ctrl-C must not cut the removals short
+            self.release()
+            self._pool.shutdown(wait=True)
 
     def defer(self, container: str, name: str | None) -> None:
         self._pending.append((container, name))
@@ -210,9 +214,14 @@ class Reaper:
 
 
 def remove_quietly(engine: Engine, container: str, name: str | None) -> None:
-    """Remove a container; a failure is a warning, never a mask over the build's own error."""
+    """Remove a container; a failure is a warning, never a mask over the build's own error.
+
+    A second Ctrl-C (or SIGTERM) while this runs is held back until the removal is done:
+    cut short, it would leave the container behind, stopping.
+    """
     try:
-        engine.remove(container)
+        with _signals_held():
+            engine.remove(container)
     except Exception as exc:
         _log.warning(
             "could not remove the working container",
@@ -220,6 +229,27 @@ def remove_quietly(engine: Engine, container: str, name: str | None) -> None:
             error=str(exc),
             hint=f"remove it with `podman rm -f {name}`",
         )
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back for the block (main thread only; others get none)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {
+        number: signal.signal(number, lambda signum, frame: held.append(signum))
+        for number in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if held:
+        _log.warning("interrupted again: the working container was removed first")
+        raise KeyboardInterrupt
 
 
 class Owner:

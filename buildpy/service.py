@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 from buildpy import log
 from buildpy.errors import EngineUnavailable
@@ -41,15 +42,35 @@ def default_sockets(env: Mapping[str, str], uid: int) -> list[str]:
 
 def ping_unix(path: str, timeout: float = 2.0) -> bool:
     """True when a Podman service answers ``GET /_ping`` on a unix socket."""
+    return _ping(socket.AF_UNIX, path, timeout)
+
+
+def ping_tcp(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True when a Podman service answers ``GET /_ping`` at host:port."""
+    return _ping(socket.AF_INET6 if ":" in host else socket.AF_INET, (host, port), timeout)
+
+
+def _ping(family: int, address: str | tuple[str, int], timeout: float) -> bool:
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
-            sock.connect(path)
+            sock.connect(address)
             sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: podman\r\n\r\n")
             reply = sock.recv(64)
     except OSError:
         return False
     return reply.startswith(b"HTTP/1.") and b" 200 " in reply[:16]
+
+
+def answers(host: str, ping: Callable[[str], bool] = ping_unix) -> bool:
+    """Whether the service at a ``CONTAINER_HOST`` URL answers; ssh:// is taken on trust
+    (its connection errors are translated when first used)."""
+    url = urlsplit(host)
+    if url.scheme == "unix":
+        return ping(url.path)
+    if url.scheme == "tcp":
+        return url.hostname is not None and ping_tcp(url.hostname, url.port or 80)
+    return url.scheme == "ssh"
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -138,11 +159,12 @@ def connect(
     env = os.environ if env is None else env
     host = env.get("CONTAINER_HOST")
     if host:
-        if host.startswith("unix://") and not ping(host[len("unix://") :]):
+        if not answers(host, ping):
             raise EngineUnavailable(
                 f"no Podman service answers at CONTAINER_HOST={host}",
                 "start it (`podman system service --time=0 " + host + " &`)"
-                " or unset CONTAINER_HOST to let buildpy start a private service",
+                " or unset CONTAINER_HOST to let buildpy start a private service"
+                " (`buildpy doctor` checks the whole set-up)",
             )
         yield host
         return

@@ -538,3 +538,26 @@ def test_ignored_dependency_files_stay_out_of_both_phases(app: Path) -> None:
     assert result.phases == 1  # nothing left to decide dependencies
     uploaded = engine.uploaded_members()
     assert "src/requirements.txt" not in uploaded and "src/.s2i/environment" not in uploaded
+
+
+def test_a_second_interrupt_waits_for_the_removal(app: Path) -> None:
+    import os
+    import signal
+
+    engine = FakeEngine()
+    removed_before_interrupt: list[bool] = []
+
+    def interrupted_run(container: str, output: object) -> int:
+        raise KeyboardInterrupt  # the first Ctrl-C, during assemble
+
+    def remove_interrupted_again(container: str) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, during the removal
+        engine.removed.append(container)
+        removed_before_interrupt.append(True)
+
+    engine.run = interrupted_run  # type: ignore[method-assign]
+    engine.remove = remove_interrupted_again  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        build.run(make_plan(app), engine, output=_Sink())
+    assert engine.removed == ["ctr1"] and removed_before_interrupt == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

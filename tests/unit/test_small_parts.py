@@ -112,8 +112,35 @@ def test_git_describe_outside_a_checkout(tmp_path: Path) -> None:
 
 
 def test_connect_prefers_container_host() -> None:
-    with service.connect({"CONTAINER_HOST": "tcp://127.0.0.1:1"}, ping=lambda p: False) as url:
-        assert url == "tcp://127.0.0.1:1"
+    import http.server
+    import threading
+
+    class Ping(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/_ping" else 404)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Ping)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"tcp://127.0.0.1:{server.server_address[1]}"
+    try:
+        with service.connect({"CONTAINER_HOST": host}, ping=lambda p: False) as url:
+            assert url == host
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_connect_refuses_a_tcp_host_that_does_not_answer() -> None:
+    with (
+        pytest.raises(EngineUnavailable, match=r"CONTAINER_HOST=tcp://127\.0\.0\.1:1") as info,
+        service.connect({"CONTAINER_HOST": "tcp://127.0.0.1:1"}),
+    ):
+        pass
+    assert info.value.exit_code == 5 and info.value.hint
 
 
 def test_connect_refuses_a_silent_container_host() -> None:
