@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from buildpy import log, source
-from buildpy.container import BUILD_DIR, ArchiveFactory, Output, WorkingContainer, container_name
+from buildpy.container import BUILD_DIR, ArchiveFactory, Output, WorkingContainer
 from buildpy.engine import ContainerSpec, Engine, ImageInfo
+from buildpy.leftovers import container_name
 
 _log = log.get(__name__)
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from buildpy import __version__, builders, cache, environment, log
+from buildpy import __version__, builders, cache, environment, leftovers, log
 from buildpy import build as build_stage
 from buildpy import plan as build_plan
 from buildpy.config import DEFAULT_BUILDER, BuildOptions, with_pyproject
@@ -234,11 +234,14 @@ def _usage(args: argparse.Namespace) -> int:
 
 def _cache(args: argparse.Namespace) -> int:
     with _engine() as engine:
+        swept = leftovers.sweep(engine) if args.cache_command == "prune" else []
         if args.cache_command == "prune":
             removed, kept = cache.prune(engine)
             sections = [("removed", removed), ("in-use", kept)]
         else:
             sections = [("cached", cache.listing(engine))]
+    for name in swept:
+        print(f"removed\tcontainer\t{name}")
     for verb, found in sections:
         for item in found.images:
             tags = ",".join(item.tags) or item.id[:12]

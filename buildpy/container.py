@@ -15,7 +15,6 @@ file, deletes it and execs assemble, so the committed layer has no trace of it.
 
 from __future__ import annotations
 
-import secrets
 import signal
 import threading
 import time
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
-from buildpy import environment, log, source
+from buildpy import environment, leftovers, log, source
 from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo
 from buildpy.errors import AssembleFailed, BuilderImageError
 
@@ -53,11 +52,6 @@ class Output(Protocol):
 
 # Archive members, given the uid and gid that must own them.
 ArchiveFactory = Callable[[int, int], Iterable[bytes]]
-
-
-def container_name(kind: str = "build") -> str:
-    """Working containers are named buildpy-*, so leftovers are easy to find."""
-    return f"buildpy-{kind}-{secrets.token_hex(6)}"
 
 
 def build_env_member(values: Mapping[str, str]) -> list[source.Member]:
@@ -197,6 +191,10 @@ class Reaper:
 
     def __enter__(self) -> Reaper:
         return self
+
+    def sweep(self) -> None:
+        """Remove, in the background, what builds killed outright left behind."""
+        self._pool.submit(leftovers.sweep, self._engine)
 
     def __exit__(self, *exc_info: object) -> None:
         with _signals_held():  # a second Ctrl-C must not cut the removals short

@@ -110,6 +110,10 @@ class Engine(Protocol):
         """Remove a volume; True when removed or already gone, False when in use (no force)."""
         ...
 
+    def containers(self, prefix: str) -> list[tuple[str, str]]:
+        """(ID, name) of every container, in any state, whose name starts with ``prefix``."""
+        ...
+
     def create(self, spec: ContainerSpec) -> str:
         """Create (not start) a container; return its ID."""
         ...

@@ -141,6 +141,12 @@ class PodmanEngine:
             names=tuple(attrs.get("RepoTags") or ()),
         )
 
+    def containers(self, prefix: str) -> list[tuple[str, str]]:
+        with _translated("list containers"):
+            found = self._client.containers.list(all=True, filters={"name": prefix})
+        named = [(str(c.id), str(c.name)) for c in found]
+        return [(cid, name) for cid, name in named if name.startswith(prefix)]
+
     def create(self, spec: ContainerSpec) -> str:
         kwargs: dict[str, Any] = {
             "command": list(spec.command),

@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from buildpy import cache, scripts
-from buildpy.container import WRAPPER, Output, Owner, Reaper, WorkingContainer, container_name
+from buildpy.container import WRAPPER, Output, Owner, Reaper, WorkingContainer
 from buildpy.engine import ContainerSpec, Engine, ImageInfo, VolumeMount
 from buildpy.errors import BuilderImageError
+from buildpy.leftovers import container_name
 from buildpy.plan import BuildPlan
 
 PHASE_VARIABLE = "BUILDPY_ASSEMBLE_PHASE"
@@ -41,7 +42,9 @@ class BuildSession:
         builder = require_builder(engine, plan.options.builder)
         chosen = scripts.choose(builder.labels, set(plan.source_scripts), builder.ref)
         volumes = (cache.downloads(engine),) if plan.options.cache else ()
-        return cls(plan, engine, builder, chosen, Owner(builder), out, Reaper(engine), volumes)
+        reaper = Reaper(engine)
+        reaper.sweep()
+        return cls(plan, engine, builder, chosen, Owner(builder), out, reaper, volumes)
 
     def __enter__(self) -> BuildSession:
         return self

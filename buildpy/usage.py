@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from buildpy import scripts
-from buildpy.container import WorkingContainer, container_name
+from buildpy.container import WorkingContainer
 from buildpy.engine import ContainerSpec, Engine
 from buildpy.errors import BuilderImageError
+from buildpy.leftovers import container_name
 from buildpy.session import require_builder
 
 

@@ -261,3 +261,55 @@ def test_usage_shows_the_builder_text(podman_url: str) -> None:
     done = subprocess.run([*BUILDPY, "usage", BUILDER], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert "buildpy build" in done.stdout
+
+
+def _start_slow_build(app: Path, podman_url: str) -> subprocess.Popen[str]:
+    """A build whose assemble announces itself and then sleeps; returns once it runs."""
+    env = {**os.environ, "CONTAINER_HOST": podman_url}
+    proc = subprocess.Popen(
+        [*BUILDPY, "build", str(app), "--builder", BUILDER],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    seen = ""
+    while "assembling-now" not in seen and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+    assert "assembling-now" in seen, seen
+    return proc
+
+
+SLOW_ASSEMBLE = "#!/bin/sh\ntrap '' TERM\necho assembling-now\nexec sleep 120\n"
+
+
+def test_a_second_ctrl_c_still_removes_the_container(podman_url: str, tmp_path: Path) -> None:
+    app = write_app(tmp_path / "slow-twice", {".s2i/bin/assemble": SLOW_ASSEMBLE})
+    proc = _start_slow_build(app, podman_url)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert build_containers(str(app)) == []
+
+
+def test_a_killed_build_leaves_a_container_the_next_build_removes(
+    buildpy_build: BuildFn, podman_url: str, tmp_path: Path
+) -> None:
+    app = write_app(tmp_path / "slow-killed", {".s2i/bin/assemble": SLOW_ASSEMBLE})
+    proc = _start_slow_build(app, podman_url)
+    proc.kill()  # SIGKILL: no cleanup can run
+    proc.communicate(timeout=30)
+    (left,) = build_containers(str(app))
+    assert left.startswith("buildpy-build-h") and f"-p{proc.pid}-" in left
+
+    other = write_app(tmp_path / "next-build", {"app.py": PLAIN_APP})
+    built = buildpy_build(other, builder=BUILDER)
+    assert left in built.stderr  # "removed a working container left by a killed build"
+    assert build_containers(str(app)) == []

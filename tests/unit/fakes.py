@@ -105,6 +105,11 @@ class FakeEngine:
         self.volumes_made.pop(name, None)
         return True
 
+    def containers(self, prefix: str) -> list[tuple[str, str]]:
+        gone = set(self.removed)
+        made = [(f"ctr{i}", spec.name or "") for i, spec in enumerate(self.created, 1)]
+        return [(cid, name) for cid, name in made if cid not in gone and name.startswith(prefix)]
+
     def create(self, spec: ContainerSpec) -> str:
         self.created.append(spec)
         return f"ctr{len(self.created)}"

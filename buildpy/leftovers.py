@@ -1,0 +1,118 @@
+"""Working containers that outlive their build, and how the next build finds them.
+
+Every exit path of a build removes its working containers, except the ones no
+process can handle: SIGKILL, the OOM killer, a power cut. For those, each working
+container's name says who made it: ``buildpy-KIND-hHOST-pPID-sSTART-RANDOM``, where
+HOST is a digest of this machine's name, PID the building process and START that
+process's start time (so a reused PID is not mistaken for the builder). A name is
+used, not a label, because a container's labels are committed into the image.
+
+``sweep`` removes the working containers made on this machine by a process that is
+gone, and never one of a build still running (same PID and start time). Builds run
+it in the background as they start, and ``buildpy cache prune`` runs it too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from buildpy import log
+from buildpy.engine import Engine
+from buildpy.errors import EngineError
+
+_log = log.get(__name__)
+
+_NAME = re.compile(r"^buildpy-[a-z]+-h([0-9a-f]{8})-p([0-9]+)-s([0-9]+)-[0-9a-f]+$")
+
+
+@dataclass(frozen=True)
+class Maker:
+    """The process that made a working container: host digest, PID, start time."""
+
+    host: str
+    pid: int
+    start: int
+
+    @classmethod
+    def this_process(cls) -> Maker:
+        return cls(host_digest(), os.getpid(), start_time(os.getpid()) or 0)
+
+
+def host_digest(hostname: str | None = None) -> str:
+    name = hostname if hostname is not None else socket.gethostname()
+    return hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None when there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()  # after "(comm)", which may hold spaces
+    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+
+
+def container_name(kind: str = "build", maker: Maker | None = None) -> str:
+    """A working container's name: buildpy-*, with who made it."""
+    made_by = maker or Maker.this_process()
+    owner = f"h{made_by.host}-p{made_by.pid}-s{made_by.start}"
+    return f"buildpy-{kind}-{owner}-{secrets.token_hex(4)}"
+
+
+def maker_of(name: str) -> Maker | None:
+    """Who made a working container, from its name; None for any other name."""
+    found = _NAME.match(name)
+    if found is None:
+        return None
+    return Maker(found.group(1), int(found.group(2)), int(found.group(3)))
+
+
+def orphans(
+    names: Sequence[tuple[str, str]],
+    host: str,
+    alive: Callable[[Maker], bool],
+) -> list[tuple[str, str]]:
+    """The (id, name) pairs of working containers made on ``host`` by a process that is gone."""
+    found = []
+    for container, name in names:
+        maker = maker_of(name)
+        if maker is not None and maker.host == host and not alive(maker):
+            found.append((container, name))
+    return found
+
+
+def is_alive(maker: Maker) -> bool:
+    """Whether the process that made a container still runs (the same one, not a reused PID)."""
+    return start_time(maker.pid) == maker.start
+
+
+def sweep(engine: Engine) -> list[str]:
+    """Remove the working containers left on this machine by builds that are gone.
+
+    Returns their names. Never raises: a sweep that fails costs disk space, not a build.
+    """
+    try:
+        left = orphans(engine.containers("buildpy-"), host_digest(), is_alive)
+    except EngineError as exc:
+        _log.warning("could not look for leftover working containers", error=str(exc))
+        return []
+    removed = []
+    for container, name in left:
+        try:
+            engine.remove(container)
+        except EngineError as exc:
+            _log.warning(
+                "could not remove a leftover working container", container=name, error=str(exc)
+            )
+            continue
+        _log.info("removed a working container left by a killed build", container=name)
+        removed.append(name)
+    return removed

@@ -1,0 +1,54 @@
+"""Finding the working containers of builds that were killed outright."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from fakes import FakeEngine
+
+from buildpy import leftovers
+from buildpy.engine import ContainerSpec
+from buildpy.leftovers import Maker
+
+
+def test_a_name_says_who_made_the_container() -> None:
+    maker = Maker("0123abcd", 4242, 987654)
+    name = leftovers.container_name("build", maker)
+    assert name.startswith("buildpy-build-h0123abcd-p4242-s987654-")
+    assert leftovers.maker_of(name) == maker
+    assert leftovers.maker_of("buildpy-test-1234") is None
+    assert leftovers.maker_of("my-own-container") is None
+
+
+def test_this_process_is_alive_and_a_finished_one_is_not() -> None:
+    me = Maker.this_process()
+    assert me.start > 0 and leftovers.is_alive(me)
+    assert not leftovers.is_alive(Maker(me.host, me.pid, me.start + 1))  # a reused PID
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert not leftovers.is_alive(Maker(me.host, child.pid, 1))
+
+
+def test_only_this_hosts_containers_of_gone_processes_are_orphans() -> None:
+    host = leftovers.host_digest("this-host")
+    names = [
+        ("a", leftovers.container_name("build", Maker(host, 1, 1))),  # gone
+        ("b", leftovers.container_name("build", Maker(host, 2, 2))),  # still running
+        ("c", leftovers.container_name("build", Maker("ffffffff", 3, 3))),  # another host
+        ("d", "buildpy-test-0123456789"),  # not a working container
+    ]
+    found = leftovers.orphans(names, host, alive=lambda maker: maker.pid == 2)
+    assert [container for container, _ in found] == ["a"]
+
+
+def test_sweep_removes_orphans_and_keeps_a_running_build() -> None:
+    engine = FakeEngine()
+    me = Maker.this_process()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for maker in (me, Maker(me.host, dead.pid, 5)):
+        engine.create(ContainerSpec("img", ("true",), name=leftovers.container_name("b", maker)))
+    assert leftovers.sweep(engine) == [engine.created[1].name]
+    assert engine.removed == ["ctr2"]
+    assert os.getpid() == me.pid
