@@ -64,6 +64,11 @@ _HOST_SETTING_HINTS = (
         ' runroot = "$XDG_RUNTIME_DIR/containers", graphroot ='
         ' "~/.local/share/containers/storage"; absolute paths), or remove the file' + _DOCTOR,
     ),
+    (
+        "network not found",
+        "--network names a network Podman does not have: use host, none, bridge (Podman's"
+        " default), or one `podman network ls` lists",
+    ),
 )
 
 

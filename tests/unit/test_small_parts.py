@@ -235,6 +235,7 @@ def test_cache_listing_and_prune() -> None:
     [
         ("crun: cgroups in hybrid mode not supported, drop all controllers", 'runtime = "runc"'),
         ("setrlimit `RLIMIT_NOFILE`: Operation not permitted", "default_ulimits"),
+        ("unable to find network with name or ID nosuchnet: network not found", "network ls"),
         ("image not known", None),
     ],
 )
