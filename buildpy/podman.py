@@ -64,6 +64,9 @@ _HOST_SETTING_HINTS = (
         ' runroot = "$XDG_RUNTIME_DIR/containers", graphroot ='
         ' "~/.local/share/containers/storage"; absolute paths), or remove the file' + _DOCTOR,
     ),
+)
+# Messages about the build's own options, and what to give instead.
+_OPTION_HINTS = (
     (
         "network not found",
         "--network names a network Podman does not have: use host, none, bridge (Podman's"
@@ -87,8 +90,8 @@ def _api_message(exc: BaseException) -> str:
 
 
 def host_setting_hint(message: str) -> str | None:
-    """A hint for the host settings Podman needs, when ``message`` shows one missing."""
-    for needle, hint in _HOST_SETTING_HINTS:
+    """A hint for a host setting Podman needs, or an option it refused, from ``message``."""
+    for needle, hint in (*_HOST_SETTING_HINTS, *_OPTION_HINTS):
         if needle in message:
             return hint
     return None
