@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -17,7 +17,7 @@ def configure(
     verbosity: int = 0, *, json: bool | None = None, stream: TextIO | None = None
 ) -> None:
     """Configure structlog. verbosity: -1 quiet (warnings), 0 info, 1+ debug."""
-    out = stream if stream is not None else sys.stderr
+    out = stream if stream is not None else cast(TextIO, _Stderr())
     if json is None:
         json = not out.isatty()
     level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
@@ -41,3 +41,17 @@ def configure(
 def get(name: str) -> Any:
     """A bound logger for one module."""
     return structlog.get_logger(name)
+
+
+class _Stderr:
+    """Whatever ``sys.stderr`` is when a line is written (it may be replaced after set-up,
+    as pytest does for each test)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
