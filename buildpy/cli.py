@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import traceback
@@ -20,7 +21,7 @@ from buildpy import __version__, builders, cache, environment, leftovers, log
 from buildpy import build as build_stage
 from buildpy import plan as build_plan
 from buildpy.config import DEFAULT_BUILDER, BuildOptions, with_pyproject
-from buildpy.errors import BuildpyError, EngineUnavailable, Interrupted
+from buildpy.errors import BuildpyError, EngineUnavailable, Interrupted, TimedOut
 from buildpy.podman import PodmanEngine
 from buildpy.service import connect
 from buildpy.usage import usage
@@ -87,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
         "--no-cache",
         action="store_true",
         help="no dependency layer reuse and no download cache for this build",
+    )
+    b.add_argument(
+        "--timeout",
+        type=duration,
+        metavar="DURATION",
+        help="stop the build after this long (e.g. 90s, 15m, 1h30m), like Ctrl-C; exit 124",
     )
 
     bb = commands.add_parser("builder", help="manage buildpy's own builder images")
@@ -175,7 +182,47 @@ def _dispatch(args: argparse.Namespace) -> int:
     return _usage(args)
 
 
+def duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``1h30m`` in seconds (argparse turns ValueError into exit 2)."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?", text.strip())
+    if not text.strip() or parts is None:
+        raise ValueError(text)
+    hours, minutes, seconds = (float(part or 0) for part in parts.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise ValueError(text)
+    return total
+
+
+@contextmanager
+def _deadline(seconds: float | None) -> Iterator[None]:
+    """Raise TimedOut in the main thread once ``seconds`` have passed (None: never)."""
+    if seconds is None:
+        yield
+        return
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise TimedOut(
+            f"the build took longer than --timeout ({seconds:g} s) and was stopped;"
+            " its working container was removed",
+            "raise --timeout, or find out what is slow with -v",
+        )
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _build(args: argparse.Namespace) -> int:
+    with _deadline(args.timeout):
+        return _build_in_time(args)
+
+
+def _build_in_time(args: argparse.Namespace) -> int:
     explicit = frozenset(k for k in ("builder", "tag", "network") if getattr(args, k) is not None)
     options = with_pyproject(
         BuildOptions(

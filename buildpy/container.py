@@ -231,14 +231,15 @@ def remove_quietly(engine: Engine, container: str, name: str | None) -> None:
 
 @contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back for the block (main thread only; others get none)."""
+    """Hold SIGINT, SIGTERM and SIGALRM (``--timeout``) back for the block, then deliver
+    them. Only the main thread gets signals, so elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     held: list[int] = []
     previous = {
         number: signal.signal(number, lambda signum, frame: held.append(signum))
-        for number in (signal.SIGINT, signal.SIGTERM)
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)
     }
     try:
         yield
@@ -246,8 +247,8 @@ def _signals_held() -> Iterator[None]:
         for number, handler in previous.items():
             signal.signal(number, handler)
     if held:
-        _log.warning("interrupted again: the working container was removed first")
-        raise KeyboardInterrupt
+        _log.warning("stopped again: the working container was removed first")
+        signal.raise_signal(held[0])
 
 
 class Owner:

@@ -90,6 +90,12 @@ class Interrupted(BuildpyError):
     exit_code = 130
 
 
+class TimedOut(BuildpyError):
+    """The build took longer than ``--timeout``; it was stopped like an interrupt."""
+
+    exit_code = 124  # as timeout(1)
+
+
 EXIT_CODES: tuple[type[BuildpyError], ...] = (
     BuildpyError,
     UsageError,
@@ -100,4 +106,5 @@ EXIT_CODES: tuple[type[BuildpyError], ...] = (
     AssembleFailed,
     EngineError,
     Interrupted,
+    TimedOut,
 )

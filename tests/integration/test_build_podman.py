@@ -313,3 +313,20 @@ def test_a_killed_build_leaves_a_container_the_next_build_removes(
     built = buildpy_build(other, builder=BUILDER)
     assert left in built.stderr  # "removed a working container left by a killed build"
     assert build_containers(str(app)) == []
+
+
+def test_timeout_stops_the_build_and_leaves_nothing(podman_url: str, tmp_path: Path) -> None:
+    app = write_app(tmp_path / "slow-timeout", {".s2i/bin/assemble": SLOW_ASSEMBLE})
+    env = {**os.environ, "CONTAINER_HOST": podman_url}
+    started = time.monotonic()
+    done = subprocess.run(
+        [*BUILDPY, "build", str(app), "--builder", BUILDER, "--timeout", "4s"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 124, done.stderr
+    assert time.monotonic() - started < 30
+    assert "--timeout" in done.stderr and done.stdout == ""
+    assert build_containers(str(app)) == []

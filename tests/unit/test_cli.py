@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,39 @@ def test_the_cli_imports_doctor_only_when_asked() -> None:
 
     code = "import sys, buildpy.cli; sys.exit('buildpy.doctor' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("1h30m", 5400), ("2.5s", 2.5)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert cli.duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "soon", "1d", "-5s", "m"])
+def test_bad_durations_are_usage_errors(text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["build", ".", "--timeout", text])
+    assert info.value.code == 2
+    assert "--timeout" in capsys.readouterr().err
+
+
+def test_a_build_past_its_timeout_stops_and_removes_its_container(tmp_path: Path) -> None:
+    import time
+
+    from fakes import FakeEngine
+
+    from buildpy import build
+    from buildpy import plan as build_plan
+    from buildpy.config import BuildOptions
+
+    (tmp_path / "app.py").write_text("print('hi')\n")
+    engine = FakeEngine()
+    engine.on_run = lambda: time.sleep(5)
+    plan = build_plan.make(BuildOptions(source=tmp_path), describe=lambda root: None)
+    started = time.monotonic()
+    with pytest.raises(errors.TimedOut) as info, cli._deadline(0.3):
+        build.run(plan, engine, output=io.BytesIO())
+    assert time.monotonic() - started < 3
+    assert info.value.exit_code == 124 and info.value.hint
+    assert engine.removed == ["ctr1"]
