@@ -228,8 +228,23 @@ class PodmanEngine:
                 for chunk in _frames(response.raw):
                     output(chunk)
             return waiter.result()
+        except EngineError as exc:
+            if not self._answers():
+                raise EngineUnavailable(
+                    "the Podman service stopped answering while the working container ran",
+                    "find out why it stopped (`journalctl`, out of memory?) and build again;"
+                    " the next build removes the container it left",
+                ) from exc
+            raise
         finally:
             response.close()
+
+    def _answers(self) -> bool:
+        """Whether the service still answers a ping (within two seconds)."""
+        try:
+            return bool(self._client.api.get("/_ping", timeout=2).ok)
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError):
+            return False
 
     def _wait(self, container: str) -> int:
         with _translated("wait for the working container"):
