@@ -260,10 +260,29 @@ def _make_entry(item: os.DirEntry[str], relpath: str, warn: Warn | None) -> Entr
                 f"cannot read {path}: permission denied",
                 f"make it readable (chmod u+r) {_SKIP_HINT}",
             )
+        if warn is not None:
+            _warn_if_large(relpath, st, warn)
         return Entry(relpath, path, "file", mode, mtime, size=st.st_size)
     if warn is not None:
         warn(f"skipping {relpath}: sockets, FIFOs and device files cannot be archived")
     return None
+
+
+LARGE_FILE = 256 * 1024 * 1024
+
+
+def _warn_if_large(relpath: str, st: os.stat_result, warn: Warn) -> None:
+    """A file that will take long to upload, or far more room in the image than on disk."""
+    on_disk = st.st_blocks * 512
+    if st.st_size >= LARGE_FILE and on_disk < st.st_size // 2:
+        warn(
+            f"{relpath} is sparse: {st.st_size / 2**20:.0f} MiB long but {on_disk / 2**20:.0f}"
+            f" MiB on disk; it is uploaded, and stored in the image, in full ({_SKIP_HINT})"
+        )
+    elif st.st_size >= LARGE_FILE:
+        warn(
+            f"{relpath} is {st.st_size / 2**20:.0f} MiB: uploading it takes a while ({_SKIP_HINT})"
+        )
 
 
 def walk(root: Path, rules: IgnoreRules, *, warn: Warn | None = None) -> Iterator[Entry]:

@@ -716,3 +716,15 @@ def test_archive_round_trips_non_ignored_files(
     expected_dirs = {f"src/{d}" for d in dirs if not ref_ignored(pats, d, True)}
     assert contents(data) == expected_files
     assert {i.name for i in members(data) if i.isdir()} == expected_dirs | {"src"}
+
+
+def test_large_and_sparse_files_are_announced(tmp_path: Path) -> None:
+    from buildpy.source import LARGE_FILE
+
+    with open(tmp_path / "sparse.img", "wb") as handle:
+        handle.truncate(LARGE_FILE * 2)  # no data blocks at all
+    (tmp_path / "small.txt").write_text("x")
+    said: list[str] = []
+    entries = list(walk(tmp_path, NO_RULES, warn=said.append))
+    assert [e.relpath for e in entries] == ["small.txt", "sparse.img"]
+    assert len(said) == 1 and "sparse.img is sparse" in said[0] and ".s2iignore" in said[0]
