@@ -27,8 +27,12 @@ must not change with a refactoring of buildpy (the next change to s2i/ merges th
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from buildpy import cache, dependencies, image, log, scripts, source
 from buildpy.container import ArchiveFactory, build_env_member
@@ -39,6 +43,7 @@ from buildpy.session import BuildSession
 
 _log = log.get(__name__)
 
+LOCK_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "buildpy" / "locks"
 PHASES_LABEL = "io.buildpy.assemble-phases"
 APPLICATION_MARKER = "BUILDPY_APPLICATION_PHASE"  # printed by the dependency phase
 APPLICATION_LABEL = "io.buildpy.application-phase"  # copy: nothing to run but placing source
@@ -102,13 +107,40 @@ def split_reason(plan: BuildPlan, builder: ImageInfo) -> str | None:
 
 
 def prepare(session: BuildSession) -> DependencyLayer:
-    """The dependency layer for this session's plan: reused, grown or built."""
+    """The dependency layer for this session's plan: reused, grown or built.
+
+    Two builds on this machine that need the same new layer do not both install it:
+    the second waits for the first (a lock per key) and then reuses its layer.
+    """
     inputs = _Inputs.of(session)
     existing = session.engine.find_image(inputs.tag)
     if existing is not None:
         return _reuse(session, existing, inputs)
-    parent = _growable(session.engine, inputs)
-    return _build(session, inputs, parent)
+    with _building(inputs.key):
+        existing = session.engine.find_image(inputs.tag)  # made while this build waited?
+        if existing is not None:
+            return _reuse(session, existing, inputs)
+        parent = _growable(session.engine, inputs)
+        return _build(session, inputs, parent)
+
+
+@contextmanager
+def _building(key: str) -> Iterator[None]:
+    """Hold this machine's lock for making the layer ``key`` (none when it cannot be had)."""
+    try:
+        LOCK_DIR.mkdir(parents=True, exist_ok=True)
+        handle = open(LOCK_DIR / f"{key[:32]}.lock", "a+b")  # noqa: SIM115 - held over a yield
+    except OSError as exc:
+        _log.debug("building without a lock", error=str(exc))
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _log.info("waiting for another build that installs the same dependencies")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
 
 
 def _reuse(session: BuildSession, existing: ImageInfo, inputs: _Inputs) -> DependencyLayer:

@@ -561,3 +561,34 @@ def test_a_second_interrupt_waits_for_the_removal(app: Path) -> None:
         build.run(make_plan(app), engine, output=_Sink())
     assert engine.removed == ["ctr1"] and removed_before_interrupt == [True]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_build_waits_for_another_making_the_same_layer_and_reuses_it(
+    app: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+    import threading
+    import time
+
+    monkeypatch.setattr(layer, "LOCK_DIR", tmp_path / "locks")
+    engine = FakeEngine(stored={"phased": PHASED})
+    plan = make_plan(phased_app(app), builder="phased")
+    first = FakeEngine(stored={"phased": PHASED})  # where "the other build" makes the layer
+    build.run(plan, first, output=_Sink())
+    made = first.commits[0]
+    tag = f"{made.repository}:{made.tag}"
+    key = first.stored[tag].labels[cache.KEY_LABEL]
+
+    with open(tmp_path / "locks" / f"{key[:32]}.lock", "a+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the other build is installing
+        waiting = threading.Thread(
+            target=build.run, args=(plan, engine), kwargs={"output": _Sink()}
+        )
+        waiting.start()
+        time.sleep(0.3)
+        assert engine.started == [] and waiting.is_alive()  # it waits, it does not install
+        engine.stored[tag] = first.stored[tag]  # the other build committed its layer
+    waiting.join(timeout=10)
+    assert not waiting.is_alive()
+    assert len(engine.started) == 1  # only the application phase ran: the layer was reused
+    assert engine.created[0].image == first.stored[tag].id
