@@ -76,7 +76,7 @@ class _Inputs:
     def of(cls, session: BuildSession) -> _Inputs:
         plan = session.plan
         files = plan.dependencies.contents
-        variables = dependencies.install_variables({**plan.image_env, **plan.build_env})
+        variables = dependencies.key_variables({**plan.image_env, **plan.build_env})
         key = dependencies.key(session.builder.id, files, variables)
         fixed = dependencies.fixed_digest(session.builder.id, files, variables)
         return cls(
@@ -183,10 +183,11 @@ def _build(session: BuildSession, inputs: _Inputs, parent: ImageInfo | None) -> 
     }
     if recorded is not None:
         labels[cache.LINES_LABEL] = recorded
-    env = dependencies.install_variables(session.plan.image_env)
+    env = dependencies.layer_variables(session.plan.image_env)
     added = dependencies.added(parent.labels.get(cache.LINES_LABEL), inputs.lines) if parent else []
     more = {ADDED_VARIABLE: "\n".join(added)} if added else {}
-    archive = _archive(inputs, session.build_env("dependencies", **more))
+    fetch = dependencies.fetch_variables(session.plan.image_env)
+    archive = _archive(inputs, session.build_env("dependencies", fetch, **more))
 
     with session.container(start, env, labels) as container:
         upload = container.upload(scripts.UPLOAD_DIR, archive)

@@ -73,9 +73,14 @@ class BuildSession:
         )
         return WorkingContainer(self.engine, spec, self.owner, self.reaper)
 
-    def build_env(self, phase: str | None, **more: str) -> dict[str, str]:
-        """Build-only values for assemble: cache locations, the user's, the phase, ``more``."""
-        values = dict(cache.DOWNLOAD_VARIABLES) if self.volumes else {"PIP_NO_CACHE_DIR": "1"}
+    def build_env(
+        self, phase: str | None, image: Mapping[str, str] | None = None, **more: str
+    ) -> dict[str, str]:
+        """Build-only values for assemble, lowest first: ``image`` (image variables that must
+        not be committed with this container), cache locations, the user's ``--build-env``
+        and CA bundle, the phase, ``more``."""
+        values = dict(image or {})
+        values.update(cache.DOWNLOAD_VARIABLES if self.volumes else {"PIP_NO_CACHE_DIR": "1"})
         values.update(self.plan.build_env)
         if phase is not None:
             values[PHASE_VARIABLE] = phase
