@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
@@ -34,7 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"buildpy {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="only warnings and errors; no assemble output (a failure still shows its end)",
+    )
     parser.add_argument(
         "--log-format",
         choices=("auto", "console", "json"),
@@ -243,8 +249,9 @@ def _build_in_time(args: argparse.Namespace) -> int:
     logger = log.get("buildpy")
     origins = environment.origins(plan.env_layers)
     logger.debug("image variables", origins={key: where for key, (_, where) in origins.items()})
-    with _engine() as engine:
-        result = build_stage.run(plan, engine)
+    with _engine() as engine, open(os.devnull, "wb") as silent:
+        # -q: assemble's output is not shown; a failure still quotes its last lines
+        result = build_stage.run(plan, engine, output=silent if args.quiet else None)
     logger.info(
         "built",
         image=result.image_id[:12],
