@@ -111,9 +111,10 @@ class BuildFn:
         check: bool = True,
         env: dict[str, str] | None = None,
         timeout: float = 900,
+        quiet: bool = False,
     ) -> Built:
         tag = f"{TEST_IMAGE_PREFIX}{source.name.lower()}-{uuid.uuid4().hex[:8]}:latest"
-        cmd = [*BUILDPY, "build", str(source), "--tag", tag, *args]
+        cmd = [*BUILDPY, *(["-q"] if quiet else []), "build", str(source), "--tag", tag, *args]
         if builder:
             cmd += ["--builder", builder]
         if offline:
