@@ -218,24 +218,8 @@ def test_ctrl_c_removes_the_container_and_the_private_service(tmp_path: Path) ->
         tmp_path / "slow",
         {".s2i/bin/assemble": "#!/bin/sh\necho assembling-now\nexec sleep 120\n"},
     )
-    env = {k: v for k, v in os.environ.items() if k != "CONTAINER_HOST"}
     services_before = _private_services()
-    proc = subprocess.Popen(
-        [*BUILDPY, "build", str(app), "--builder", BUILDER],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        text=True,
-    )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 120
-    seen = ""
-    while "assembling-now" not in seen and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen += line
-    assert "assembling-now" in seen, seen
+    proc = _start_slow_build(app, None)
     services = _private_services() - services_before
     assert services, "expected buildpy's own private podman service to be running"
     proc.send_signal(signal.SIGINT)
@@ -263,9 +247,14 @@ def test_usage_shows_the_builder_text(podman_url: str) -> None:
     assert "buildpy build" in done.stdout
 
 
-def _start_slow_build(app: Path, podman_url: str) -> subprocess.Popen[str]:
-    """A build whose assemble announces itself and then sleeps; returns once it runs."""
-    env = {**os.environ, "CONTAINER_HOST": podman_url}
+def _start_slow_build(app: Path, podman_url: str | None) -> subprocess.Popen[str]:
+    """A build whose assemble announces itself and then sleeps; returns once it runs.
+
+    Without ``podman_url``, buildpy finds or starts its own service.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "CONTAINER_HOST"}
+    if podman_url is not None:
+        env["CONTAINER_HOST"] = podman_url
     proc = subprocess.Popen(
         [*BUILDPY, "build", str(app), "--builder", BUILDER],
         stdout=subprocess.PIPE,
