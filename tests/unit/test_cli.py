@@ -64,3 +64,13 @@ def test_documented_exit_codes_match_the_code() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "reference" / "exit-codes.md").read_text()
     for kind in errors.EXIT_CODES:
         assert f"| {kind.exit_code} | `{kind.__name__}`" in doc, kind.__name__
+
+
+def test_a_bad_secret_exits_2_before_any_engine_work(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = run(capsys, "build", str(tmp_path), "--secret", "id=a,src=/nowhere/at/all")
+    assert code == errors.UsageError.exit_code == 2
+    assert out == ""
+    assert "ERROR: --secret id=a: /nowhere/at/all is not a readable file" in err
+    assert "hint: give a readable file with src=FILE" in err
