@@ -23,13 +23,12 @@ import re
 import secrets as tokens
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from buildpy import log
+from buildpy.container import cleanup
 from buildpy.engine import Engine, SecretMount
 from buildpy.errors import UsageError
-
-_log = log.get(__name__)
 
 SECRETS_DIR = "/run/secrets"
 MAX_BYTES = 512000 - 1  # Podman 4.3 takes 1 to 511999 bytes per secret
@@ -156,18 +155,10 @@ class BuildSecrets:
 
     def __exit__(self, *exc_info: object) -> None:
         for made in self._made:
-            _remove_quietly(self._engine, made.name)
+            cleanup(
+                partial(self._engine.remove_secret, made.name),
+                "could not remove a build secret",
+                f"remove it with `podman secret rm {made.name}`",
+                secret=made.name,
+            )
         self._made.clear()
-
-
-def _remove_quietly(engine: Engine, name: str) -> None:
-    """Remove a secret; a failure is a warning, never a mask over the build's own error."""
-    try:
-        engine.remove_secret(name)
-    except Exception as exc:
-        _log.warning(
-            "could not remove a build secret",
-            secret=name,
-            error=str(exc),
-            hint=f"remove it with `podman secret rm {name}`",
-        )

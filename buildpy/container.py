@@ -211,15 +211,21 @@ class Reaper:
 
 def remove_quietly(engine: Engine, container: str, name: str | None) -> None:
     """Remove a container; a failure is a warning, never a mask over the build's own error."""
+    cleanup(
+        lambda: engine.remove(container),
+        "could not remove the working container",
+        f"remove it with `podman rm -f {name}`",
+        container=name,
+    )
+
+
+def cleanup(action: Callable[[], object], failed: str, hint: str, **fields: str | None) -> None:
+    """Run a clean-up step; its failure is a warning (``failed``, with the error, ``hint`` and
+    ``fields``), never an exception that would mask the build's own error."""
     try:
-        engine.remove(container)
+        action()
     except Exception as exc:
-        _log.warning(
-            "could not remove the working container",
-            container=name,
-            error=str(exc),
-            hint=f"remove it with `podman rm -f {name}`",
-        )
+        _log.warning(failed, error=str(exc), hint=hint, **fields)
 
 
 class Owner:
