@@ -100,17 +100,20 @@ def test_uploaded_files_can_be_read_back(subject: Subject) -> None:
         engine.remove(container)
 
 
-def test_run_hands_over_output_and_returns_the_status(subject: Subject) -> None:
-    subject.will_print(b"to stdout\nto stderr\n", 3)
-    engine = subject.engine
-    command = ("/bin/sh", "-c", "echo to stdout; echo to stderr >&2; exit 3")
-    container = engine.create(spec(subject, command))
+def run_once(engine: Engine, container_spec: ContainerSpec) -> tuple[int, bytes]:
+    """Create a container, run it, remove it: its exit status and its output."""
+    container = engine.create(container_spec)
     chunks: list[bytes] = []
     try:
-        assert engine.run(container, chunks.append) == 3
+        return engine.run(container, chunks.append), b"".join(chunks)
     finally:
         engine.remove(container)
-    assert b"".join(chunks) == b"to stdout\nto stderr\n"
+
+
+def test_run_hands_over_output_and_returns_the_status(subject: Subject) -> None:
+    subject.will_print(b"to stdout\nto stderr\n", 3)
+    command = ("/bin/sh", "-c", "echo to stdout; echo to stderr >&2; exit 3")
+    assert run_once(subject.engine, spec(subject, command)) == (3, b"to stdout\nto stderr\n")
 
 
 def test_commit_keeps_labels_and_gives_the_name(subject: Subject) -> None:
@@ -186,13 +189,8 @@ def test_secrets_are_files_at_their_targets_and_are_removed(subject: Subject) ->
         engine.create_secret(bundle, b"CA\n")
         with pytest.raises(EngineError):
             engine.create_secret(token, b"taken")
-        container = engine.create(spec(subject, ("/bin/sh", "-c", script), *mounts))
-        chunks: list[bytes] = []
-        try:
-            assert engine.run(container, chunks.append) == 0
-        finally:
-            engine.remove(container)
-        assert b"".join(chunks) == b"s3cr3t\nCA\n1001:0 400\n"
+        ran = run_once(engine, spec(subject, ("/bin/sh", "-c", script), *mounts))
+        assert ran == (0, b"s3cr3t\nCA\n1001:0 400\n")
     finally:
         assert engine.remove_secret(token) is True
         assert engine.remove_secret(bundle) is True
