@@ -212,16 +212,28 @@ def test_real_index_through_the_ca_bundle(buildpy_build: BuildFn) -> None:
         assert http_get(url + "/", name=name) == (200, "Hello from buildpy!\n")
 
 
-def test_ctrl_c_removes_the_container_and_the_private_service(tmp_path: Path) -> None:
+def test_ctrl_c_removes_the_container_the_secrets_and_the_private_service(
+    tmp_path: Path,
+) -> None:
     """No CONTAINER_HOST: buildpy starts its own service, and stops it on Ctrl-C."""
     app = write_app(
         tmp_path / "slow",
         {".s2i/bin/assemble": "#!/bin/sh\necho assembling-now\nexec sleep 120\n"},
     )
     env = {k: v for k, v in os.environ.items() if k != "CONTAINER_HOST"}
+    env["BUILDPY_TEST_TOKEN"] = "s3cr3t"
     services_before = _private_services()
+    secrets_before = secret_names()
     proc = subprocess.Popen(
-        [*BUILDPY, "build", str(app), "--builder", BUILDER],
+        [
+            *BUILDPY,
+            "build",
+            str(app),
+            "--builder",
+            BUILDER,
+            "--secret",
+            "id=t,env=BUILDPY_TEST_TOKEN",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
@@ -237,6 +249,8 @@ def test_ctrl_c_removes_the_container_and_the_private_service(tmp_path: Path) ->
         seen += line
     assert "assembling-now" in seen, seen
     services = _private_services() - services_before
+    made = secret_names() - secrets_before
+    assert made, "expected the build's secret to exist while assemble runs"
     assert services, "expected buildpy's own private podman service to be running"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
@@ -245,6 +259,14 @@ def test_ctrl_c_removes_the_container_and_the_private_service(tmp_path: Path) ->
     assert "interrupted" in err
     assert build_containers(str(app)) == []
     assert not (_private_services() & services)
+    assert not (secret_names() & made)
+
+
+def secret_names() -> set[str]:
+    done = subprocess.run(
+        ["podman", "secret", "ls", "--format", "{{.Name}}"], capture_output=True, text=True
+    )
+    return set(done.stdout.split())
 
 
 def _private_services() -> set[int]:

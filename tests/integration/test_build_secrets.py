@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import BUILDPY, HOST_CA, ROOT, BuildFn
 from itest import free_port, inspect_image
-from test_build_podman import write_app
+from test_build_podman import secret_names, write_app
 
 MINIMAL = "localhost/buildpy/python-311-minimal"
 DEPENDENCIES = "localhost/buildpy-cache/dependencies"
@@ -195,7 +195,7 @@ def test_remote_build_over_ssh_gets_everything_from_the_client(
         "CONTAINER_HOST": f"ssh://root@127.0.0.1:{sshd.port}{socket_path}",
         "CONTAINER_SSHKEY": str(sshd.key),
     }
-    secrets_before = set(podman_lines("secret", "ls", "--format", "{{.Name}}"))
+    secrets_before = secret_names()
     cmd = [*BUILDPY, "build", str(app), "--tag", tag, "--builder", MINIMAL]
     cmd += ["--secret", f"id=token,src={token}", "--ca-bundle", str(bundle)]
     cmd += ["--build-env", f"CLIENT_DIR={client}", "--network", "none"]
@@ -206,6 +206,6 @@ def test_remote_build_over_ssh_gets_everything_from_the_client(
     assert f"ca-sha256={hashlib.sha256(bundle.read_bytes()).hexdigest()}" in done.stderr
     assert "client-paths-mounted=0" in done.stderr
     assert inspect_image(tag)["Config"]["Labels"]["io.openshift.s2i.build.source-location"]
-    assert set(podman_lines("secret", "ls", "--format", "{{.Name}}")) <= secrets_before
+    assert secret_names() <= secrets_before
     tunnels = subprocess.run(["pgrep", "-f", f"ssh://root@127.0.0.1:{sshd.port}"], text=True)
     assert tunnels.returncode == 1, "the ssh tunnel outlived the build"
