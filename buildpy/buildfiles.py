@@ -3,8 +3,9 @@
 Each file is read on the client, before any engine work, and travels to Podman
 as a Podman secret: bytes in the body of one API call, so a service reached over
 ``ssh://`` gets them as easily as a local one, and no host path is ever named
-inside a container. Podman copies a secret into the container's own run
-directory and mounts it from there, labelled by Podman for that container, so
+inside a container. Podman copies a secret into the container's own userdata
+directory in its storage and mounts it from there, labelled by Podman for that
+container, so
 nothing of the user's (let alone a system file such as the host's CA bundle) is
 ever relabelled for SELinux.
 

@@ -40,8 +40,9 @@ class Mount:
 class SecretMount:
     """A Podman secret (see ``Engine.create_secret``) mounted as the file ``target``.
 
-    The file is Podman's copy in the container's own run directory, never a host
-    path; ``uid``, ``gid`` and ``mode`` are the file's inside the container.
+    The file is Podman's copy in the container's own userdata directory in Podman's
+    storage, never a host path; ``uid``, ``gid`` and ``mode`` are the file's inside the
+    container.
     """
 
     name: str
