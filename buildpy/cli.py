@@ -80,7 +80,15 @@ def _parser() -> argparse.ArgumentParser:
         "--ca-bundle",
         type=Path,
         metavar="FILE",
-        help="CA bundle trusted during assemble only (mounted read-only, never in the image)",
+        help="CA bundle trusted during assemble only (a Podman secret, never in the image)",
+    )
+    b.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="id=NAME,src=FILE",
+        help="file (or env=VARIABLE's value) at /run/secrets/NAME during assemble only,"
+        " as with `podman build --secret` (repeatable)",
     )
     b.add_argument(
         "--network", help="network for assemble: bridge, host, none, ... (Podman's default)"
@@ -239,6 +247,7 @@ def _build_in_time(args: argparse.Namespace) -> int:
             env=tuple(args.env),
             build_env=tuple(args.build_env),
             ca_bundle=args.ca_bundle,
+            secrets=tuple(args.secret),
             network=args.network,
             cache=not args.no_cache,
             incremental=args.incremental,

@@ -35,6 +35,7 @@ class BuildOptions:
     env: tuple[str, ...] = ()
     build_env: tuple[str, ...] = ()
     ca_bundle: Path | None = None
+    secrets: tuple[str, ...] = ()  # --secret specs, read by plan.make
     network: str | None = None
     cache: bool = True
     incremental: bool = False

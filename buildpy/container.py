@@ -219,16 +219,23 @@ def remove_quietly(engine: Engine, container: str, name: str | None) -> None:
     A second Ctrl-C (or SIGTERM) while this runs is held back until the removal is done:
     cut short, it would leave the container behind, stopping.
     """
+    cleanup(
+        lambda: engine.remove(container),
+        "could not remove the working container",
+        f"remove it with `podman rm -f {name}`",
+        container=name,
+    )
+
+
+def cleanup(action: Callable[[], object], failed: str, hint: str, **fields: str | None) -> None:
+    """Run a clean-up step, with interrupts held back until it is done; its failure is a
+    warning (``failed``, with the error, ``hint`` and ``fields``), never an exception that
+    would mask the build's own error."""
     try:
         with _signals_held():
-            engine.remove(container)
+            action()
     except Exception as exc:
-        _log.warning(
-            "could not remove the working container",
-            container=name,
-            error=str(exc),
-            hint=f"remove it with `podman rm -f {name}`",
-        )
+        _log.warning(failed, error=str(exc), hint=hint, **fields)
 
 
 @contextmanager

@@ -37,6 +37,22 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class SecretMount:
+    """A Podman secret (see ``Engine.create_secret``) mounted as the file ``target``.
+
+    The file is Podman's copy in the container's own userdata directory in Podman's
+    storage, never a host path; ``uid``, ``gid`` and ``mode`` are the file's inside the
+    container.
+    """
+
+    name: str
+    target: str
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o400
+
+
+@dataclass(frozen=True)
 class VolumeMount:
     """A named volume mounted into the working container only."""
 
@@ -66,6 +82,7 @@ class ContainerSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     mounts: tuple[Mount, ...] = ()
     volumes: tuple[VolumeMount, ...] = ()
+    secrets: tuple[SecretMount, ...] = ()
     network: str | None = None
     name: str | None = None
 
@@ -112,6 +129,16 @@ class Engine(Protocol):
 
     def containers(self, prefix: str) -> list[tuple[str, str]]:
         """(ID, name) of every container, in any state, whose name starts with ``prefix``."""
+        ...
+
+    def create_secret(self, name: str, data: bytes) -> None:
+        """Store ``data`` (1 to 511999 bytes) as the secret ``name``; an error when the
+        name is taken. Containers created afterwards may mount it (``SecretMount``)."""
+        ...
+
+    def remove_secret(self, name: str) -> bool:
+        """Remove a secret (containers that mount it keep their copy); True when removed
+        or already gone."""
         ...
 
     def create(self, spec: ContainerSpec) -> str:

@@ -166,6 +166,11 @@ class PodmanEngine:
                 for m in spec.mounts
             ],
         }
+        if spec.secrets:
+            kwargs["secrets"] = [
+                {"source": m.name, "target": m.target, "uid": m.uid, "gid": m.gid, "mode": m.mode}
+                for m in spec.secrets
+            ]
         if spec.volumes:
             kwargs["volumes"] = {v.name: {"bind": v.target, "mode": "rw"} for v in spec.volumes}
         if spec.user:
@@ -176,6 +181,20 @@ class PodmanEngine:
             kwargs["name"] = spec.name
         with _translated(f"create a container from {spec.image}"):
             return str(self._client.containers.create(spec.image, **kwargs).id)
+
+    def create_secret(self, name: str, data: bytes) -> None:
+        # The libpod endpoint: the bytes are the body, so they travel over ssh:// as well.
+        with _translated(f"create the build secret {name}"):
+            self._client.api.post(
+                "/secrets/create", params={"name": name}, data=data
+            ).raise_for_status()
+
+    def remove_secret(self, name: str) -> bool:
+        return _removed(
+            f"secret {name}",
+            lambda: self._client.api.delete(f"/secrets/{name}").raise_for_status(),
+            force=True,
+        )
 
     def upload(self, container: str, path: str, archive: Iterable[bytes]) -> None:
         # An iterator, never a list: requests would send a list of chunks as form fields.

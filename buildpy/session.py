@@ -2,10 +2,12 @@
 
 A ``BuildSession`` holds the plan, the engine, the inspected builder and its
 scripts, the owner of uploaded files, where assemble's output goes, the reaper
-that removes finished containers, and the mounts every working container gets
-(the download cache, the CA bundle). Steps ask it for a working container
-(``container``) and for the build-only variables (``build_env``), so a new
-mount or a new build-only value is added here, in one place.
+that removes finished containers, and what every working container mounts
+(the download cache volume; the build-only files, as Podman secrets made when
+the session's ``with`` block is entered and removed when it ends). Steps ask it
+for a working container (``container``) and for the build-only variables
+(``build_env``), so a new mount or a new build-only value is added here, in one
+place.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from buildpy import cache, scripts
+from buildpy.buildfiles import BuildSecrets
 from buildpy.container import WRAPPER, Output, Owner, Reaper, WorkingContainer
 from buildpy.engine import ContainerSpec, Engine, ImageInfo, VolumeMount
 from buildpy.errors import BuilderImageError
@@ -35,22 +38,31 @@ class BuildSession:
     out: Output
     reaper: Reaper
     volumes: tuple[VolumeMount, ...]
+    files: BuildSecrets
 
     @classmethod
     def start(cls, plan: BuildPlan, engine: Engine, out: Output) -> BuildSession:
-        """Inspect the builder, choose the scripts, make sure the download cache exists."""
+        """Inspect the builder, choose the scripts, make sure the download cache exists.
+
+        The build-only files reach Podman when the session's ``with`` block is entered.
+        """
         builder = require_builder(engine, plan.options.builder)
         chosen = scripts.choose(builder.labels, set(plan.source_scripts), builder.ref)
         volumes = (cache.downloads(engine),) if plan.options.cache else ()
+        files = BuildSecrets(engine, plan.files, builder.user)
         reaper = Reaper(engine)
         reaper.sweep()
-        return cls(plan, engine, builder, chosen, Owner(builder), out, reaper, volumes)
+        return cls(plan, engine, builder, chosen, Owner(builder), out, reaper, volumes, files)
 
     def __enter__(self) -> BuildSession:
+        self.files.__enter__()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.reaper.__exit__(*exc_info)
+        try:
+            self.reaper.__exit__(*exc_info)
+        finally:
+            self.files.__exit__(*exc_info)
 
     def container(
         self, image: str, env: Mapping[str, str], labels: Mapping[str, str]
@@ -66,8 +78,8 @@ class BuildSession:
             user=self.builder.user,
             env=env,
             labels=labels,
-            mounts=self.plan.mounts,
             volumes=self.volumes,
+            secrets=self.files.mounts,
             network=self.plan.options.network,
             name=container_name(),
         )

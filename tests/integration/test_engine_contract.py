@@ -2,7 +2,7 @@
 
 The unit tests of the build trust ``tests/unit/fakes.FakeEngine`` to behave as
 ``buildpy.podman.PodmanEngine`` does in what the build relies on: inspection,
-uploads, runs, commits with labels, names, removals, volumes. Each test here
+uploads, runs, commits with labels, names, removals, volumes, secrets. Each test here
 runs twice, once per engine, so the fake cannot drift from Podman unnoticed.
 """
 
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import pytest
 from fakes import FakeEngine
 
-from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo
+from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo, SecretMount
+from buildpy.errors import EngineError
 from buildpy.podman import PodmanEngine
 
 BUILDER = "localhost/buildpy/python-311-minimal"
@@ -66,13 +67,16 @@ def tar_of(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def spec(subject: Subject, command: tuple[str, ...], **labels: str) -> ContainerSpec:
+def spec(
+    subject: Subject, command: tuple[str, ...], *secrets: SecretMount, **labels: str
+) -> ContainerSpec:
     name = f"buildpy-test-contract-{uuid.uuid4().hex[:8]}"
     return ContainerSpec(
         image=subject.base.id,
         command=command,
-        user="0",
+        user="1001:0",
         labels=labels,
+        secrets=secrets,
         network="none",
         name=name,
     )
@@ -96,17 +100,20 @@ def test_uploaded_files_can_be_read_back(subject: Subject) -> None:
         engine.remove(container)
 
 
-def test_run_hands_over_output_and_returns_the_status(subject: Subject) -> None:
-    subject.will_print(b"to stdout\nto stderr\n", 3)
-    engine = subject.engine
-    command = ("/bin/sh", "-c", "echo to stdout; echo to stderr >&2; exit 3")
-    container = engine.create(spec(subject, command))
+def run_once(engine: Engine, container_spec: ContainerSpec) -> tuple[int, bytes]:
+    """Create a container, run it, remove it: its exit status and its output."""
+    container = engine.create(container_spec)
     chunks: list[bytes] = []
     try:
-        assert engine.run(container, chunks.append) == 3
+        return engine.run(container, chunks.append), b"".join(chunks)
     finally:
         engine.remove(container)
-    assert b"".join(chunks) == b"to stdout\nto stderr\n"
+
+
+def test_run_hands_over_output_and_returns_the_status(subject: Subject) -> None:
+    subject.will_print(b"to stdout\nto stderr\n", 3)
+    command = ("/bin/sh", "-c", "echo to stdout; echo to stderr >&2; exit 3")
+    assert run_once(subject.engine, spec(subject, command)) == (3, b"to stdout\nto stderr\n")
 
 
 def test_commit_keeps_labels_and_gives_the_name(subject: Subject) -> None:
@@ -162,3 +169,38 @@ def test_volumes_are_made_once_listed_by_label_and_removed(subject: Subject) -> 
         assert engine.remove_volume(name) is True
     assert engine.volumes(label) == []
     assert engine.remove_volume(name) is True
+
+
+def test_secrets_are_files_at_their_targets_and_are_removed(subject: Subject) -> None:
+    """Absolute targets work on Podman 4.3 (under /run/secrets and under /dev/shm alike),
+    owned and moded as asked; a name is used once; removing twice is no error."""
+    engine = subject.engine
+    token, bundle = (f"buildpy-test-contract-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    mounts = (
+        SecretMount(token, "/run/secrets/token", 1001, 0, 0o400),
+        SecretMount(bundle, "/dev/shm/contract-ca.crt", 1001, 0, 0o400),
+    )
+    script = (
+        "cat /run/secrets/token /dev/shm/contract-ca.crt; stat -c '%u:%g %a' /run/secrets/token"
+    )
+    subject.will_print(b"s3cr3t\nCA\n1001:0 400\n", 0)
+    engine.create_secret(token, b"s3cr3t\n")
+    try:
+        engine.create_secret(bundle, b"CA\n")
+        with pytest.raises(EngineError):
+            engine.create_secret(token, b"taken")
+        ran = run_once(engine, spec(subject, ("/bin/sh", "-c", script), *mounts))
+        assert ran == (0, b"s3cr3t\nCA\n1001:0 400\n")
+    finally:
+        assert engine.remove_secret(token) is True
+        assert engine.remove_secret(bundle) is True
+    assert engine.remove_secret(token) is True  # already gone is not an error
+
+
+def test_a_secret_must_exist_and_hold_a_byte(subject: Subject) -> None:
+    engine = subject.engine
+    name = f"buildpy-test-contract-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(EngineError):
+        engine.create_secret(name, b"")
+    with pytest.raises(EngineError):
+        engine.create(spec(subject, ("true",), SecretMount(name, "/run/secrets/missing")))

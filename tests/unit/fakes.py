@@ -46,6 +46,8 @@ class FakeEngine:
     reads: list[tuple[str, str]] = field(default_factory=list)
     tagged: list[str] = field(default_factory=list)
     placed: dict[tuple[str, str], bytes] = field(default_factory=dict)  # uploaded files
+    secrets: dict[str, bytes] = field(default_factory=dict)
+    secrets_made: list[str] = field(default_factory=list)
 
     def find_image(self, ref: str) -> ImageInfo | None:
         found = self.stored.get(ref) or self.stored.get(f"{ref}:latest")
@@ -110,7 +112,21 @@ class FakeEngine:
         made = [(f"ctr{i}", spec.name or "") for i, spec in enumerate(self.created, 1)]
         return [(cid, name) for cid, name in made if cid not in gone and name.startswith(prefix)]
 
+    def create_secret(self, name: str, data: bytes) -> None:
+        """Podman's rules: a name is used once, and a secret holds 1 to 511999 bytes."""
+        if name in self.secrets or not 0 < len(data) < 512000:
+            raise EngineError(f"cannot create secret {name}")
+        self.secrets[name] = data
+        self.secrets_made.append(name)
+
+    def remove_secret(self, name: str) -> bool:
+        self.secrets.pop(name, None)
+        return True
+
     def create(self, spec: ContainerSpec) -> str:
+        missing = [m.name for m in spec.secrets if m.name not in self.secrets]
+        if missing:
+            raise EngineError(f"no secret with name {missing[0]}")
         self.created.append(spec)
         return f"ctr{len(self.created)}"
 

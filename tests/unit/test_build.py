@@ -190,17 +190,23 @@ def test_missing_builder_label_and_scripts(app: Path) -> None:
     assert engine.created == []
 
 
-def test_ca_bundle_is_mounted_and_announced_build_only(app: Path, tmp_path: Path) -> None:
+def test_ca_bundle_travels_as_a_secret_and_is_announced_build_only(
+    app: Path, tmp_path: Path
+) -> None:
     bundle = tmp_path / "ca.crt"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
     engine = FakeEngine()
     build.run(make_plan(app, ca_bundle=bundle), engine, output=_Sink())
-    (mount,) = engine.created[0].mounts
-    assert (mount.source, mount.target, mount.read_only) == (
-        str(bundle),
+    spec = engine.created[0]
+    assert spec.mounts == ()  # no host path inside the container: works over ssh://
+    (secret,) = spec.secrets
+    assert (secret.target, secret.uid, secret.gid, secret.mode) == (
         build_plan.CA_TARGET,
-        True,
+        1001,
+        0,
+        0o400,
     )
+    assert engine.secrets_made == [secret.name]
     env_script = engine.uploaded_file(".buildpy/env").decode()
     assert f"export PIP_CERT='{build_plan.CA_TARGET}'" in env_script
     assert "PIP_CERT" not in engine.created[0].env

@@ -115,3 +115,13 @@ def test_a_build_past_its_timeout_stops_and_removes_its_container(tmp_path: Path
     assert time.monotonic() - started < 3
     assert info.value.exit_code == 124 and info.value.hint
     assert engine.removed == ["ctr1"]
+
+
+def test_a_bad_secret_exits_2_before_any_engine_work(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = run(capsys, "build", str(tmp_path), "--secret", "id=a,src=/nowhere/at/all")
+    assert code == errors.UsageError.exit_code == 2
+    assert out == ""
+    assert "ERROR: --secret id=a: /nowhere/at/all is not a readable file" in err
+    assert "hint: give a readable file with src=FILE" in err

@@ -159,6 +159,45 @@ def test_connect_uses_the_first_socket_that_answers() -> None:
         assert url == "unix:///b.sock"
 
 
+SSH_HOST = "ssh://root@127.0.0.1:2222/run/podman/podman.sock"
+
+
+def test_ssh_needs_the_client_and_an_existing_key(tmp_path: Path) -> None:
+    with (
+        pytest.raises(EngineUnavailable, match="no `no-such-ssh` on PATH"),
+        service.ssh_tunnel(SSH_HOST, None, ssh="no-such-ssh"),
+    ):
+        pass
+    env = {"CONTAINER_HOST": SSH_HOST, "CONTAINER_SSHKEY": str(tmp_path / "absent")}
+    with pytest.raises(EngineUnavailable, match="CONTAINER_SSHKEY") as info, service.connect(env):
+        pass
+    assert info.value.hint
+
+
+def test_a_failed_ssh_login_says_what_ssh_said(tmp_path: Path) -> None:
+    """The tunnel's ssh is run with the key and the forward; its last words reach the error."""
+    key = tmp_path / "id"
+    key.write_text("key\n")
+    args = tmp_path / "args"
+    fake = tmp_path / "fake-ssh"
+    fake.write_text(
+        f'#!/bin/sh\necho "$@" > {args}\necho "Permission denied (publickey)." >&2\nexit 255\n'
+    )
+    fake.chmod(0o755)
+    with (
+        pytest.raises(EngineUnavailable, match=r"status 255: Permission denied") as info,
+        service.ssh_tunnel(SSH_HOST, str(key), ssh=str(fake)),
+    ):
+        pass
+    assert "known_hosts" in (info.value.hint or "")
+    called = args.read_text().split()
+    assert called[:2] == ["-N", "-o"] and "BatchMode=yes" in called
+    assert called[called.index("-i") + 1] == str(key)
+    assert called[-2].endswith("/podman.sock:/run/podman/podman.sock")
+    assert called[-1] == "ssh://root@127.0.0.1:2222"
+    assert not Path(called[-2].split(":")[0]).parent.exists()  # the temporary directory went
+
+
 def test_connect_without_podman_says_how_to_install() -> None:
     with (
         pytest.raises(EngineUnavailable, match="not installed") as info,
