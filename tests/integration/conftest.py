@@ -11,8 +11,10 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -81,6 +83,21 @@ def index_url() -> Iterator[str]:
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[str]:
+    """A registry on 127.0.0.1 over plain HTTP for the session (``host:port``); pushes and
+    pulls to it need --tls-verify=false. Its storage (builder layers: ~100 MB) is removed
+    at the end, not kept with pytest's temporary directories."""
+    from itest import registry_server
+
+    root = Path(tempfile.mkdtemp(prefix="buildpy-test-registry-"))
+    try:
+        with registry_server(root) as host:
+            yield host
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass
