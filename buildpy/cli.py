@@ -21,6 +21,7 @@ from buildpy import plan as build_plan
 from buildpy.config import DEFAULT_BUILDER, BuildOptions, with_pyproject
 from buildpy.errors import BuildpyError, Interrupted
 from buildpy.podman import PodmanEngine
+from buildpy.registry import PULL_POLICIES, S2I_PULL_POLICIES, PullPolicy
 from buildpy.service import connect
 from buildpy.usage import usage
 
@@ -87,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no dependency layer reuse and no download cache for this build",
     )
+    _registry_arguments(b)
 
     bb = commands.add_parser("builder", help="manage buildpy's own builder images")
     bsub = bb.add_subparsers(dest="builder_command", metavar="ACTION", required=True)
@@ -104,6 +106,58 @@ def _parser() -> argparse.ArgumentParser:
     u = commands.add_parser("usage", help="show a builder image's usage text")
     u.add_argument("image", nargs="?", default=DEFAULT_BUILDER, metavar="IMAGE")
     return parser
+
+
+def _registry_arguments(b: argparse.ArgumentParser) -> None:
+    """Where the builder comes from."""
+    b.add_argument(
+        "--pull",
+        type=_pull_policy,
+        default="missing",
+        metavar="missing|always|never",
+        help="pull the builder: only when it is not in local storage (default), always, never",
+    )
+    b.add_argument(
+        "--pull-policy",
+        dest="pull",
+        type=_pull_policy,
+        default=argparse.SUPPRESS,
+        metavar="if-not-present|always|never",
+        help="--pull with s2i's spellings",
+    )
+    tls = b.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--tls-verify",
+        nargs="?",
+        const=True,
+        type=_boolean,
+        metavar="true|false",
+        help="verify registries' TLS certificates (default: as registries.conf says)",
+    )
+    tls.add_argument(
+        "--no-tls-verify",
+        dest="tls_verify",
+        action="store_const",
+        const=False,
+        help="plain HTTP or unverified TLS to registries (Podman's --tls-verify=false)",
+    )
+
+
+def _pull_policy(value: str) -> PullPolicy:
+    policy = S2I_PULL_POLICIES.get(value) or (value if value in PULL_POLICIES else None)
+    if policy is None:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: use missing (or if-not-present), always or never"
+        )
+    return policy
+
+
+def _boolean(value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: write --tls-verify=true, --tls-verify=false or --no-tls-verify"
+        )
+    return value.lower() == "true"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,8 +219,20 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
+    plan = build_plan.make(_build_options(args))
+    logger = log.get("buildpy")
+    origins = environment.origins(plan.env_layers)
+    logger.debug("image variables", origins={key: where for key, (_, where) in origins.items()})
+    with _engine() as engine:
+        result = build_stage.run(plan, engine)
+    _log_built(result)
+    print(result.tag or result.image_id)
+    return 0
+
+
+def _build_options(args: argparse.Namespace) -> BuildOptions:
     explicit = frozenset(k for k in ("builder", "tag", "network") if getattr(args, k) is not None)
-    options = with_pyproject(
+    return with_pyproject(
         BuildOptions(
             source=args.source,
             builder=args.builder or DEFAULT_BUILDER,
@@ -178,16 +244,15 @@ def _build(args: argparse.Namespace) -> int:
             network=args.network,
             cache=not args.no_cache,
             incremental=args.incremental,
+            pull=args.pull,
+            tls_verify=args.tls_verify,
         ),
         explicit,
     )
-    plan = build_plan.make(options)
-    logger = log.get("buildpy")
-    origins = environment.origins(plan.env_layers)
-    logger.debug("image variables", origins={key: where for key, (_, where) in origins.items()})
-    with _engine() as engine:
-        result = build_stage.run(plan, engine)
-    logger.info(
+
+
+def _log_built(result: build_stage.BuildResult) -> None:
+    log.get("buildpy").info(
         "built",
         image=result.image_id[:12],
         tag=result.tag,
@@ -197,8 +262,6 @@ def _build(args: argparse.Namespace) -> int:
         dependencies_reused=result.dependencies_reused,
         **{f"{k}_seconds": round(v, 3) for k, v in result.times.items() if k != "assemble"},
     )
-    print(result.tag or result.image_id)
-    return 0
 
 
 def _builder(args: argparse.Namespace) -> int:

@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from buildpy import cache, scripts
+from buildpy import cache, registry, scripts
 from buildpy.container import WRAPPER, Output, Owner, Reaper, WorkingContainer, container_name
 from buildpy.engine import ContainerSpec, Engine, ImageInfo, VolumeMount
-from buildpy.errors import BuilderImageError
 from buildpy.plan import BuildPlan
 
 PHASE_VARIABLE = "BUILDPY_ASSEMBLE_PHASE"
@@ -37,10 +36,12 @@ class BuildSession:
 
     @classmethod
     def start(cls, plan: BuildPlan, engine: Engine, out: Output) -> BuildSession:
-        """Inspect the builder, choose the scripts, make sure the download cache exists."""
-        builder = require_builder(engine, plan.options.builder)
+        """Get the builder (pulled if the policy says so), choose the scripts, make sure
+        the download cache exists."""
+        options = plan.options
+        builder = registry.obtain(engine, options.builder, options.pull, options.tls_verify)
         chosen = scripts.choose(builder.labels, set(plan.source_scripts), builder.ref)
-        volumes = (cache.downloads(engine),) if plan.options.cache else ()
+        volumes = (cache.downloads(engine),) if options.cache else ()
         return cls(plan, engine, builder, chosen, Owner(builder), out, Reaper(engine), volumes)
 
     def __enter__(self) -> BuildSession:
@@ -78,16 +79,3 @@ class BuildSession:
             values[PHASE_VARIABLE] = phase
         values.update(more)
         return values
-
-
-def require_builder(engine: Engine, ref: str, chooser: str = "--builder") -> ImageInfo:
-    """The builder image, or ``BuilderImageError`` saying how to get it (``chooser``
-    names the option or argument that picks another one)."""
-    found = engine.find_image(ref)
-    if found is None:
-        raise BuilderImageError(
-            f"builder image {ref} is not in local storage",
-            "build it with `buildpy builder build` (or `make builders`), load it with"
-            f" `podman load`, or name another one with {chooser}",
-        )
-    return found

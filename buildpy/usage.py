@@ -6,7 +6,7 @@ from buildpy import scripts
 from buildpy.container import WorkingContainer, container_name
 from buildpy.engine import ContainerSpec, Engine
 from buildpy.errors import BuilderImageError
-from buildpy.session import require_builder
+from buildpy.registry import require_builder
 
 
 def usage(engine: Engine, ref: str) -> str:
