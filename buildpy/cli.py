@@ -15,11 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from buildpy import __version__, builders, cache, environment, log
+from buildpy import __version__, builders, cache, environment, log, publish
 from buildpy import build as build_stage
 from buildpy import plan as build_plan
 from buildpy.config import DEFAULT_BUILDER, BuildOptions, with_pyproject
-from buildpy.errors import BuildpyError, Interrupted
+from buildpy.errors import BuildpyError, Interrupted, PublishFailed
 from buildpy.podman import PodmanEngine
 from buildpy.registry import PULL_POLICIES, S2I_PULL_POLICIES, PullPolicy
 from buildpy.service import connect
@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _registry_arguments(b: argparse.ArgumentParser) -> None:
-    """Where the builder comes from."""
+    """Where the builder comes from and where the image goes besides local storage."""
     b.add_argument(
         "--pull",
         type=_pull_policy,
@@ -140,6 +140,14 @@ def _registry_arguments(b: argparse.ArgumentParser) -> None:
         action="store_const",
         const=False,
         help="plain HTTP or unverified TLS to registries (Podman's --tls-verify=false)",
+    )
+    b.add_argument("--push", action="store_true", help="push the image (--tag) after the build")
+    b.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        metavar="TYPE:PATH",
+        help="also write the image to a file: oci-archive:PATH or docker-archive:PATH",
     )
 
 
@@ -225,7 +233,12 @@ def _build(args: argparse.Namespace) -> int:
     logger.debug("image variables", origins={key: where for key, (_, where) in origins.items()})
     with _engine() as engine:
         result = build_stage.run(plan, engine)
-    _log_built(result)
+        _log_built(result)
+        try:
+            publish.deliver(engine, plan.delivery, result.image_id, result.tag)
+        except PublishFailed:
+            print(result.tag or result.image_id)  # it exists locally: exit 10 says so
+            raise
     print(result.tag or result.image_id)
     return 0
 
@@ -246,6 +259,8 @@ def _build_options(args: argparse.Namespace) -> BuildOptions:
             incremental=args.incremental,
             pull=args.pull,
             tls_verify=args.tls_verify,
+            push=args.push,
+            outputs=tuple(args.output),
         ),
         explicit,
     )

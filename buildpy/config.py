@@ -41,6 +41,8 @@ class BuildOptions:
     incremental: bool = False
     pull: PullPolicy = "missing"
     tls_verify: bool | None = None  # None: as registries.conf says
+    push: bool = False
+    outputs: tuple[str, ...] = ()  # --output TYPE:PATH, parsed by the plan
 
 
 def pyproject_settings(source: Path) -> dict[str, str]:

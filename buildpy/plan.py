@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from buildpy import dependencies, environment, gitinfo, image, log, scripts, source
+from buildpy import dependencies, environment, gitinfo, image, log, publish, scripts, source
 from buildpy.config import BuildOptions
 from buildpy.engine import Mount
 from buildpy.errors import UsageError
@@ -49,6 +49,7 @@ class BuildPlan:
     labels: Mapping[str, str]
     mounts: tuple[Mount, ...]
     dependencies: dependencies.DependencyFiles
+    delivery: publish.Delivery
 
 
 def make(
@@ -60,6 +61,7 @@ def make(
         raise UsageError(
             "--incremental needs --tag: the previous image under that tag gives the artifacts"
         )
+    delivery = _delivery(options)
     layers = _env_layers(root, options)
     build_env: dict[str, str] = {}
     mounts: tuple[Mount, ...] = ()
@@ -80,7 +82,19 @@ def make(
         labels=image.output_labels(options.builder, str(root), describe(root)),
         mounts=mounts,
         dependencies=dependencies.select(root),
+        delivery=delivery,
     )
+
+
+def _delivery(options: BuildOptions) -> publish.Delivery:
+    """--output and --push, checked before any engine work."""
+    if options.push and not options.tag:
+        raise UsageError(
+            "--push needs --tag: the tag names the registry and repository to push to",
+            "e.g. --tag registry.example:5000/myapp:1.0 --push",
+        )
+    outputs = tuple(publish.parse_output(value) for value in options.outputs)
+    return publish.Delivery(outputs, options.push, options.tls_verify)
 
 
 def _ca_bundle(path: Path) -> Path:

@@ -113,7 +113,8 @@ class Built:
 @dataclass(frozen=True)
 class BuildFn:
     """The ``buildpy_build`` fixture: run `buildpy build` on a source directory, offline by
-    default (the local index, host network); the image is removed at the session's end."""
+    default (the local index, host network), tagged uniquely unless ``args`` has a
+    ``--tag``; the image is removed at the session's end."""
 
     podman_url: str
     index_url: str
@@ -129,8 +130,11 @@ class BuildFn:
         env: dict[str, str] | None = None,
         timeout: float = 900,
     ) -> Built:
-        tag = f"{TEST_IMAGE_PREFIX}{source.name.lower()}-{uuid.uuid4().hex[:8]}:latest"
-        cmd = [*BUILDPY, "build", str(source), "--tag", tag, *args]
+        tag = _given_tag(args)
+        if tag is None:
+            tag = f"{TEST_IMAGE_PREFIX}{source.name.lower()}-{uuid.uuid4().hex[:8]}:latest"
+            args = ("--tag", tag, *args)
+        cmd = [*BUILDPY, "build", str(source), *args]
         if builder:
             cmd += ["--builder", builder]
         if offline:
@@ -150,6 +154,14 @@ class BuildFn:
         if check and done.returncode != 0:
             pytest.fail(f"buildpy build failed ({done.returncode}):\n{done.stderr[-4000:]}")
         return Built(done.returncode, done.stdout, done.stderr, tag)
+
+
+def _given_tag(args: tuple[str, ...]) -> str | None:
+    """The test's own ``--tag`` (a registry's name, say), removed at the end like the others."""
+    for flag, value in zip(args, args[1:]):
+        if flag in ("-t", "--tag"):
+            return value
+    return None
 
 
 @pytest.fixture(scope="session")
