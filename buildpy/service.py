@@ -75,6 +75,7 @@ def private_service(podman: str = "podman") -> Iterator[str]:
     workdir = Path(tempfile.mkdtemp(prefix="buildpy-podman-"))
     sock = workdir / "podman.sock"
     errlog = workdir / "service.log"
+    scratch = _scratch_dir()
     with open(errlog, "wb") as err:
         proc = subprocess.Popen(
             [binary, "system", "service", "--time=0", f"unix://{sock}"],
@@ -83,6 +84,7 @@ def private_service(podman: str = "podman") -> Iterator[str]:
             stderr=err,
             start_new_session=True,  # Ctrl-C reaches buildpy, which then cleans up in order
             preexec_fn=_die_with_parent,
+            env=None if scratch is None else {**os.environ, "TMPDIR": str(scratch)},
         )
     try:
         _await_socket(proc, str(sock), errlog)
@@ -90,7 +92,24 @@ def private_service(podman: str = "podman") -> Iterator[str]:
         yield f"unix://{sock}"
     finally:
         _stop(proc)
-        shutil.rmtree(workdir, ignore_errors=True)
+        for path in (workdir, scratch):
+            if path is not None:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _scratch_dir() -> Path | None:
+    """Where the private service keeps its large temporary files, removed with it.
+
+    Podman exports an image to a temporary file before sending it, and pulls layers
+    into temporary files; a service stopped mid-way (Ctrl-C during --output or a pull)
+    leaves them in /var/tmp, hundreds of MB each time. Given a TMPDIR of its own, they
+    go where buildpy removes them. Not for rootless Podman without XDG_RUNTIME_DIR,
+    which derives its run directory from TMPDIR.
+    """
+    if os.getuid() != 0 and not os.environ.get("XDG_RUNTIME_DIR"):
+        return None
+    base = os.environ.get("TMPDIR") or "/var/tmp"  # Podman's own default for large files
+    return Path(tempfile.mkdtemp(prefix="buildpy-podman-tmp-", dir=base))
 
 
 def _await_socket(proc: subprocess.Popen[bytes], sock: str, errlog: Path) -> None:
