@@ -89,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         help="no dependency layer reuse and no download cache for this build",
     )
     _registry_arguments(b)
+    _delivery_arguments(b)
 
     bb = commands.add_parser("builder", help="manage buildpy's own builder images")
     bsub = bb.add_subparsers(dest="builder_command", metavar="ACTION", required=True)
@@ -109,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _registry_arguments(b: argparse.ArgumentParser) -> None:
-    """Where the builder comes from and where the image goes besides local storage."""
+    """Where the builder comes from."""
     b.add_argument(
         "--pull",
         type=_pull_policy,
@@ -141,6 +142,10 @@ def _registry_arguments(b: argparse.ArgumentParser) -> None:
         const=False,
         help="plain HTTP or unverified TLS to registries (Podman's --tls-verify=false)",
     )
+
+
+def _delivery_arguments(b: argparse.ArgumentParser) -> None:
+    """Where the image goes besides local storage."""
     b.add_argument("--push", action="store_true", help="push the image (--tag) after the build")
     b.add_argument(
         "--output",
