@@ -18,12 +18,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from buildpy import __version__, builders, cache, environment, leftovers, log
+from buildpy import __version__, builders, cache, environment, leftovers, log, publish
 from buildpy import build as build_stage
 from buildpy import plan as build_plan
 from buildpy.config import DEFAULT_BUILDER, BuildOptions, with_pyproject
-from buildpy.errors import BuildpyError, EngineUnavailable, Interrupted, TimedOut
+from buildpy.errors import BuildpyError, EngineUnavailable, Interrupted, PublishFailed, TimedOut
 from buildpy.podman import PodmanEngine
+from buildpy.registry import PULL_POLICIES, S2I_PULL_POLICIES, PullPolicy
 from buildpy.service import connect
 from buildpy.usage import usage
 
@@ -109,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="stop the build after this long (e.g. 90s, 15m, 1h30m), like Ctrl-C; exit 124",
     )
+    _registry_arguments(b)
+    _delivery_arguments(b)
 
     bb = commands.add_parser("builder", help="manage buildpy's own builder images")
     bsub = bb.add_subparsers(dest="builder_command", metavar="ACTION", required=True)
@@ -134,6 +137,70 @@ def _parser() -> argparse.ArgumentParser:
         help="output on stdout (default: text)",
     )
     return parser
+
+
+def _registry_arguments(b: argparse.ArgumentParser) -> None:
+    """Where the builder comes from."""
+    b.add_argument(
+        "--pull",
+        type=_pull_policy,
+        default="missing",
+        metavar="missing|always|never",
+        help="pull the builder: only when it is not in local storage (default), always, never",
+    )
+    b.add_argument(
+        "--pull-policy",
+        dest="pull",
+        type=_pull_policy,
+        default=argparse.SUPPRESS,
+        metavar="if-not-present|always|never",
+        help="--pull with s2i's spellings",
+    )
+    tls = b.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--tls-verify",
+        nargs="?",
+        const=True,
+        type=_boolean,
+        metavar="true|false",
+        help="verify registries' TLS certificates (default: as registries.conf says)",
+    )
+    tls.add_argument(
+        "--no-tls-verify",
+        dest="tls_verify",
+        action="store_const",
+        const=False,
+        help="plain HTTP or unverified TLS to registries (Podman's --tls-verify=false)",
+    )
+
+
+def _delivery_arguments(b: argparse.ArgumentParser) -> None:
+    """Where the image goes besides local storage."""
+    b.add_argument("--push", action="store_true", help="push the image (--tag) after the build")
+    b.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        metavar="TYPE:PATH",
+        help="also write the image to a file: oci-archive:PATH or docker-archive:PATH",
+    )
+
+
+def _pull_policy(value: str) -> PullPolicy:
+    policy = S2I_PULL_POLICIES.get(value) or (value if value in PULL_POLICIES else None)
+    if policy is None:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: use missing (or if-not-present), always or never"
+        )
+    return policy
+
+
+def _boolean(value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: write --tls-verify=true, --tls-verify=false or --no-tls-verify"
+        )
+    return value.lower() == "true"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -237,8 +304,26 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _build_in_time(args: argparse.Namespace) -> int:
+    plan = build_plan.make(_build_options(args))
+    logger = log.get("buildpy")
+    origins = environment.origins(plan.env_layers)
+    logger.debug("image variables", origins={key: where for key, (_, where) in origins.items()})
+    with _engine() as engine, open(os.devnull, "wb") as silent:
+        # -q: assemble's output is not shown; a failure still quotes its last lines
+        result = build_stage.run(plan, engine, output=silent if args.quiet else None)
+        _log_built(result)
+        try:
+            publish.deliver(engine, plan.delivery, result.image_id, result.tag)
+        except PublishFailed:
+            print(result.tag or result.image_id)  # it exists locally: exit 10 says so
+            raise
+    print(result.tag or result.image_id)
+    return 0
+
+
+def _build_options(args: argparse.Namespace) -> BuildOptions:
     explicit = frozenset(k for k in ("builder", "tag", "network") if getattr(args, k) is not None)
-    options = with_pyproject(
+    return with_pyproject(
         BuildOptions(
             source=args.source,
             builder=args.builder or DEFAULT_BUILDER,
@@ -251,17 +336,17 @@ def _build_in_time(args: argparse.Namespace) -> int:
             network=args.network,
             cache=not args.no_cache,
             incremental=args.incremental,
+            pull=args.pull,
+            tls_verify=args.tls_verify,
+            push=args.push,
+            outputs=tuple(args.output),
         ),
         explicit,
     )
-    plan = build_plan.make(options)
-    logger = log.get("buildpy")
-    origins = environment.origins(plan.env_layers)
-    logger.debug("image variables", origins={key: where for key, (_, where) in origins.items()})
-    with _engine() as engine, open(os.devnull, "wb") as silent:
-        # -q: assemble's output is not shown; a failure still quotes its last lines
-        result = build_stage.run(plan, engine, output=silent if args.quiet else None)
-    logger.info(
+
+
+def _log_built(result: build_stage.BuildResult) -> None:
+    log.get("buildpy").info(
         "built",
         image=result.image_id[:12],
         tag=result.tag,
@@ -271,8 +356,6 @@ def _build_in_time(args: argparse.Namespace) -> int:
         dependencies_reused=result.dependencies_reused,
         **{f"{k}_seconds": round(v, 3) for k, v in result.times.items() if k != "assemble"},
     )
-    print(result.tag or result.image_id)
-    return 0
 
 
 def _builder(args: argparse.Namespace) -> int:

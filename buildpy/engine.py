@@ -96,6 +96,9 @@ class CommitSpec:
     tag: str | None = None
 
 
+Progress = Callable[[str], object]  # one line of a pull's or push's progress
+
+
 class Engine(Protocol):
     """Operations on images and containers. Errors are ``buildpy.errors`` types."""
 
@@ -168,6 +171,21 @@ class Engine(Protocol):
 
     def remove(self, container: str) -> None:
         """Remove the container, running or not; no error when it is gone."""
+        ...
+
+    def pull(self, ref: str, tls_verify: bool | None, progress: Progress) -> str:
+        """Pull ``ref`` from its registry (always asking it); return the image ID.
+        ``tls_verify`` None leaves TLS to registries.conf. Raises ``PullFailed``."""
+        ...
+
+    def push(self, ref: str, tls_verify: bool | None, progress: Progress) -> None:
+        """Push the local image ``ref`` to the registry its name says. Raises
+        ``PublishFailed`` (the local image stays)."""
+        ...
+
+    def save_image(self, ref: str, archive_format: str, dest: BinaryIO) -> None:
+        """Stream the image into ``dest`` as an ``oci-archive`` or ``docker-archive``
+        (which records ``ref`` as its name, when ``ref`` is a name)."""
         ...
 
     def close(self) -> None: ...

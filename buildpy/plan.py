@@ -17,7 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from buildpy import buildfiles, dependencies, environment, gitinfo, image, log, scripts, source
+from buildpy import (
+    buildfiles,
+    dependencies,
+    environment,
+    gitinfo,
+    image,
+    log,
+    publish,
+    scripts,
+    source,
+)
 from buildpy.buildfiles import BuildFile
 from buildpy.config import BuildOptions
 from buildpy.errors import UsageError
@@ -54,6 +64,7 @@ class BuildPlan:
     labels: Mapping[str, str]
     files: tuple[BuildFile, ...]  # read on this side; assemble sees them, the image never
     dependencies: dependencies.DependencyFiles
+    delivery: publish.Delivery
 
 
 def make(
@@ -70,6 +81,7 @@ def make(
         raise UsageError(
             "--incremental needs --tag: the previous image under that tag gives the artifacts"
         )
+    delivery = _delivery(options)
     layers = _env_layers(root, options)
     files, build_env = _build_files(options, os.environ if environ is None else environ)
     for arg in options.build_env:
@@ -87,6 +99,7 @@ def make(
         labels=image.output_labels(options.builder, str(root), describe(root)),
         files=files,
         dependencies=dependencies.select(root, rules),
+        delivery=delivery,
     )
 
 
@@ -101,6 +114,17 @@ def _build_files(
     return (BuildFile("--ca-bundle", CA_TARGET, data), *files), dict.fromkeys(
         CA_VARIABLES, CA_TARGET
     )
+
+
+def _delivery(options: BuildOptions) -> publish.Delivery:
+    """--output and --push, checked before any engine work."""
+    if options.push and not options.tag:
+        raise UsageError(
+            "--push needs --tag: the tag names the registry and repository to push to",
+            "e.g. --tag registry.example:5000/myapp:1.0 --push",
+        )
+    outputs = tuple(publish.parse_output(value) for value in options.outputs)
+    return publish.Delivery(outputs, options.push, options.tls_verify)
 
 
 def _warn(message: str) -> None:

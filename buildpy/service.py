@@ -114,7 +114,7 @@ def private_service(podman: str = "podman") -> Iterator[str]:
     def command(sock: Path) -> list[str]:
         return [binary, "system", "service", "--time=0", f"unix://{sock}"]
 
-    with _socket_process("buildpy-podman-", command, failed) as url:
+    with _socket_process("buildpy-podman-", command, failed, own_tmpdir=True) as url:
         _log.debug("podman service started", url=url)
         yield url
 
@@ -167,13 +167,15 @@ def _socket_process(
     prefix: str,
     command: Callable[[Path], list[str]],
     failed: Callable[[str], EngineUnavailable],
+    own_tmpdir: bool = False,
 ) -> Iterator[str]:
     """Run ``command(SOCK)`` for a socket in a new temporary directory until the block
     ends; yield ``unix://SOCK`` once a Podman service answers there (else raise
-    ``failed(why)``)."""
+    ``failed(why)``). With ``own_tmpdir``, the process gets a TMPDIR removed with it."""
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
     sock = workdir / "podman.sock"
     errlog = workdir / "process.log"
+    scratch = _scratch_dir() if own_tmpdir else None
     with open(errlog, "wb") as err:
         proc = subprocess.Popen(
             command(sock),
@@ -182,6 +184,7 @@ def _socket_process(
             stderr=err,
             start_new_session=True,  # Ctrl-C reaches buildpy, which then cleans up in order
             preexec_fn=_die_with_parent,
+            env=None if scratch is None else {**os.environ, "TMPDIR": str(scratch)},
         )
     try:
         why = _await_socket(proc, str(sock), errlog)
@@ -190,7 +193,24 @@ def _socket_process(
         yield f"unix://{sock}"
     finally:
         _stop(proc)
-        shutil.rmtree(workdir, ignore_errors=True)
+        for path in (workdir, scratch):
+            if path is not None:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _scratch_dir() -> Path | None:
+    """Where the private service keeps its large temporary files, removed with it.
+
+    Podman exports an image to a temporary file before sending it, and pulls layers
+    into temporary files; a service stopped mid-way (Ctrl-C during --output or a pull)
+    leaves them in /var/tmp, hundreds of MB each time. Given a TMPDIR of its own, they
+    go where buildpy removes them. Not for rootless Podman without XDG_RUNTIME_DIR,
+    which derives its run directory from TMPDIR.
+    """
+    if os.getuid() != 0 and not os.environ.get("XDG_RUNTIME_DIR"):
+        return None
+    base = os.environ.get("TMPDIR") or "/var/tmp"  # Podman's own default for large files
+    return Path(tempfile.mkdtemp(prefix="buildpy-podman-tmp-", dir=base))
 
 
 def _await_socket(proc: subprocess.Popen[bytes], sock: str, errlog: Path) -> str | None:

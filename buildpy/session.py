@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from buildpy import cache, scripts
+from buildpy import cache, registry, scripts
 from buildpy.buildfiles import BuildSecrets
 from buildpy.container import WRAPPER, Output, Owner, Reaper, WorkingContainer
 from buildpy.engine import ContainerSpec, Engine, ImageInfo, VolumeMount
-from buildpy.errors import BuilderImageError
 from buildpy.leftovers import container_name
 from buildpy.plan import BuildPlan
 
@@ -42,13 +41,13 @@ class BuildSession:
 
     @classmethod
     def start(cls, plan: BuildPlan, engine: Engine, out: Output) -> BuildSession:
-        """Inspect the builder, choose the scripts, make sure the download cache exists.
-
-        The build-only files reach Podman when the session's ``with`` block is entered.
-        """
-        builder = require_builder(engine, plan.options.builder)
+        """Get the builder (pulled if the policy says so), choose the scripts, make sure
+        the download cache exists. The build-only files reach Podman when the session's
+        ``with`` block is entered."""
+        options = plan.options
+        builder = registry.obtain(engine, options.builder, options.pull, options.tls_verify)
         chosen = scripts.choose(builder.labels, set(plan.source_scripts), builder.ref)
-        volumes = (cache.downloads(engine),) if plan.options.cache else ()
+        volumes = (cache.downloads(engine),) if options.cache else ()
         files = BuildSecrets(engine, plan.files, builder.user)
         reaper = Reaper(engine)
         reaper.sweep()
@@ -98,16 +97,3 @@ class BuildSession:
             values[PHASE_VARIABLE] = phase
         values.update(more)
         return values
-
-
-def require_builder(engine: Engine, ref: str, chooser: str = "--builder") -> ImageInfo:
-    """The builder image, or ``BuilderImageError`` saying how to get it (``chooser``
-    names the option or argument that picks another one)."""
-    found = engine.find_image(ref)
-    if found is None:
-        raise BuilderImageError(
-            f"builder image {ref} is not in local storage",
-            "build it with `buildpy builder build` (or `make builders`), load it with"
-            f" `podman load`, or name another one with {chooser}",
-        )
-    return found

@@ -11,8 +11,10 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -83,6 +85,21 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+@pytest.fixture(scope="session")
+def registry() -> Iterator[str]:
+    """A registry on 127.0.0.1 over plain HTTP for the session (``host:port``); pushes and
+    pulls to it need --tls-verify=false. Its storage (builder layers: ~100 MB) is removed
+    at the end, not kept with pytest's temporary directories."""
+    from itest import registry_server
+
+    root = Path(tempfile.mkdtemp(prefix="buildpy-test-registry-"))
+    try:
+        with registry_server(root) as host:
+            yield host
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @dataclass
 class Built:
     """The outcome of one `buildpy build`."""
@@ -96,7 +113,8 @@ class Built:
 @dataclass(frozen=True)
 class BuildFn:
     """The ``buildpy_build`` fixture: run `buildpy build` on a source directory, offline by
-    default (the local index, host network); the image is removed at the session's end."""
+    default (the local index, host network), tagged uniquely unless ``args`` has a
+    ``--tag``; the image is removed at the session's end."""
 
     podman_url: str
     index_url: str
@@ -113,8 +131,11 @@ class BuildFn:
         timeout: float = 900,
         quiet: bool = False,
     ) -> Built:
-        tag = f"{TEST_IMAGE_PREFIX}{source.name.lower()}-{uuid.uuid4().hex[:8]}:latest"
-        cmd = [*BUILDPY, *(["-q"] if quiet else []), "build", str(source), "--tag", tag, *args]
+        tag = _given_tag(args)
+        if tag is None:
+            tag = f"{TEST_IMAGE_PREFIX}{source.name.lower()}-{uuid.uuid4().hex[:8]}:latest"
+            args = ("--tag", tag, *args)
+        cmd = [*BUILDPY, *(["-q"] if quiet else []), "build", str(source), *args]
         if builder:
             cmd += ["--builder", builder]
         if offline:
@@ -134,6 +155,14 @@ class BuildFn:
         if check and done.returncode != 0:
             pytest.fail(f"buildpy build failed ({done.returncode}):\n{done.stderr[-4000:]}")
         return Built(done.returncode, done.stdout, done.stderr, tag)
+
+
+def _given_tag(args: tuple[str, ...]) -> str | None:
+    """The test's own ``--tag`` (a registry's name, say), removed at the end like the others."""
+    for flag, value in zip(args, args[1:]):
+        if flag in ("-t", "--tag"):
+            return value
+    return None
 
 
 @pytest.fixture(scope="session")

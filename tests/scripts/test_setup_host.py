@@ -82,7 +82,7 @@ def test_apt_hosts_keep_debian_names_and_runc(
     assert install == [
         "would run: env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah"
         " runc fuse-overlayfs slirp4netns uidmap debootstrap containernetworking-plugins curl"
-        " shellcheck"
+        " shellcheck openssh-client openssh-server skopeo docker-registry"
     ]
     assert not any("dnf" in line for line in said)
     assert any('runtime = "runc"' in line for line in said)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -329,3 +330,16 @@ def test_image_times_are_shown_as_iso_8601() -> None:
     assert _timestamp(1795665876) == "2026-11-26T04:04:36+00:00"
     assert _timestamp("2026-11-26T03:24:36Z") == "2026-11-26T03:24:36Z"
     assert _timestamp(None) == ""
+
+
+def test_a_private_service_keeps_its_large_temporary_files_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Podman's exports and pulls go through TMPDIR; buildpy removes it with the service."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")  # rootless Podman ignores TMPDIR then
+    scratch = service._scratch_dir()
+    assert scratch is not None and scratch.parent == tmp_path and scratch.is_dir()
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    if os.getuid() != 0:  # rootless without XDG_RUNTIME_DIR: TMPDIR decides Podman's run dir
+        assert service._scratch_dir() is None
