@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import socket
 import subprocess
 import time
@@ -43,6 +45,28 @@ def running(
         yield f"http://127.0.0.1:{host_port}", name
     finally:
         subprocess.run(["podman", "rm", "-f", "-t", "2", name], capture_output=True, check=False)
+
+
+@functools.cache
+def highest_uid() -> int | None:
+    """The highest UID a container can run as here: None as root (any), else the size of the
+    rootless user's namespace (the user and its subuid range) less one."""
+    if os.getuid() == 0:
+        return None
+    out = subprocess.run(
+        ["podman", "info", "--format", "{{range .Host.IDMappings.UIDMap}}{{.Size}} {{end}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return sum(int(size) for size in out.split()) - 1
+
+
+def runnable(users: Sequence[str | None]) -> list[str | None]:
+    """The --user values of ``users`` that this Podman can run (rootless: inside the
+    subuid range; `useradd` gives 65536, so UID 100001 needs a larger range)."""
+    top = highest_uid()
+    return [u for u in users if u is None or top is None or int(u) <= top]
 
 
 def http_get(url: str, *, timeout: float = 60.0, name: str | None = None) -> tuple[int, str]:

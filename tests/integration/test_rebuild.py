@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import BUILDPY, ROOT, Built
 from itest import http_get, inspect_image, running
 
@@ -30,6 +31,7 @@ def copy_example(tmp_path: Path) -> Path:
     return app
 
 
+@pytest.mark.rootless
 def test_source_change_reuses_the_dependency_layer(buildpy_build, tmp_path: Path) -> None:
     app = copy_example(tmp_path)
     first = built_event(buildpy_build(app, builder=BUILDER))
@@ -138,6 +140,7 @@ def test_requirements_that_install_the_source_build_in_one_phase(
         assert http_get(url + "/", name=name) == (200, "from an editable install")
 
 
+@pytest.mark.rootless
 def test_cache_ls_shows_dependency_images_and_the_download_volume(
     buildpy_build, podman_url: str, tmp_path: Path
 ) -> None:
@@ -173,3 +176,29 @@ def test_incremental_restores_artifacts(buildpy_build, tmp_path: Path) -> None:
         ["podman", "run", "--rm", first.tag], capture_output=True, text=True, check=True
     ).stdout
     assert count.strip() == "2"
+
+
+@pytest.mark.rootless
+@pytest.mark.skipif(
+    os.getuid() == 0,
+    reason="prunes every cached dependency image in root's storage, which others building "
+    "as root on this host share; runs in the rootless pass, in the test user's own storage",
+)
+def test_cache_prune_removes_what_cache_ls_lists(
+    buildpy_build, podman_url: str, tmp_path: Path
+) -> None:
+    built = buildpy_build(copy_example(tmp_path), builder=BUILDER)
+    env = {**os.environ, "CONTAINER_HOST": podman_url}
+    pruned = subprocess.run(
+        [*BUILDPY, "cache", "prune"], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    rows = [line.split("\t") for line in pruned.splitlines()]
+    assert any(r[:2] == ["removed", "image"] for r in rows), pruned
+    volumes = [r[:3] for r in rows if r[1] == "volume"]
+    assert volumes == [["removed", "volume", "buildpy-downloads"]], pruned
+    listing = subprocess.run(
+        [*BUILDPY, "cache", "ls"], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    assert listing == ""
+    with running(built.tag) as (url, name):  # the app image keeps its layers
+        assert http_get(url + "/", name=name)[0] == 200
