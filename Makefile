@@ -1,7 +1,8 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   set up, build examples/hello-flask with buildpy, run it, show it answering HTTP
-#   make test   set up, then the whole suite (unit and integration, with real Podman)
-.PHONY: demo test setup builders wheelhouse lint unit
+#   make test   set up, then the whole suite (unit and integration, with real Podman), and the
+#               tests marked `rootless` again as an ordinary user (scripts/test-rootless)
+.PHONY: demo test test-rootless setup builders wheelhouse lint unit
 
 setup:
 	scripts/setup-host
@@ -14,8 +15,15 @@ demo: setup
 wheelhouse:
 	scripts/make-wheelhouse
 
+# Both runs always happen; either one failing fails `make test`.
 test: setup wheelhouse
-	.venv/bin/python -m pytest
+	@status=0; \
+	.venv/bin/python -m pytest || status=1; \
+	scripts/test-rootless || status=1; \
+	exit $$status
+
+test-rootless: setup wheelhouse
+	scripts/test-rootless
 
 unit: setup
 	.venv/bin/python -m pytest tests/unit
