@@ -53,11 +53,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def no_leftovers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """After the suite: no working or app container of this session left behind."""
     yield
-    from itest import build_containers, containers_named
+    from itest import STARTED, build_containers, containers_named
 
-    leaked = containers_named("buildpy-test-")
-    for under in (str(tmp_path_factory.getbasetemp()), str(ROOT)):
-        leaked += build_containers(under)
+    leaked = [name for name in containers_named("buildpy-test-") if name in STARTED]
+    for under in (tmp_path_factory.getbasetemp(), ROOT):
+        leaked += build_containers(f"{under}/")  # not /tmp/.../pytest-1234 for pytest-123
     assert not leaked, f"containers left behind: {leaked}"
 
 

@@ -16,6 +16,10 @@ from contextlib import contextmanager
 
 import pytest
 
+# Names of the containers `running` started in this session: root's storage is shared by
+# every session on the host, so another session's containers are not this one's leftovers.
+STARTED: set[str] = set()
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -35,6 +39,7 @@ def running(
     """Run an image with its port published on 127.0.0.1; yield (base URL, container name)."""
     host_port = free_port()
     name = f"buildpy-test-{uuid.uuid4().hex[:10]}"
+    STARTED.add(name)
     cmd = ["podman", "run", "-d", "--name", name, "-p", f"127.0.0.1:{host_port}:{port}"]
     if user:
         cmd += ["--user", user]
