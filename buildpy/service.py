@@ -1,10 +1,11 @@
 """Find a Podman service to talk to, or start a short-lived private one.
 
-Order: ``CONTAINER_HOST`` when set (used as given, never second-guessed); else
+Order: ``CONTAINER_HOST`` when set (pinged first; exit 5 when it does not answer); else
 the standard socket (root: /run/podman/podman.sock, rootless:
-$XDG_RUNTIME_DIR/podman/podman.sock) when it answers; else a private
-``podman system service`` on a socket in a fresh temporary directory, which
-lives exactly as long as the ``with`` block and dies with this process.
+$XDG_RUNTIME_DIR/podman/podman.sock, or where Podman puts it without a login
+session) when it answers; else a private ``podman system service`` on a socket
+in a fresh temporary directory, which lives exactly as long as the ``with``
+block and dies with this process.
 
 ``CONTAINER_HOST=ssh://user@host[:port]/path/to/podman.sock`` is reached through
 one ``ssh -N -L`` tunnel from a local socket to that path, made the same way and
@@ -24,6 +25,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -41,14 +43,6 @@ _log = log.get(__name__)
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
-
-
-def default_sockets(env: Mapping[str, str], uid: int) -> list[str]:
-    """Standard socket paths for this user, most likely first."""
-    if uid == 0:
-        return ["/run/podman/podman.sock"]
-    runtime_dir = env.get("XDG_RUNTIME_DIR") or f"/run/user/{uid}"
-    return [f"{runtime_dir}/podman/podman.sock"]
 
 
 def ping_unix(path: str, timeout: float = 2.0) -> bool:
@@ -82,6 +76,46 @@ def answers(host: str, ping: Callable[[str], bool] = ping_unix) -> bool:
     if url.scheme == "tcp":
         return url.hostname is not None and ping_tcp(url.hostname, url.port or 80)
     return url.scheme == "ssh"
+
+
+def default_sockets(env: Mapping[str, str], uid: int) -> list[str]:
+    """Standard socket paths for this user, most likely first.
+
+    Without XDG_RUNTIME_DIR (``su``, ``runuser``, CI shell executors: no login session),
+    rootless Podman takes /run/user/UID when that exists and is the user's, else
+    $TMPDIR/podman-run-UID (checked with Podman 4.3), and `podman system service`
+    listens below it.
+    """
+    if uid == 0:
+        return ["/run/podman/podman.sock"]
+    runtime_dir = env.get("XDG_RUNTIME_DIR")
+    if runtime_dir:
+        return [f"{runtime_dir}/podman/podman.sock"]
+    tmp = env.get("TMPDIR") or "/tmp"
+    return [f"/run/user/{uid}/podman/podman.sock", f"{tmp}/podman-run-{uid}/podman/podman.sock"]
+
+
+def runtime_dir_is_private(socket_path: str, uid: int) -> bool:
+    """True when the runtime directory above ``.../podman/podman.sock`` is uid's alone.
+
+    A directory under /tmp could have been made by another user, who could then answer
+    on the socket and receive the build's source: Podman refuses such a directory too.
+    """
+    try:
+        st = os.lstat(Path(socket_path).parent.parent)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == uid and not st.st_mode & 0o022
+
+
+def standard_socket(
+    env: Mapping[str, str], uid: int, ping: Callable[[str], bool] = ping_unix
+) -> str | None:
+    """The first standard socket that is the user's own and answers, or None."""
+    for path in default_sockets(env, uid):
+        if runtime_dir_is_private(path, uid) and ping(path):
+            return path
+    return None
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -272,11 +306,14 @@ def connect(
             )
         yield host
         return
-    for path in candidates if candidates is not None else default_sockets(env, _uid(uid)):
-        if ping(path):
-            _log.debug("using podman service", socket=path)
-            yield f"unix://{path}"
-            return
+    if candidates is None:
+        found = standard_socket(env, _uid(uid), ping)
+    else:
+        found = next((path for path in candidates if ping(path)), None)
+    if found is not None:
+        _log.debug("using podman service", socket=found)
+        yield f"unix://{found}"
+        return
     with private_service(podman) as url:
         yield url
 

@@ -2,8 +2,14 @@
 
 `make test` prepares what these need: Podman and its host settings, the base
 and builder images, and the wheelhouse (~/.cache/buildpy/wheelhouse). Tests share one
-private Podman service (started here, stopped at the end) and a package index
-served from the wheelhouse on 127.0.0.1, which builds reach with --network host.
+Podman service, found the way buildpy finds it (CONTAINER_HOST, else the standard
+socket when it answers, else a private service started here and stopped at the end),
+and a package index served from the wheelhouse on 127.0.0.1, which builds reach with
+--network host.
+
+The same tests run as root and, those marked `rootless`, as an ordinary user with no
+login session (scripts/test-rootless, part of `make test`). BUILDPY_TEST_SERVICE=private
+or standard makes the session fail unless that kind of service is the one in use.
 """
 
 from __future__ import annotations
@@ -49,19 +55,47 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def no_leftovers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """After the suite: no working or app container of this session left behind."""
     yield
-    from itest import build_containers, containers_named
+    from itest import STARTED, build_containers, containers_named
 
-    leaked = containers_named("buildpy-test-")
-    for under in (str(tmp_path_factory.getbasetemp()), str(ROOT)):
-        leaked += build_containers(under)
+    leaked = [name for name in containers_named("buildpy-test-") if name in STARTED]
+    for under in (tmp_path_factory.getbasetemp(), ROOT):
+        leaked += build_containers(f"{under}/")  # not /tmp/.../pytest-1234 for pytest-123
     assert not leaked, f"containers left behind: {leaked}"
+
+
+def service_kind() -> str:
+    """Which Podman service buildpy would use here: CONTAINER_HOST, standard or private."""
+    if os.environ.get("CONTAINER_HOST"):
+        return "CONTAINER_HOST"
+    if service.standard_socket(os.environ, os.getuid()) is not None:
+        return "standard"
+    return "private"
+
+
+_USED: list[str] = []
 
 
 @pytest.fixture(scope="session")
 def podman_url() -> Iterator[str]:
-    """One private Podman service for the whole session (no daemon left behind)."""
-    with service.private_service() as url:
+    """One Podman service for the whole session, found as buildpy finds it; a private one
+    started here is stopped at the end (no daemon left behind)."""
+    kind = service_kind()
+    expected = os.environ.get("BUILDPY_TEST_SERVICE")
+    if expected and expected != kind:
+        pytest.fail(f"BUILDPY_TEST_SERVICE={expected}, but the service here is {kind}")
+    with service.connect() as url:
+        _USED.append(f"{kind} ({url})")
         yield url
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _USED:
+        return
+    who = "root" if os.getuid() == 0 else f"uid {os.getuid()} (rootless)"
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or "unset"
+    terminalreporter.write_line(
+        f"podman: as {who}, XDG_RUNTIME_DIR {runtime_dir}, service {_USED[0]}"
+    )
 
 
 @pytest.fixture(scope="session")

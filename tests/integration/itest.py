@@ -3,7 +3,9 @@ registry on loopback."""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import socket
 import subprocess
 import time
@@ -16,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Names of the containers `running` started in this session: root's storage is shared by
+# every session on the host, so another session's containers are not this one's leftovers.
+STARTED: set[str] = set()
 
 
 def free_port() -> int:
@@ -36,6 +42,7 @@ def running(
     """Run an image with its port published on 127.0.0.1; yield (base URL, container name)."""
     host_port = free_port()
     name = f"buildpy-test-{uuid.uuid4().hex[:10]}"
+    STARTED.add(name)
     cmd = ["podman", "run", "-d", "--name", name, "-p", f"127.0.0.1:{host_port}:{port}"]
     if user:
         cmd += ["--user", user]
@@ -46,6 +53,28 @@ def running(
         yield f"http://127.0.0.1:{host_port}", name
     finally:
         subprocess.run(["podman", "rm", "-f", "-t", "2", name], capture_output=True, check=False)
+
+
+@functools.cache
+def highest_uid() -> int | None:
+    """The highest UID a container can run as here: None as root (any), else the size of the
+    rootless user's namespace (the user and its subuid range) less one."""
+    if os.getuid() == 0:
+        return None
+    out = subprocess.run(
+        ["podman", "info", "--format", "{{range .Host.IDMappings.UIDMap}}{{.Size}} {{end}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return sum(int(size) for size in out.split()) - 1
+
+
+def runnable(users: Sequence[str | None]) -> list[str | None]:
+    """The --user values of ``users`` that this Podman can run (rootless: inside the
+    subuid range; `useradd` gives 65536, so UID 100001 needs a larger range)."""
+    top = highest_uid()
+    return [u for u in users if u is None or top is None or int(u) <= top]
 
 
 def http_get(url: str, *, timeout: float = 60.0, name: str | None = None) -> tuple[int, str]:

@@ -12,6 +12,8 @@ import pytest
 from conftest import BUILDPY, HOST_CA, ROOT, BuildFn, Built
 from itest import build_containers, http_get, inspect_image, running
 
+from buildpy import service
+
 BUILDER = "localhost/buildpy/python-311"
 EXAMPLE = ROOT / "examples" / "hello-flask"
 
@@ -46,15 +48,18 @@ http.server.HTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
 """
 
 
-def test_flask_app_served_by_gunicorn(flask_image: Built) -> None:
+@pytest.mark.rootless
+@pytest.mark.parametrize("user", [None, "12345"])
+def test_flask_app_served_by_gunicorn(flask_image: Built, user: str | None) -> None:
     assert flask_image.stdout.strip() == flask_image.tag
-    with running(flask_image.tag) as (url, name):
+    with running(flask_image.tag, user=user) as (url, name):
         status, body = http_get(url + "/", name=name)
         assert (status, body) == (200, "Howdy from buildpy!\n")
         logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True)
         assert "gunicorn" in (logs.stdout + logs.stderr).lower()
 
 
+@pytest.mark.rootless
 def test_image_config_labels_cmd_user_env(flask_image: Built) -> None:
     info = inspect_image(flask_image.tag)
     builder = inspect_image(BUILDER)
@@ -87,6 +92,7 @@ def test_build_only_variables_leave_no_trace(flask_image: Built, index_url: str)
     assert "/opt/app-root/src/wsgi.py" in changed
 
 
+@pytest.mark.rootless
 def test_plain_app_py_and_dash_e_beats_s2i_environment(
     buildpy_build: BuildFn, tmp_path: Path
 ) -> None:
@@ -212,6 +218,7 @@ def test_real_index_through_the_ca_bundle(buildpy_build: BuildFn) -> None:
         assert http_get(url + "/", name=name) == (200, "Hello from buildpy!\n")
 
 
+@pytest.mark.rootless
 def test_ctrl_c_removes_the_container_the_secrets_and_the_private_service(
     tmp_path: Path,
 ) -> None:
@@ -220,6 +227,10 @@ def test_ctrl_c_removes_the_container_the_secrets_and_the_private_service(
         tmp_path / "slow",
         {".s2i/bin/assemble": "#!/bin/sh\necho assembling-now\nexec sleep 120\n"},
     )
+    env = {k: v for k, v in os.environ.items() if k != "CONTAINER_HOST"}
+    # With a standard socket answering (a user's own `podman system service`), buildpy uses
+    # that instead, and must start nothing of its own.
+    private = service.standard_socket(env, os.getuid()) is None
     services_before = _private_services()
     secrets_before = secret_names()
     proc = _start_slow_build(
@@ -228,7 +239,10 @@ def test_ctrl_c_removes_the_container_the_secrets_and_the_private_service(
     services = _private_services() - services_before
     made = secret_names() - secrets_before
     assert made, "expected the build's secret to exist while assemble runs"
-    assert services, "expected buildpy's own private podman service to be running"
+    if private:
+        assert services, "expected buildpy's own private podman service to be running"
+    else:
+        assert not services, "buildpy started a service although the standard socket answers"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

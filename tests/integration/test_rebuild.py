@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import BUILDPY, ROOT, BuildFn, Built
 from itest import http_get, inspect_image, running
 
@@ -32,6 +33,7 @@ def copy_example(tmp_path: Path) -> Path:
     return app
 
 
+@pytest.mark.rootless
 def test_source_change_reuses_the_dependency_layer(buildpy_build: BuildFn, tmp_path: Path) -> None:
     app = copy_example(tmp_path)
     first_build = buildpy_build(app, builder=BUILDER)
@@ -143,6 +145,7 @@ def test_requirements_that_install_the_source_build_in_one_phase(
         assert http_get(url + "/", name=name) == (200, "from an editable install")
 
 
+@pytest.mark.rootless
 def test_cache_ls_shows_dependency_images_and_the_download_volume(
     buildpy_build: BuildFn, podman_url: str, tmp_path: Path
 ) -> None:
@@ -186,3 +189,29 @@ def test_quiet_shows_no_assemble_output(buildpy_build: BuildFn, tmp_path: Path) 
     quiet = buildpy_build(app, "--no-cache", builder=BUILDER, quiet=True)
     assert "---> Installing" in built.stderr
     assert "---> Installing" not in quiet.stderr and "Collecting" not in quiet.stderr
+
+
+@pytest.mark.rootless
+@pytest.mark.skipif(
+    os.getuid() == 0,
+    reason="prunes every cached dependency image in root's storage, which others building "
+    "as root on this host share; runs in the rootless pass, in the test user's own storage",
+)
+def test_cache_prune_removes_what_cache_ls_lists(
+    buildpy_build: BuildFn, podman_url: str, tmp_path: Path
+) -> None:
+    built = buildpy_build(copy_example(tmp_path), builder=BUILDER)
+    env = {**os.environ, "CONTAINER_HOST": podman_url}
+    pruned = subprocess.run(
+        [*BUILDPY, "cache", "prune"], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    rows = [line.split("\t") for line in pruned.splitlines()]
+    assert any(r[:2] == ["removed", "image"] for r in rows), pruned
+    volumes = [r[:3] for r in rows if r[1] == "volume"]
+    assert volumes == [["removed", "volume", "buildpy-downloads"]], pruned
+    listing = subprocess.run(
+        [*BUILDPY, "cache", "ls"], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    assert listing == ""
+    with running(built.tag) as (url, name):  # the app image keeps its layers
+        assert http_get(url + "/", name=name)[0] == 200

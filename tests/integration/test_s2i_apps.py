@@ -3,6 +3,8 @@
 Each app is built once per builder (offline, from the local wheelhouse) and then run as the
 image's user, as --user 12345 and as --user 100001 (arbitrary UIDs with GID 0, like
 OpenShift's restricted SCC); each run must answer HTTP 200 with the app's own body.
+Rootless, a UID beyond the user's subuid range cannot run at all, so 100001 is left out
+where the range is `useradd`'s default 65536.
 
 Builders: every scenario on python-311 (full, Debian bookworm) and python-313-minimal
 (Debian trixie): both Python versions and both variants, each scenario twice. The apps that
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import pytest
 from _pytest.mark.structures import ParameterSet
 from conftest import APPS, BuildFn
-from itest import http_get, running
+from itest import http_get, runnable, running
 
 USERS = (None, "12345", "100001")
 
@@ -56,13 +58,18 @@ BOTH_VERSIONS = ("localhost/buildpy/python-311", "localhost/buildpy/python-313-m
 FULL = ("localhost/buildpy/python-311", "localhost/buildpy/python-313")
 
 
+# Also run by an ordinary user (scripts/test-rootless): Django under arbitrary UIDs.
+ROOTLESS = {("django", "localhost/buildpy/python-311")}
+
+
 def cases() -> list[ParameterSet]:
     out: list[ParameterSet] = []
     for scenario in SCENARIOS:
         builders = FULL if scenario.full_only else BOTH_VERSIONS
         for builder in builders:
             short = builder.rsplit("/", 1)[-1]
-            out.append(pytest.param(scenario, builder, id=f"{scenario.name}-{short}"))
+            marks = [pytest.mark.rootless] if (scenario.name, builder) in ROOTLESS else []
+            out.append(pytest.param(scenario, builder, id=f"{scenario.name}-{short}", marks=marks))
     return out
 
 
@@ -76,7 +83,7 @@ def test_scenario_builds_and_answers_as_any_user(
     buildpy_build: BuildFn, scenario: Scenario, builder: str
 ) -> None:
     built = buildpy_build(APPS / scenario.name, builder=builder)
-    for user in USERS:
+    for user in runnable(USERS):
         with running(built.tag, user=user, port=scenario.port) as (url, name):
             status, body = http_get(url + "/", timeout=90, name=name)
         assert status == 200, f"user {user}: HTTP {status}: {body}"

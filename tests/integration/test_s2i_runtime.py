@@ -51,6 +51,7 @@ def wait_for_body(url: str, wanted: str, name: str, tries: int = 120) -> str:
     ],
     ids=["gunicorn-reload", "django-runserver"],
 )
+@pytest.mark.rootless
 def test_hot_deploy(
     buildpy_build: BuildFn, app: str, port: int, path: str, before: str, after: str
 ) -> None:

@@ -213,7 +213,54 @@ def test_default_sockets() -> None:
     assert service.default_sockets({"XDG_RUNTIME_DIR": "/run/user/5"}, 5) == [
         "/run/user/5/podman/podman.sock"
     ]
-    assert service.default_sockets({}, 7) == ["/run/user/7/podman/podman.sock"]
+
+
+def test_default_sockets_without_a_login_session() -> None:
+    """su, runuser and CI shell executors leave XDG_RUNTIME_DIR unset: Podman then puts its
+    socket in /run/user/UID if that exists and is the user's, else in $TMPDIR/podman-run-UID."""
+    assert service.default_sockets({}, 7) == [
+        "/run/user/7/podman/podman.sock",
+        "/tmp/podman-run-7/podman/podman.sock",
+    ]
+    assert service.default_sockets({"TMPDIR": "/var/tmp/u7"}, 7)[1] == (
+        "/var/tmp/u7/podman-run-7/podman/podman.sock"
+    )
+
+
+def test_a_socket_under_a_directory_others_control_is_not_trusted(tmp_path: Path) -> None:
+    runtime = tmp_path / "podman-run-7"
+    (runtime / "podman").mkdir(parents=True)
+    runtime.chmod(0o700)
+    sock = str(runtime / "podman" / "podman.sock")
+    uid = os.getuid()
+    assert service.runtime_dir_is_private(sock, uid)
+    assert not service.runtime_dir_is_private(sock, uid + 1)
+    runtime.chmod(0o777)
+    assert not service.runtime_dir_is_private(sock, uid)
+    assert not service.runtime_dir_is_private(str(tmp_path / "gone/podman/podman.sock"), uid)
+
+
+def test_connect_skips_standard_sockets_others_could_plant(tmp_path: Path) -> None:
+    runtime = tmp_path / "runtime"
+    (runtime / "podman").mkdir(parents=True)
+    runtime.chmod(0o777)
+    asked: list[str] = []
+
+    def ping(path: str) -> bool:
+        asked.append(path)
+        return True
+
+    with (
+        pytest.raises(EngineUnavailable, match="not installed"),
+        service.connect(
+            {"XDG_RUNTIME_DIR": str(runtime)},
+            uid=os.getuid() + 1,
+            podman="no-such-podman-binary",
+            ping=ping,
+        ),
+    ):
+        pass
+    assert asked == []
 
 
 def test_ping_of_a_missing_socket_is_false(tmp_path: Path) -> None:
