@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -105,11 +105,10 @@ def _env_layers(root: Path, options: BuildOptions) -> tuple[environment.EnvLayer
     layers = []
     s2i_env = root / S2I_ENVIRONMENT
     if s2i_env.is_file():
-        values = environment.read_env_file(s2i_env, S2I_ENVIRONMENT, warn=_warn)
-        layers.append(environment.EnvLayer(S2I_ENVIRONMENT, values))
+        layers.append(environment.read_env_layer(s2i_env, S2I_ENVIRONMENT, warn=_warn))
     for path in options.env_files:
-        values = environment.read_env_file(path, warn=_warn)
-        layers.append(environment.EnvLayer(str(path), values))
+        layer = environment.read_env_layer(path, warn=_warn)
+        layers.append(replace(layer, origin=f"--env-file {path}"))
     cli: dict[str, str] = {}
     for arg in options.env:
         key, value = environment.parse_assignment(arg, "-e")
