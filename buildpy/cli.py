@@ -20,7 +20,7 @@ from types import FrameType
 from buildpy import __version__, builders, cache, environment, leftovers, log
 from buildpy import build as build_stage
 from buildpy import plan as build_plan
-from buildpy.config import DEFAULT_BUILDER, BuildOptions, with_pyproject
+from buildpy.config import DEFAULT_BUILDER, PYPROJECT_KEYS, BuildOptions, with_pyproject
 from buildpy.errors import BuildpyError, EngineUnavailable, Interrupted, TimedOut
 from buildpy.podman import PodmanEngine
 from buildpy.service import connect
@@ -43,58 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    b = commands.add_parser("build", help="build SOURCE into an image")
-    b.add_argument("source", type=Path, metavar="SOURCE", help="the application's directory")
-    b.add_argument("-t", "--tag", help="name for the image (default: untagged; its ID is printed)")
-    b.add_argument("--builder", help=f"S2I builder image (default: {DEFAULT_BUILDER})")
-    b.add_argument(
-        "-e",
-        "--env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="variable for assemble and the image; beats --env-file and .s2i/environment",
-    )
-    b.add_argument(
-        "--env-file",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="FILE",
-        help="file of KEY=VALUE lines for assemble and the image (repeatable, later wins)",
-    )
-    b.add_argument(
-        "--build-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="variable for assemble only; never stored in the image",
-    )
-    b.add_argument(
-        "--ca-bundle",
-        type=Path,
-        metavar="FILE",
-        help="CA bundle trusted during assemble only (mounted read-only, never in the image)",
-    )
-    b.add_argument(
-        "--network", help="network for assemble: bridge, host, none, ... (Podman's default)"
-    )
-    b.add_argument(
-        "--incremental",
-        action="store_true",
-        help="restore the previous image's save-artifacts output into /tmp/artifacts (S2I)",
-    )
-    b.add_argument(
-        "--no-cache",
-        action="store_true",
-        help="no dependency layer reuse and no download cache for this build",
-    )
-    b.add_argument(
-        "--timeout",
-        type=duration,
-        metavar="DURATION",
-        help="stop the build after this long (e.g. 90s, 15m, 1h30m), like Ctrl-C; exit 124",
-    )
+    add_build_options(commands.add_parser("build", help="build SOURCE into an image"))
 
     bb = commands.add_parser("builder", help="manage buildpy's own builder images")
     bsub = bb.add_subparsers(dest="builder_command", metavar="ACTION", required=True)
@@ -120,6 +69,67 @@ def _parser() -> argparse.ArgumentParser:
         help="output on stdout (default: text)",
     )
     return parser
+
+
+def add_build_options(parser: argparse.ArgumentParser) -> None:
+    """SOURCE and the options of a build: `build` and `plan` take the same ones."""
+    parser.add_argument("source", type=Path, metavar="SOURCE", help="the application's directory")
+    parser.add_argument(
+        "-t", "--tag", help="name for the image (default: untagged; its ID is printed)"
+    )
+    parser.add_argument("--builder", help=f"S2I builder image (default: {DEFAULT_BUILDER})")
+    parser.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="variable for assemble and the image; beats --env-file and .s2i/environment",
+    )
+    parser.add_argument(
+        "-E",
+        "--env-file",
+        "--environment-file",
+        dest="env_file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="file of KEY=VALUE lines for assemble and the image (repeatable, later wins);"
+        " -E and --environment-file are s2i's spellings",
+    )
+    parser.add_argument(
+        "--build-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="variable for assemble only; never stored in the image",
+    )
+    parser.add_argument(
+        "--ca-bundle",
+        type=Path,
+        metavar="FILE",
+        help="CA bundle trusted during assemble only (mounted read-only, never in the image)",
+    )
+    parser.add_argument(
+        "--network", help="network for assemble: bridge, host, none, ... (Podman's default)"
+    )
+    parser.add_argument(
+        "--incremental",
+        action="store_true",
+        help="restore the previous image's save-artifacts output into /tmp/artifacts (S2I)",
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="no dependency layer reuse and no download cache for this build",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=duration,
+        metavar="DURATION",
+        help="stop the build after this long (e.g. 90s, 15m, 1h30m), like Ctrl-C; exit 124",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -222,24 +232,33 @@ def _build(args: argparse.Namespace) -> int:
         return _build_in_time(args)
 
 
-def _build_in_time(args: argparse.Namespace) -> int:
-    explicit = frozenset(k for k in ("builder", "tag", "network") if getattr(args, k) is not None)
-    options = with_pyproject(
-        BuildOptions(
-            source=args.source,
-            builder=args.builder or DEFAULT_BUILDER,
-            tag=args.tag,
-            env_files=tuple(args.env_file),
-            env=tuple(args.env),
-            build_env=tuple(args.build_env),
-            ca_bundle=args.ca_bundle,
-            network=args.network,
-            cache=not args.no_cache,
-            incremental=args.incremental,
-        ),
-        explicit,
+def _options(args: argparse.Namespace) -> BuildOptions:
+    """The build options of `build` and `plan`: the command line over [tool.buildpy]."""
+    return with_pyproject(_command_line(args), _explicit(args))
+
+
+def _command_line(args: argparse.Namespace) -> BuildOptions:
+    return BuildOptions(
+        source=args.source,
+        builder=args.builder or DEFAULT_BUILDER,
+        tag=args.tag,
+        env_files=tuple(args.env_file),
+        env=tuple(args.env),
+        build_env=tuple(args.build_env),
+        ca_bundle=args.ca_bundle,
+        network=args.network,
+        cache=not args.no_cache,
+        incremental=args.incremental,
     )
-    plan = build_plan.make(options)
+
+
+def _explicit(args: argparse.Namespace) -> frozenset[str]:
+    """The settings [tool.buildpy] may also give that the command line gave."""
+    return frozenset(k for k in PYPROJECT_KEYS if getattr(args, k) is not None)
+
+
+def _build_in_time(args: argparse.Namespace) -> int:
+    plan = build_plan.make(_options(args))
     logger = log.get("buildpy")
     origins = environment.origins(plan.env_layers)
     logger.debug("image variables", origins={key: where for key, (_, where) in origins.items()})

@@ -115,3 +115,10 @@ def test_a_build_past_its_timeout_stops_and_removes_its_container(tmp_path: Path
     assert time.monotonic() - started < 3
     assert info.value.exit_code == 124 and info.value.hint
     assert engine.removed == ["ctr1"]
+
+
+def test_environment_file_spellings_of_s2i_are_env_file() -> None:
+    args = cli._parser().parse_args(
+        ["build", "src", "-E", "a", "--env-file", "b", "--environment-file", "c", "-E", "d"]
+    )
+    assert args.env_file == [Path("a"), Path("b"), Path("c"), Path("d")]
