@@ -20,6 +20,7 @@ BUILDER_LABEL = "io.buildpy.dependencies.builder"
 FIXED_LABEL = "io.buildpy.dependencies.fixed"
 LINES_LABEL = "io.buildpy.dependencies.requirements"
 OWNER_LABEL = "io.buildpy.dependencies.owner"  # uid:gid of the builder's user
+INPUTS_LABEL = "io.buildpy.dependencies.inputs"  # digests of source location and inputs
 DEPENDENCY_REPOSITORY = "localhost/buildpy-cache/dependencies"
 DOWNLOADS_VOLUME = "buildpy-downloads"
 DOWNLOADS_TARGET = "/dev/shm/buildpy-cache"

@@ -10,6 +10,7 @@ import pytest
 from fakes import BUILDER, FakeEngine
 
 from buildpy import build, cache, layer
+from buildpy import dependencies as deps
 from buildpy import plan as build_plan
 from buildpy.config import BuildOptions
 from buildpy.container import TAIL_LINES, WRAPPER
@@ -282,6 +283,20 @@ def test_two_phases_then_the_dependency_layer_is_reused(app: Path) -> None:
     third = build.run(make_plan(app, builder="phased"), engine, output=_Sink())
     assert third.dependencies_reused is False
     assert len(engine.created) == 5
+
+
+def test_the_dependency_layer_records_digests_of_its_inputs_never_values(app: Path) -> None:
+    engine = FakeEngine(stored={"phased": PHASED})
+    plan = make_plan(
+        phased_app(app), builder="phased", build_env=("PIP_INDEX_URL=https://u:tok@x",)
+    )
+    build.run(plan, engine, output=_Sink())
+    labels = engine.created[0].labels
+    recorded = deps.InputDigests.from_label(labels[cache.INPUTS_LABEL])
+    assert recorded == layer.Inputs.of(plan, PHASED).digests
+    assert recorded.source == deps.source_digest(str(app))
+    assert set(recorded.variables) == {"PIP_INDEX_URL"}
+    assert "tok" not in labels[cache.INPUTS_LABEL] and "flask" not in labels[cache.INPUTS_LABEL]
 
 
 @pytest.mark.parametrize(
