@@ -127,6 +127,21 @@ def includes(text: str) -> list[str]:
     return [m.group(1) for m in map(_INCLUDE.match, text.splitlines()) if m]
 
 
+def with_includes(files: Mapping[str, bytes], name: str) -> list[str]:
+    """``name`` and the files it pulls in with -r or -c, as far as ``files`` has them."""
+    if name not in files:
+        return []
+    found, pending = [name], [name]
+    while pending:
+        current = pending.pop()
+        for included in includes(_text(files[current])):
+            rel = _normalise(Path(current).parent / included)
+            if rel is not None and rel in files and rel not in found:
+                found.append(rel)
+                pending.append(rel)
+    return found
+
+
 def install_variables(env: Mapping[str, str]) -> dict[str, str]:
     """The variables that change what or how dependencies are installed."""
     return {
@@ -297,9 +312,11 @@ class InputChange:
     kind: str  # "file", "variable" or "builder"
     name: str
     change: str  # file: added|removed|changed; variable: set|unset|changed; builder: changed
+    detail: str = ""  # e.g. "2 lines added, 1 removed"
 
     def __str__(self) -> str:
-        return "the builder changed" if self.kind == "builder" else f"{self.name} {self.change}"
+        said = "the builder changed" if self.kind == "builder" else f"{self.name} {self.change}"
+        return f"{said} ({self.detail})" if self.detail else said
 
 
 @dataclass(frozen=True)

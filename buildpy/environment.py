@@ -263,6 +263,11 @@ class Resolved:
     origin: str
     line: int | None = None
 
+    @property
+    def place(self) -> str:
+        """Where the value comes from, for people: ``.s2i/environment line 3``, ``-e``."""
+        return self.origin if self.line is None else f"{self.origin} line {self.line}"
+
 
 def resolve(layers: Sequence[EnvLayer]) -> dict[str, Resolved]:
     """Map each key to its value, origin and line in the last layer that sets it."""
