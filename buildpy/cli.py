@@ -17,10 +17,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from buildpy import __version__, builders, cache, environment, leftovers, log
+from buildpy import __version__, builders, cache, environment, leftovers, log, preview
 from buildpy import build as build_stage
 from buildpy import plan as build_plan
-from buildpy.config import DEFAULT_BUILDER, PYPROJECT_KEYS, BuildOptions, with_pyproject
+from buildpy.config import (
+    DEFAULT_BUILDER,
+    PYPROJECT_KEYS,
+    BuildOptions,
+    setting_origins,
+    with_pyproject,
+)
 from buildpy.errors import BuildpyError, EngineUnavailable, Interrupted, TimedOut
 from buildpy.podman import PodmanEngine
 from buildpy.service import connect
@@ -44,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     add_build_options(commands.add_parser("build", help="build SOURCE into an image"))
+    p = commands.add_parser(
+        "plan", help="say what `build` would do with SOURCE, and why, starting no container"
+    )
+    add_build_options(p)
+    _add_format(p)
 
     bb = commands.add_parser("builder", help="manage buildpy's own builder images")
     bsub = bb.add_subparsers(dest="builder_command", metavar="ACTION", required=True)
@@ -62,13 +73,17 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("image", nargs="?", default=DEFAULT_BUILDER, metavar="IMAGE")
 
     d = commands.add_parser("doctor", help="check what a build needs here and how to fix it")
-    d.add_argument(
+    _add_format(d)
+    return parser
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--format",
         choices=("text", "json"),
         default="text",
         help="output on stdout (default: text)",
     )
-    return parser
 
 
 def add_build_options(parser: argparse.ArgumentParser) -> None:
@@ -183,6 +198,8 @@ def _engine() -> Iterator[PodmanEngine]:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "build":
         return _build(args)
+    if args.command == "plan":
+        return _plan(args)
     if args.command == "builder":
         return _builder(args)
     if args.command == "cache":
@@ -275,6 +292,20 @@ def _build_in_time(args: argparse.Namespace) -> int:
         **{f"{k}_seconds": round(v, 3) for k, v in result.times.items() if k != "assemble"},
     )
     print(result.tag or result.image_id)
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """What `build` would do with the same options, on stdout; nothing is built."""
+    with _deadline(args.timeout):
+        plan = build_plan.make(_options(args))
+        origins = setting_origins(_command_line(args), _explicit(args))
+        with _engine() as engine:
+            found = preview.make(plan, engine, origins)
+    if args.format == "json":
+        print(json.dumps(preview.report(found), indent=2))
+    else:
+        sys.stdout.write(preview.render(found))
     return 0
 
 

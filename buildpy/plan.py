@@ -49,6 +49,7 @@ class BuildPlan:
     labels: Mapping[str, str]
     mounts: tuple[Mount, ...]
     dependencies: dependencies.DependencyFiles
+    build_layers: tuple[environment.EnvLayer, ...] = ()  # where build_env's values come from
 
 
 def make(
@@ -63,26 +64,23 @@ def make(
             "--incremental needs --tag: the previous image under that tag gives the artifacts"
         )
     layers = _env_layers(root, options)
-    build_env: dict[str, str] = {}
     mounts: tuple[Mount, ...] = ()
     if options.ca_bundle is not None:
         mounts = (Mount(str(_ca_bundle(options.ca_bundle)), CA_TARGET),)
-        build_env.update({name: CA_TARGET for name in CA_VARIABLES})
-    for arg in options.build_env:
-        key, value = environment.parse_assignment(arg, "--build-env")
-        build_env[key] = value
+    build_layers = _build_layers(options)
     rules = source.IgnoreRules.load(root)
     return BuildPlan(
         options=options,
         root=root,
         env_layers=layers,
         image_env=environment.merge(*(layer.values for layer in layers)),
-        build_env=build_env,
+        build_env=environment.merge(*(layer.values for layer in build_layers)),
         rules=rules,
         source_scripts=scripts.source_scripts(root),
         labels=image.output_labels(options.builder, str(root), describe(root)),
         mounts=mounts,
         dependencies=dependencies.select(root, rules),
+        build_layers=build_layers,
     )
 
 
@@ -109,10 +107,23 @@ def _env_layers(root: Path, options: BuildOptions) -> tuple[environment.EnvLayer
     for path in options.env_files:
         layer = environment.read_env_layer(path, warn=_warn)
         layers.append(replace(layer, origin=f"--env-file {path}"))
-    cli: dict[str, str] = {}
-    for arg in options.env:
-        key, value = environment.parse_assignment(arg, "-e")
-        cli[key] = value
+    cli = _assignments(options.env, "-e")
     if cli:
         layers.append(environment.EnvLayer("-e", cli))
     return tuple(layers)
+
+
+def _build_layers(options: BuildOptions) -> tuple[environment.EnvLayer, ...]:
+    """Build-only values, lowest precedence first: the CA bundle's paths, --build-env."""
+    layers = []
+    if options.ca_bundle is not None:
+        layers.append(environment.EnvLayer("--ca-bundle", dict.fromkeys(CA_VARIABLES, CA_TARGET)))
+    given = _assignments(options.build_env, "--build-env")
+    if given:
+        layers.append(environment.EnvLayer("--build-env", given))
+    return tuple(layers)
+
+
+def _assignments(args: tuple[str, ...], option: str) -> dict[str, str]:
+    """``KEY=VALUE`` arguments in order, a later one winning."""
+    return dict(environment.parse_assignment(arg, option) for arg in args)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from buildpy import cache, scripts
+from buildpy.cache import DOWNLOAD_VARIABLES
 from buildpy.container import WRAPPER, Output, Owner, Reaper, WorkingContainer
 from buildpy.engine import ContainerSpec, Engine, ImageInfo, VolumeMount
 from buildpy.errors import BuilderImageError
@@ -75,12 +76,18 @@ class BuildSession:
 
     def build_env(self, phase: str | None, **more: str) -> dict[str, str]:
         """Build-only values for assemble: cache locations, the user's, the phase, ``more``."""
-        values = dict(cache.DOWNLOAD_VARIABLES) if self.volumes else {"PIP_NO_CACHE_DIR": "1"}
+        values = buildpy_variables(bool(self.volumes))
         values.update(self.plan.build_env)
         if phase is not None:
             values[PHASE_VARIABLE] = phase
         values.update(more)
         return values
+
+
+def buildpy_variables(cache: bool) -> dict[str, str]:
+    """What buildpy itself gives assemble, build-only: the download cache's locations, or,
+    without it, no pip cache at all."""
+    return dict(DOWNLOAD_VARIABLES) if cache else {"PIP_NO_CACHE_DIR": "1"}
 
 
 def require_builder(engine: Engine, ref: str, chooser: str = "--builder") -> ImageInfo:

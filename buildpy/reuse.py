@@ -1,0 +1,121 @@
+"""Will a build reuse its dependency layer, grow an earlier one or build one, and why.
+
+For ``buildpy plan``; only looks images up (``find_image``, ``images``). The key is
+computed by ``layer.Inputs.of``, as the build computes it. When no layer has the key:
+
+* the growth name (``cache.growth_tag``) finds the newest layer made from the same
+  inputs but for requirement lines; the recorded line digests say how many lines each
+  requirements file gained and lost, and so whether the new layer grows from it;
+* else the newest dependency layer made from the same source location (preferring the
+  same builder) is compared input by input with its ``io.buildpy.dependencies.inputs``
+  label: "requirements.txt changed", "PIP_INDEX_URL changed", "the builder changed".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from buildpy import cache, dependencies, layer
+from buildpy.dependencies import InputChange, InputDigests
+from buildpy.engine import Engine, ImageInfo, ImageSummary
+from buildpy.plan import BuildPlan
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """What becomes of the dependency layer, and why."""
+
+    status: str  # "reuse", "grow", "build", or "none" (one phase: no dependency layer)
+    reason: str
+    image: str | None = None  # the layer's name
+    earlier: str | None = None  # the earlier layer compared with (grown from, for "grow")
+    changes: tuple[InputChange, ...] = ()  # what differs from ``earlier``
+
+
+def forecast(engine: Engine, plan: BuildPlan, builder: ImageInfo) -> Reuse:
+    """What a build of ``plan`` on ``builder`` will do about its dependency layer."""
+    split = layer.split_reason(plan, builder)
+    if split is not None:
+        return Reuse("none", f"one phase: {split}")
+    inputs = layer.Inputs.of(plan, builder)
+    if engine.find_image(inputs.tag) is not None:
+        return Reuse("reuse", "a layer with the same key exists", inputs.tag)
+    latest = engine.find_image(inputs.growth)
+    if latest is not None:
+        return _against_growth(latest, inputs)
+    return _against_closest(engine, inputs, builder)
+
+
+def _against_growth(latest: ImageInfo, inputs: layer.Inputs) -> Reuse:
+    """Only requirement lines differ from ``latest``: count them; grow when only added."""
+    earlier = _name(latest.labels, latest.names)
+    counts = dependencies.line_changes(latest.labels.get(cache.LINES_LABEL), inputs.lines) or {}
+    changes = tuple(
+        InputChange("file", name, "changed", _lines(added, removed))
+        for name, (added, removed) in counts.items()
+        if added or removed
+    )
+    if not dependencies.can_grow(inputs.variables):
+        why = "requirement lines changed; pipenv and micropipenv layers are always built anew"
+        return Reuse("build", why, inputs.tag, earlier, changes)
+    if dependencies.extends(latest.labels.get(cache.LINES_LABEL), inputs.lines):
+        why = "only requirement lines were added: pip installs just those on the earlier layer"
+        return Reuse("grow", why, inputs.tag, earlier, changes)
+    why = "requirement lines were removed or edited: the new layer starts from the builder"
+    return Reuse("build", why, inputs.tag, earlier, changes)
+
+
+def _against_closest(engine: Engine, inputs: layer.Inputs, builder: ImageInfo) -> Reuse:
+    """Compare with the newest earlier layer of the same source, same builder first."""
+    here = inputs.digests
+    candidates = [
+        (item, recorded)
+        for item in engine.images(cache.DEPENDENCY_REPOSITORY)
+        for recorded in [InputDigests.from_label(item.labels.get(cache.INPUTS_LABEL))]
+        if recorded is not None and recorded.source == here.source
+    ]
+    if not candidates:
+        why = "no earlier dependency layer of this source to compare with: a new layer is built"
+        return Reuse("build", why, inputs.tag)
+    item, recorded = max(
+        candidates,
+        key=lambda found: (
+            found[0].labels.get(cache.BUILDER_LABEL) == builder.ref,
+            found[0].created,
+        ),
+    )
+    changes = [_detailed(change, item, inputs, builder) for change in here.changes_since(recorded)]
+    why = "inputs changed since the newest earlier layer of this source: a new layer is built"
+    if not changes:
+        why = "the newest earlier layer of this source has the same inputs but another name"
+    return Reuse("build", why, inputs.tag, _name(item.labels, item.tags), tuple(changes))
+
+
+def _detailed(
+    change: InputChange, item: ImageSummary, inputs: layer.Inputs, builder: ImageInfo
+) -> InputChange:
+    """Say more where the earlier layer's labels tell more: the builder's names, lines."""
+    if change.kind == "builder":
+        before = item.labels.get(cache.BUILDER_LABEL, "")
+        detail = f"{before} -> {builder.ref}" if before != builder.ref else "the image was rebuilt"
+        return InputChange(change.kind, change.name, change.change, detail)
+    if change.kind == "file" and change.change == "changed" and change.name in inputs.lines:
+        counts = dependencies.line_changes(item.labels.get(cache.LINES_LABEL), inputs.lines)
+        added, removed = (counts or {}).get(change.name, (0, 0))
+        if added or removed:
+            return InputChange(change.kind, change.name, change.change, _lines(added, removed))
+    return change
+
+
+def _name(labels: Mapping[str, str], names: tuple[str, ...]) -> str:
+    """An earlier layer's name: its key name, not its growth name."""
+    keyed = [name for name in names if ":grow-" not in name]
+    if keyed:
+        return keyed[0]
+    key = labels.get(cache.KEY_LABEL)
+    return cache.dependency_tag(key) if key else (names[0] if names else "an unnamed layer")
+
+
+def _lines(added: int, removed: int) -> str:
+    return f"{added} line{'s' * (added != 1)} added, {removed} removed"
