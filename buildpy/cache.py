@@ -10,6 +10,7 @@ listed by ``buildpy cache ls`` and removed by ``buildpy cache prune``.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from buildpy.engine import Engine, ImageSummary, VolumeMount
@@ -43,6 +44,13 @@ def growth_tag(fixed: str) -> str:
     with every image in local storage (0.05 s here with 90 images).
     """
     return f"{DEPENDENCY_REPOSITORY}:grow-{fixed[:32]}"
+
+
+def source_tag(location: str, builder_ref: str) -> str:
+    """The dependency image last made or used for this source with this builder: what
+    ``buildpy plan`` compares a new layer's inputs with (one inspect, no listing)."""
+    digest = hashlib.sha256(f"{location}\0{builder_ref}".encode()).hexdigest()
+    return f"{DEPENDENCY_REPOSITORY}:from-{digest[:32]}"
 
 
 def downloads(engine: Engine) -> VolumeMount:

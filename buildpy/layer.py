@@ -74,6 +74,7 @@ class Inputs:
     fixed: str  # the digest of everything but the requirement lines
     tag: str
     growth: str
+    latest: str  # the name of the layer last made or used for this source and builder
     lines: dict[str, list[str]]
     digests: dependencies.InputDigests  # recorded on the layer, to say later what changed
 
@@ -90,6 +91,7 @@ class Inputs:
             fixed=fixed,
             tag=cache.dependency_tag(key),
             growth=cache.growth_tag(fixed),
+            latest=cache.source_tag(str(plan.root), builder.ref),
             lines=dependencies.requirement_lines(files),
             digests=dependencies.InputDigests.of(str(plan.root), builder.id, files, variables),
         )
@@ -151,8 +153,7 @@ def _building(key: str) -> Iterator[None]:
 def _reuse(session: BuildSession, existing: ImageInfo, inputs: Inputs) -> DependencyLayer:
     _log.info("dependency layer reused", image=inputs.tag)
     session.owner.learn(existing.labels.get(cache.OWNER_LABEL))
-    if cache.LINES_LABEL in existing.labels and inputs.growth not in existing.names:
-        _name_for_growth(session.engine, existing.id, inputs.growth)  # grow from here next
+    _give_names(session.engine, existing, inputs)  # grow from here next; compare with it
     return DependencyLayer(existing.id, True, existing.labels.get(APPLICATION_LABEL, "run"))
 
 
@@ -196,8 +197,7 @@ def _build(session: BuildSession, inputs: Inputs, parent: ImageInfo | None) -> D
             changes.append(f"LABEL {cache.OWNER_LABEL}={owner}")
         repository, tag = image.split_tag(inputs.tag)
         committed = container.commit(CommitSpec(tuple(changes), repository, tag))
-    if cache.LINES_LABEL in labels:  # a later build may grow from this layer
-        _name_for_growth(session.engine, committed.image_id, inputs.growth)
+    _give_names(session.engine, ImageInfo(committed.image_id, inputs.tag, labels=labels), inputs)
     seconds = upload + assembled.seconds + committed.seconds
     return DependencyLayer(committed.image_id, False, application, seconds)
 
@@ -229,9 +229,17 @@ def _archive(inputs: Inputs, build_env: dict[str, str]) -> ArchiveFactory:
     return archive
 
 
-def _name_for_growth(engine: Engine, image_id: str, name: str) -> None:
-    """Give the growth name; a failure costs later builds a faster path, not this build."""
-    try:
-        engine.tag(image_id, name)
-    except EngineError as exc:
-        _log.warning("could not name the dependency layer for later growth", error=str(exc))
+def _give_names(engine: Engine, layer: ImageInfo, inputs: Inputs) -> None:
+    """The names later builds look for, when the layer lacks them: the growth name (a
+    later build may grow from it, when its requirement lines are recorded) and the
+    source's (``buildpy plan`` compares a new layer's inputs with it). A failure costs
+    later builds a faster path or a plan its comparison, never this build."""
+    names = [inputs.growth] if cache.LINES_LABEL in layer.labels else []
+    names.append(inputs.latest)
+    for name in names:
+        if name in layer.names:
+            continue
+        try:
+            engine.tag(layer.id, name)
+        except EngineError as exc:
+            _log.warning("could not name the dependency layer", name=name, error=str(exc))

@@ -1,13 +1,14 @@
 """Will a build reuse its dependency layer, grow an earlier one or build one, and why.
 
-For ``buildpy plan``; only looks images up (``find_image``, ``images``). The key is
+For ``buildpy plan``; only looks images up (``find_image``). The key is
 computed by ``layer.Inputs.of``, as the build computes it. When no layer has the key:
 
 * the growth name (``cache.growth_tag``) finds the newest layer made from the same
   inputs but for requirement lines; the recorded line digests say how many lines each
   requirements file gained and lost, and so whether the new layer grows from it;
-* else the newest dependency layer made from the same source location (preferring the
-  same builder) is compared input by input with its ``io.buildpy.dependencies.inputs``
+* else the layer last made or used for the same source location and builder (its name
+  is ``cache.source_tag``: one inspect, where listing every dependency image took 5 s
+  with 134 of them) is compared input by input with its ``io.buildpy.dependencies.inputs``
   label: "requirements.txt changed", "PIP_INDEX_URL changed", "the builder changed".
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from buildpy import cache, dependencies, layer
 from buildpy.dependencies import InputChange, InputDigests
-from buildpy.engine import Engine, ImageInfo, ImageSummary
+from buildpy.engine import Engine, ImageInfo
 from buildpy.plan import BuildPlan
 
 
@@ -67,41 +68,35 @@ def _against_growth(latest: ImageInfo, inputs: layer.Inputs) -> Reuse:
 
 
 def _against_closest(engine: Engine, inputs: layer.Inputs, builder: ImageInfo) -> Reuse:
-    """Compare with the newest earlier layer of the same source, same builder first."""
-    here = inputs.digests
-    candidates = [
-        (item, recorded)
-        for item in engine.images(cache.DEPENDENCY_REPOSITORY)
-        for recorded in [InputDigests.from_label(item.labels.get(cache.INPUTS_LABEL))]
-        if recorded is not None and recorded.source == here.source
-    ]
-    if not candidates:
-        why = "no earlier dependency layer of this source to compare with: a new layer is built"
+    """Compare with the layer last made or used for this source and builder."""
+    latest = engine.find_image(inputs.latest)
+    recorded = InputDigests.from_label(latest.labels.get(cache.INPUTS_LABEL)) if latest else None
+    if latest is None or recorded is None or recorded.source != inputs.digests.source:
+        why = (
+            f"no earlier dependency layer of this source with builder {builder.ref}"
+            " to compare with: a new layer is built"
+        )
         return Reuse("build", why, inputs.tag)
-    item, recorded = max(
-        candidates,
-        key=lambda found: (
-            found[0].labels.get(cache.BUILDER_LABEL) == builder.ref,
-            found[0].created,
-        ),
-    )
-    changes = [_detailed(change, item, inputs, builder) for change in here.changes_since(recorded)]
-    why = "inputs changed since the newest earlier layer of this source: a new layer is built"
+    changes = [
+        _detailed(change, latest.labels, inputs, builder)
+        for change in inputs.digests.changes_since(recorded)
+    ]
+    why = "inputs changed since the last layer of this source: a new layer is built"
     if not changes:
-        why = "the newest earlier layer of this source has the same inputs but another name"
-    return Reuse("build", why, inputs.tag, _name(item.labels, item.tags), tuple(changes))
+        why = "the last layer of this source has the same inputs but another name"
+    return Reuse("build", why, inputs.tag, _name(latest.labels, latest.names), tuple(changes))
 
 
 def _detailed(
-    change: InputChange, item: ImageSummary, inputs: layer.Inputs, builder: ImageInfo
+    change: InputChange, labels: Mapping[str, str], inputs: layer.Inputs, builder: ImageInfo
 ) -> InputChange:
     """Say more where the earlier layer's labels tell more: the builder's names, lines."""
     if change.kind == "builder":
-        before = item.labels.get(cache.BUILDER_LABEL, "")
+        before = labels.get(cache.BUILDER_LABEL, "")
         detail = f"{before} -> {builder.ref}" if before != builder.ref else "the image was rebuilt"
         return InputChange(change.kind, change.name, change.change, detail)
     if change.kind == "file" and change.change == "changed" and change.name in inputs.lines:
-        counts = dependencies.line_changes(item.labels.get(cache.LINES_LABEL), inputs.lines)
+        counts = dependencies.line_changes(labels.get(cache.LINES_LABEL), inputs.lines)
         added, removed = (counts or {}).get(change.name, (0, 0))
         if added or removed:
             return InputChange(change.kind, change.name, change.change, _lines(added, removed))
