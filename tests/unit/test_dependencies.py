@@ -5,18 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fakes import tree
 from hypothesis import given
 from hypothesis import strategies as st
 
 from buildpy import dependencies as deps
-
-
-def tree(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
 
 
 def test_selects_installer_inputs_and_not_code(tmp_path: Path) -> None:

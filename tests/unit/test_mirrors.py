@@ -8,19 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fakes import tree
 
 from buildpy import assemble_mirror, dependencies, run_mirror
 from buildpy.environment import Resolved
 from buildpy.mirror import SourceView, Variables, names
 from buildpy.source import IgnoreRules
-
-
-def tree(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
 
 
 def variables(**values: str) -> Variables:
