@@ -93,6 +93,36 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
         "-t", "--tag", help="name for the image (default: untagged; its ID is printed)"
     )
     parser.add_argument("--builder", help=f"S2I builder image (default: {DEFAULT_BUILDER})")
+    _add_variable_options(parser)
+    parser.add_argument(
+        "--ca-bundle",
+        type=Path,
+        metavar="FILE",
+        help="CA bundle trusted during assemble only (mounted read-only, never in the image)",
+    )
+    parser.add_argument(
+        "--network", help="network for assemble: bridge, host, none, ... (Podman's default)"
+    )
+    parser.add_argument(
+        "--incremental",
+        action="store_true",
+        help="restore the previous image's save-artifacts output into /tmp/artifacts (S2I)",
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="no dependency layer reuse and no download cache for this build",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=duration,
+        metavar="DURATION",
+        help="stop the build after this long (e.g. 90s, 15m, 1h30m), like Ctrl-C; exit 124",
+    )
+
+
+def _add_variable_options(parser: argparse.ArgumentParser) -> None:
+    """-e, --env-file (and s2i's -E, --environment-file), --build-env."""
     parser.add_argument(
         "-e",
         "--env",
@@ -119,31 +149,6 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="variable for assemble only; never stored in the image",
-    )
-    parser.add_argument(
-        "--ca-bundle",
-        type=Path,
-        metavar="FILE",
-        help="CA bundle trusted during assemble only (mounted read-only, never in the image)",
-    )
-    parser.add_argument(
-        "--network", help="network for assemble: bridge, host, none, ... (Podman's default)"
-    )
-    parser.add_argument(
-        "--incremental",
-        action="store_true",
-        help="restore the previous image's save-artifacts output into /tmp/artifacts (S2I)",
-    )
-    parser.add_argument(
-        "--no-cache",
-        action="store_true",
-        help="no dependency layer reuse and no download cache for this build",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=duration,
-        metavar="DURATION",
-        help="stop the build after this long (e.g. 90s, 15m, 1h30m), like Ctrl-C; exit 124",
     )
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from fakes import BUILDER, FakeEngine
 
-from buildpy import build, cli, config, layer, preview, redact
+from buildpy import build, cache, cli, config, layer, preview, redact
 from buildpy import plan as build_plan
 from buildpy.config import BuildOptions
 from buildpy.engine import ImageInfo
+from buildpy.errors import BuilderImageError
 
 ROOT = Path(__file__).resolve().parents[2]
 PHASED = ImageInfo(
@@ -318,3 +319,24 @@ def test_plan_takes_every_option_of_build() -> None:
     }
     assert options["plan"] - {"--format"} == options["build"]
     assert {"-E", "--environment-file", "--env-file", "--build-env"} <= options["plan"]
+
+
+def test_a_missing_builder_is_the_builds_error(app: Path) -> None:
+    with pytest.raises(BuilderImageError, match="not in local storage"):
+        look(app, engine=FakeEngine(stored={}))
+
+
+def test_each_layer_made_or_reused_takes_the_sources_name(app: Path) -> None:
+    engine = FakeEngine(stored={"phased": PHASED})
+    built(app, engine)
+    name = cache.source_tag(str(app), "phased")
+    first = engine.find_image(name)
+    assert first is not None and first.labels[cache.INPUTS_LABEL]
+    (app / "requirements.txt").write_text("six\n")
+    built(app, engine)
+    second = engine.find_image(name)
+    assert second is not None and second.id != first.id
+    (app / "requirements.txt").write_text("flask\ngunicorn\n")
+    built(app, engine)  # reused: the name comes back
+    again = engine.find_image(name)
+    assert again is not None and again.id == first.id
