@@ -24,3 +24,10 @@ lint: setup
 	.venv/bin/ruff check buildpy tests
 	.venv/bin/mypy
 	shellcheck s2i/* scripts/* .ci/run
+
+# buildpy on RHEL 9's Python: the unit tests again under Python 3.9 (Debian bullseye), in a
+# container (scripts/test-py39). A prerequisite of `test`, so .ci/run runs it.
+.PHONY: test-py39
+test: test-py39
+test-py39: setup
+	scripts/test-py39

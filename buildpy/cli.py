@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from buildpy import __version__, builders, cache, environment, leftovers, log, preview
+from buildpy import __version__, builders, cache, environment, leftovers, log, preview, publish
 from buildpy import build as build_stage
 from buildpy import plan as build_plan
 from buildpy.config import (
@@ -27,8 +28,9 @@ from buildpy.config import (
     setting_origins,
     with_pyproject,
 )
-from buildpy.errors import BuildpyError, EngineUnavailable, Interrupted, TimedOut
+from buildpy.errors import BuildpyError, EngineUnavailable, Interrupted, PublishFailed, TimedOut
 from buildpy.podman import PodmanEngine
+from buildpy.registry import PULL_POLICIES, S2I_PULL_POLICIES, PullPolicy
 from buildpy.service import connect
 from buildpy.usage import usage
 
@@ -40,7 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"buildpy {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="only warnings and errors; no assemble output (a failure still shows its end)",
+    )
     parser.add_argument(
         "--log-format",
         choices=("auto", "console", "json"),
@@ -98,7 +105,15 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
         "--ca-bundle",
         type=Path,
         metavar="FILE",
-        help="CA bundle trusted during assemble only (mounted read-only, never in the image)",
+        help="CA bundle trusted during assemble only (a Podman secret, never in the image)",
+    )
+    parser.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="id=NAME,src=FILE",
+        help="file (or env=VARIABLE's value) at /run/secrets/NAME during assemble only,"
+        " as with `podman build --secret` (repeatable)",
     )
     parser.add_argument(
         "--network", help="network for assemble: bridge, host, none, ... (Podman's default)"
@@ -119,6 +134,8 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="stop the build after this long (e.g. 90s, 15m, 1h30m), like Ctrl-C; exit 124",
     )
+    _registry_arguments(parser)
+    _delivery_arguments(parser)
 
 
 def _add_variable_options(parser: argparse.ArgumentParser) -> None:
@@ -150,6 +167,70 @@ def _add_variable_options(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="variable for assemble only; never stored in the image",
     )
+
+
+def _registry_arguments(b: argparse.ArgumentParser) -> None:
+    """Where the builder comes from."""
+    b.add_argument(
+        "--pull",
+        type=_pull_policy,
+        default="missing",
+        metavar="missing|always|never",
+        help="pull the builder: only when it is not in local storage (default), always, never",
+    )
+    b.add_argument(
+        "--pull-policy",
+        dest="pull",
+        type=_pull_policy,
+        default=argparse.SUPPRESS,
+        metavar="if-not-present|always|never",
+        help="--pull with s2i's spellings",
+    )
+    tls = b.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--tls-verify",
+        nargs="?",
+        const=True,
+        type=_boolean,
+        metavar="true|false",
+        help="verify registries' TLS certificates (default: as registries.conf says)",
+    )
+    tls.add_argument(
+        "--no-tls-verify",
+        dest="tls_verify",
+        action="store_const",
+        const=False,
+        help="plain HTTP or unverified TLS to registries (Podman's --tls-verify=false)",
+    )
+
+
+def _delivery_arguments(b: argparse.ArgumentParser) -> None:
+    """Where the image goes besides local storage."""
+    b.add_argument("--push", action="store_true", help="push the image (--tag) after the build")
+    b.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        metavar="TYPE:PATH",
+        help="also write the image to a file: oci-archive:PATH or docker-archive:PATH",
+    )
+
+
+def _pull_policy(value: str) -> PullPolicy:
+    policy = S2I_PULL_POLICIES.get(value) or (value if value in PULL_POLICIES else None)
+    if policy is None:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: use missing (or if-not-present), always or never"
+        )
+    return policy
+
+
+def _boolean(value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: write --tls-verify=true, --tls-verify=false or --no-tls-verify"
+        )
+    return value.lower() == "true"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -254,7 +335,25 @@ def _build(args: argparse.Namespace) -> int:
         return _build_in_time(args)
 
 
-def _options(args: argparse.Namespace) -> BuildOptions:
+def _build_in_time(args: argparse.Namespace) -> int:
+    plan = build_plan.make(_build_options(args))
+    logger = log.get("buildpy")
+    origins = environment.origins(plan.env_layers)
+    logger.debug("image variables", origins={key: where for key, (_, where) in origins.items()})
+    with _engine() as engine, open(os.devnull, "wb") as silent:
+        # -q: assemble's output is not shown; a failure still quotes its last lines
+        result = build_stage.run(plan, engine, output=silent if args.quiet else None)
+        _log_built(result)
+        try:
+            publish.deliver(engine, plan.delivery, result.image_id, result.tag)
+        except PublishFailed:
+            print(result.tag or result.image_id)  # it exists locally: exit 10 says so
+            raise
+    print(result.tag or result.image_id)
+    return 0
+
+
+def _build_options(args: argparse.Namespace) -> BuildOptions:
     """The build options of `build` and `plan`: the command line over [tool.buildpy]."""
     return with_pyproject(_command_line(args), _explicit(args))
 
@@ -268,9 +367,14 @@ def _command_line(args: argparse.Namespace) -> BuildOptions:
         env=tuple(args.env),
         build_env=tuple(args.build_env),
         ca_bundle=args.ca_bundle,
+        secrets=tuple(args.secret),
         network=args.network,
         cache=not args.no_cache,
         incremental=args.incremental,
+        pull=args.pull,
+        tls_verify=args.tls_verify,
+        push=args.push,
+        outputs=tuple(args.output),
     )
 
 
@@ -279,14 +383,8 @@ def _explicit(args: argparse.Namespace) -> frozenset[str]:
     return frozenset(k for k in PYPROJECT_KEYS if getattr(args, k) is not None)
 
 
-def _build_in_time(args: argparse.Namespace) -> int:
-    plan = build_plan.make(_options(args))
-    logger = log.get("buildpy")
-    origins = environment.origins(plan.env_layers)
-    logger.debug("image variables", origins={key: where for key, (_, where) in origins.items()})
-    with _engine() as engine:
-        result = build_stage.run(plan, engine)
-    logger.info(
+def _log_built(result: build_stage.BuildResult) -> None:
+    log.get("buildpy").info(
         "built",
         image=result.image_id[:12],
         tag=result.tag,
@@ -296,14 +394,12 @@ def _build_in_time(args: argparse.Namespace) -> int:
         dependencies_reused=result.dependencies_reused,
         **{f"{k}_seconds": round(v, 3) for k, v in result.times.items() if k != "assemble"},
     )
-    print(result.tag or result.image_id)
-    return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
     """What `build` would do with the same options, on stdout; nothing is built."""
     with _deadline(args.timeout):
-        plan = build_plan.make(_options(args))
+        plan = build_plan.make(_build_options(args))
         origins = setting_origins(_command_line(args), _explicit(args))
         with _engine() as engine:
             found = preview.make(plan, engine, origins)

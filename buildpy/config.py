@@ -19,6 +19,7 @@ else:  # pragma: no cover - exercised on RHEL 9's Python 3.9
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 from buildpy.errors import UsageError
+from buildpy.registry import PullPolicy
 
 DEFAULT_BUILDER = "localhost/buildpy/python-311"
 PYPROJECT_KEYS = ("builder", "tag", "network")
@@ -36,9 +37,14 @@ class BuildOptions:
     env: tuple[str, ...] = ()
     build_env: tuple[str, ...] = ()
     ca_bundle: Path | None = None
+    secrets: tuple[str, ...] = ()  # --secret specs, read by plan.make
     network: str | None = None
     cache: bool = True
     incremental: bool = False
+    pull: PullPolicy = "missing"
+    tls_verify: bool | None = None  # None: as registries.conf says
+    push: bool = False
+    outputs: tuple[str, ...] = ()  # --output TYPE:PATH, parsed by the plan
 
 
 def pyproject_settings(source: Path) -> dict[str, str]:

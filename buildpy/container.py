@@ -40,6 +40,7 @@ WRAPPER = (
     f'rm -rf /tmp/{BUILD_DIR}; exec "$@"'
 )
 TAIL_LINES = 20
+MARKER = b"BUILDPY_"  # assemble's lines to buildpy start so (BUILDPY_APPLICATION_PHASE=copy)
 
 
 class Output(Protocol):
@@ -150,15 +151,16 @@ class WorkingContainer:
         """Run the container's command, stream its output to ``out``, say how it ended."""
         started = time.monotonic()
         tail = _Tail(TAIL_LINES)
+        shown = _Unmarked(out)
 
         def output(chunk: bytes) -> None:
             if self._reaper is not None:
                 self._reaper.release()  # assemble is running: earlier removals may go on
-            out.write(chunk)
-            out.flush()
+            shown.feed(chunk)
             tail.feed(chunk)
 
         status = self._engine.run(self.id, output)
+        shown.close()
         return Assembled(status, tuple(tail.lines()), time.monotonic() - started)
 
     def commit(self, spec: CommitSpec) -> Committed:
@@ -217,16 +219,23 @@ def remove_quietly(engine: Engine, container: str, name: str | None) -> None:
     A second Ctrl-C (or SIGTERM) while this runs is held back until the removal is done:
     cut short, it would leave the container behind, stopping.
     """
+    cleanup(
+        lambda: engine.remove(container),
+        "could not remove the working container",
+        f"remove it with `podman rm -f {name}`",
+        container=name,
+    )
+
+
+def cleanup(action: Callable[[], object], failed: str, hint: str, **fields: str | None) -> None:
+    """Run a clean-up step, with interrupts held back until it is done; its failure is a
+    warning (``failed``, with the error, ``hint`` and ``fields``), never an exception that
+    would mask the build's own error."""
     try:
         with _signals_held():
-            engine.remove(container)
+            action()
     except Exception as exc:
-        _log.warning(
-            "could not remove the working container",
-            container=name,
-            error=str(exc),
-            hint=f"remove it with `podman rm -f {name}`",
-        )
+        _log.warning(failed, error=str(exc), hint=hint, **fields)
 
 
 @contextmanager
@@ -326,6 +335,43 @@ def _assemble_hint(status: int) -> str:
     if status in (137, 143):
         return "assemble was killed (out of memory, or stopped from outside)"
     return "fix the error shown above in the assemble output, then build again"
+
+
+class _Unmarked:
+    """Passes assemble's output on, without the lines addressed to buildpy (``MARKER``…=).
+
+    Output arrives in chunks that split lines anywhere, so the start of a line that may
+    still become a marker is held back until its end shows what it is.
+    """
+
+    def __init__(self, out: Output) -> None:
+        self._out = out
+        self._held = b""  # the start of a line that may be a marker
+        self._mid_line = False  # the last byte passed on was not a newline
+
+    def feed(self, chunk: bytes) -> None:
+        data, self._held = self._held + chunk, b""
+        *lines, last = data.split(b"\n")
+        shown = bytearray()
+        for line in lines:
+            if self._mid_line or not line.startswith(MARKER):
+                shown += line + b"\n"
+            self._mid_line = False
+        if not self._mid_line and (MARKER.startswith(last) or last.startswith(MARKER)):
+            self._held = last
+        else:
+            shown += last
+            self._mid_line = self._mid_line or bool(last)
+        if shown:
+            self._out.write(bytes(shown))
+            self._out.flush()
+
+    def close(self) -> None:
+        """The end of the output: a held line that is no marker is passed on."""
+        if self._held and not self._held.startswith(MARKER):
+            self._out.write(self._held)
+            self._out.flush()
+        self._held = b""
 
 
 class _Tail:

@@ -34,7 +34,6 @@ ROOT_FILES = (
     "setup.py",
     "uv.lock",
     ".python-version",
-    ".s2i/environment",
 )
 ROOT_GLOBS = ("requirements*.txt", "constraints*.txt", "requirements/*.txt", "requirements/*.in")
 # Variables whose value changes what gets installed, or how.
@@ -47,6 +46,36 @@ INSTALL_VARIABLES = (
     "DISABLE_PYPROJECT_TOML_PROCESSING",
 )
 INSTALL_PREFIXES = ("PIP_", "PIPENV_", "MICROPIPENV_", "UV_", "POETRY_")
+# Installation variables that change how packages are fetched, not which ones: out of the
+# key (a CA bundle's path or a longer timeout reinstalls nothing), and never in a layer's
+# environment (assemble gets them as build-only values, so a reused layer carries none).
+UNKEYED_VARIABLES = frozenset(
+    {
+        "PIP_CERT",
+        "PIP_CLIENT_CERT",
+        "PIP_CACHE_DIR",
+        "PIP_NO_CACHE_DIR",
+        "PIP_DEFAULT_TIMEOUT",
+        "PIP_TIMEOUT",
+        "PIP_RETRIES",
+        "PIP_PROGRESS_BAR",
+        "PIP_NO_COLOR",
+        "PIP_NO_INPUT",
+        "PIP_DISABLE_PIP_VERSION_CHECK",
+        "PIP_QUIET",
+        "PIP_VERBOSE",
+        "PIPENV_CACHE_DIR",
+        "PIPENV_VERBOSITY",
+        "PIPENV_NOSPIN",
+        "PIPENV_TIMEOUT",
+        "PIPENV_INSTALL_TIMEOUT",
+        "UV_CACHE_DIR",
+        "UV_HTTP_TIMEOUT",
+        "UV_NO_PROGRESS",
+        "POETRY_CACHE_DIR",
+    }
+)
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 
 _INCLUDE = re.compile(r"^\s*(?:-r|--requirement|-c|--constraint)(?:\s+|=)(\S+)")
 _EDITABLE = re.compile(r"^\s*(?:-e|--editable)(?:\s+|=)(\S+)")
@@ -143,12 +172,28 @@ def with_includes(files: Mapping[str, bytes], name: str) -> list[str]:
 
 
 def install_variables(env: Mapping[str, str]) -> dict[str, str]:
-    """The variables that change what or how dependencies are installed."""
+    """The variables installers read: what or how dependencies are installed."""
     return {
         key: value
         for key, value in sorted(env.items())
         if key in INSTALL_VARIABLES or key.startswith(INSTALL_PREFIXES)
     }
+
+
+def layer_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """The installation variables that decide what a layer holds (its environment)."""
+    return {k: v for k, v in install_variables(env).items() if k not in UNKEYED_VARIABLES}
+
+
+def fetch_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """The installation variables that only change how packages are fetched."""
+    return {k: v for k, v in install_variables(env).items() if k in UNKEYED_VARIABLES}
+
+
+def key_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """``layer_variables`` as the key sees them: credentials in URLs left out (a rotated
+    token reaches the same index, and the key is written into a label)."""
+    return {k: _USERINFO.sub("", v) for k, v in layer_variables(env).items()}
 
 
 def key(builder_id: str, files: Sequence[tuple[str, bytes]], variables: Mapping[str, str]) -> str:

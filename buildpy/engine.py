@@ -37,6 +37,22 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class SecretMount:
+    """A Podman secret (see ``Engine.create_secret``) mounted as the file ``target``.
+
+    The file is Podman's copy in the container's own userdata directory in Podman's
+    storage, never a host path; ``uid``, ``gid`` and ``mode`` are the file's inside the
+    container.
+    """
+
+    name: str
+    target: str
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o400
+
+
+@dataclass(frozen=True)
 class VolumeMount:
     """A named volume mounted into the working container only."""
 
@@ -66,6 +82,7 @@ class ContainerSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     mounts: tuple[Mount, ...] = ()
     volumes: tuple[VolumeMount, ...] = ()
+    secrets: tuple[SecretMount, ...] = ()
     network: str | None = None
     name: str | None = None
 
@@ -77,6 +94,9 @@ class CommitSpec:
     changes: tuple[str, ...] = ()
     repository: str | None = None
     tag: str | None = None
+
+
+Progress = Callable[[str], object]  # one line of a pull's or push's progress
 
 
 class Engine(Protocol):
@@ -114,6 +134,16 @@ class Engine(Protocol):
         """(ID, name) of every container, in any state, whose name starts with ``prefix``."""
         ...
 
+    def create_secret(self, name: str, data: bytes) -> None:
+        """Store ``data`` (1 to 511999 bytes) as the secret ``name``; an error when the
+        name is taken. Containers created afterwards may mount it (``SecretMount``)."""
+        ...
+
+    def remove_secret(self, name: str) -> bool:
+        """Remove a secret (containers that mount it keep their copy); True when removed
+        or already gone."""
+        ...
+
     def create(self, spec: ContainerSpec) -> str:
         """Create (not start) a container; return its ID."""
         ...
@@ -141,6 +171,21 @@ class Engine(Protocol):
 
     def remove(self, container: str) -> None:
         """Remove the container, running or not; no error when it is gone."""
+        ...
+
+    def pull(self, ref: str, tls_verify: bool | None, progress: Progress) -> str:
+        """Pull ``ref`` from its registry (always asking it); return the image ID.
+        ``tls_verify`` None leaves TLS to registries.conf. Raises ``PullFailed``."""
+        ...
+
+    def push(self, ref: str, tls_verify: bool | None, progress: Progress) -> None:
+        """Push the local image ``ref`` to the registry its name says. Raises
+        ``PublishFailed`` (the local image stays)."""
+        ...
+
+    def save_image(self, ref: str, archive_format: str, dest: BinaryIO) -> None:
+        """Stream the image into ``dest`` as an ``oci-archive`` or ``docker-archive``
+        (which records ``ref`` as its name, when ``ref`` is a name)."""
         ...
 
     def close(self) -> None: ...

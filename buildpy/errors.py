@@ -84,6 +84,18 @@ class EngineError(BuildpyError):
     exit_code = 8
 
 
+class PullFailed(BuildpyError):
+    """A registry could not give the builder image: unreachable, unknown name, TLS, login."""
+
+    exit_code = 9
+
+
+class PublishFailed(BuildpyError):
+    """The image was built and is in local storage, but ``--push`` or ``--output`` failed."""
+
+    exit_code = 10
+
+
 class Interrupted(BuildpyError):
     """The user pressed Ctrl-C or the process received SIGTERM."""
 
@@ -105,6 +117,8 @@ EXIT_CODES: tuple[type[BuildpyError], ...] = (
     BuilderImageError,
     AssembleFailed,
     EngineError,
+    PullFailed,
+    PublishFailed,
     Interrupted,
     TimedOut,
 )

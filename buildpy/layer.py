@@ -81,7 +81,7 @@ class Inputs:
     @classmethod
     def of(cls, plan: BuildPlan, builder: ImageInfo) -> Inputs:
         files = plan.dependencies.contents
-        variables = dependencies.install_variables({**plan.image_env, **plan.build_env})
+        variables = dependencies.key_variables({**plan.image_env, **plan.build_env})
         key = dependencies.key(builder.id, files, variables)
         fixed = dependencies.fixed_digest(builder.id, files, variables)
         return cls(
@@ -182,10 +182,11 @@ def _build(session: BuildSession, inputs: Inputs, parent: ImageInfo | None) -> D
     )
     start = session.builder.id if parent is None else parent.id
     labels = _labels(inputs, session.builder.ref)
-    env = dependencies.install_variables(session.plan.image_env)
+    env = dependencies.layer_variables(session.plan.image_env)
     added = dependencies.added(parent.labels.get(cache.LINES_LABEL), inputs.lines) if parent else []
     more = {ADDED_VARIABLE: "\n".join(added)} if added else {}
-    archive = _archive(inputs, session.build_env("dependencies", **more))
+    fetch = dependencies.fetch_variables(session.plan.image_env)
+    archive = _archive(inputs, session.build_env("dependencies", fetch, **more))
 
     with session.container(start, env, labels) as container:
         upload = container.upload(scripts.UPLOAD_DIR, archive)

@@ -2,7 +2,8 @@
 
 ``make`` reads the source directory, its ``.s2i/environment``, ``--env-file`` and
 ``-e`` (see ``environment`` for the precedence), the build-only values
-(``--build-env``, the CA bundle), the ignore rules, the source's own S2I scripts,
+(``--build-env``) and files (the CA bundle, ``--secret``: read here, on the
+client, see ``buildfiles``), the ignore rules, the source's own S2I scripts,
 the output labels and the files that decide dependencies. Every user error that
 can be found without Podman is found here, so a bad option never costs a
 container.
@@ -16,15 +17,29 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from buildpy import dependencies, environment, gitinfo, image, log, scripts, source
+from buildpy import (
+    buildfiles,
+    dependencies,
+    environment,
+    gitinfo,
+    image,
+    log,
+    publish,
+    scripts,
+    source,
+)
+from buildpy.buildfiles import BuildFile
 from buildpy.config import BuildOptions
-from buildpy.engine import Mount
 from buildpy.errors import UsageError
 
 _log = log.get(__name__)
 
 S2I_ENVIRONMENT = ".s2i/environment"
 CA_TARGET = "/dev/shm/buildpy-ca-bundle.crt"  # a tmpfs: the mount point is never committed
+CA_HINT = (
+    "on Debian the host's bundle is /etc/ssl/certs/ca-certificates.crt,"
+    " on RHEL /etc/pki/tls/certs/ca-bundle.crt"
+)
 CA_VARIABLES = (
     "PIP_CERT",
     "SSL_CERT_FILE",
@@ -47,15 +62,19 @@ class BuildPlan:
     rules: source.IgnoreRules
     source_scripts: Mapping[str, Path]
     labels: Mapping[str, str]
-    mounts: tuple[Mount, ...]
+    files: tuple[BuildFile, ...]  # read on this side; assemble sees them, the image never
     dependencies: dependencies.DependencyFiles
+    delivery: publish.Delivery
     build_layers: tuple[environment.EnvLayer, ...] = ()  # where build_env's values come from
 
 
 def make(
-    options: BuildOptions, describe: Callable[[Path], gitinfo.GitInfo | None] = gitinfo.describe
+    options: BuildOptions,
+    describe: Callable[[Path], gitinfo.GitInfo | None] = gitinfo.describe,
+    environ: Mapping[str, str] | None = None,
 ) -> BuildPlan:
-    """Read the source and configuration into a plan; no engine involved."""
+    """Read the source and configuration into a plan; no engine involved. ``environ`` is
+    where ``--secret id=NAME,env=VAR`` values come from (default: this process's)."""
     root = source.source_root(options.source)
     if options.tag is not None:
         image.check_reference(options.tag, "--tag")
@@ -63,11 +82,10 @@ def make(
         raise UsageError(
             "--incremental needs --tag: the previous image under that tag gives the artifacts"
         )
+    delivery = _delivery(options)
     layers = _env_layers(root, options)
-    mounts: tuple[Mount, ...] = ()
-    if options.ca_bundle is not None:
-        mounts = (Mount(str(_ca_bundle(options.ca_bundle)), CA_TARGET),)
-    build_layers = _build_layers(options)
+    files, ca_env = _build_files(options, os.environ if environ is None else environ)
+    build_layers = _build_layers(ca_env, options)
     rules = source.IgnoreRules.load(root)
     return BuildPlan(
         options=options,
@@ -78,20 +96,35 @@ def make(
         rules=rules,
         source_scripts=scripts.source_scripts(root),
         labels=image.output_labels(options.builder, str(root), describe(root)),
-        mounts=mounts,
+        files=files,
         dependencies=dependencies.select(root, rules),
+        delivery=delivery,
         build_layers=build_layers,
     )
 
 
-def _ca_bundle(path: Path) -> Path:
-    if not path.is_file() or not os.access(path, os.R_OK):
+def _build_files(
+    options: BuildOptions, environ: Mapping[str, str]
+) -> tuple[tuple[BuildFile, ...], dict[str, str]]:
+    """The CA bundle and the secrets, read now; the CA variables that point at the bundle."""
+    files = buildfiles.parse_secrets(options.secrets, environ)
+    if options.ca_bundle is None:
+        return files, {}
+    data = buildfiles.read_file(options.ca_bundle, "--ca-bundle", CA_HINT)
+    return (BuildFile("--ca-bundle", CA_TARGET, data), *files), dict.fromkeys(
+        CA_VARIABLES, CA_TARGET
+    )
+
+
+def _delivery(options: BuildOptions) -> publish.Delivery:
+    """--output and --push, checked before any engine work."""
+    if options.push and not options.tag:
         raise UsageError(
-            f"--ca-bundle {path}: not a readable file",
-            "on Debian the host's bundle is /etc/ssl/certs/ca-certificates.crt,"
-            " on RHEL /etc/pki/tls/certs/ca-bundle.crt",
+            "--push needs --tag: the tag names the registry and repository to push to",
+            "e.g. --tag registry.example:5000/myapp:1.0 --push",
         )
-    return path.resolve()
+    outputs = tuple(publish.parse_output(value) for value in options.outputs)
+    return publish.Delivery(outputs, options.push, options.tls_verify)
 
 
 def _warn(message: str) -> None:
@@ -113,11 +146,13 @@ def _env_layers(root: Path, options: BuildOptions) -> tuple[environment.EnvLayer
     return tuple(layers)
 
 
-def _build_layers(options: BuildOptions) -> tuple[environment.EnvLayer, ...]:
+def _build_layers(
+    ca_env: Mapping[str, str], options: BuildOptions
+) -> tuple[environment.EnvLayer, ...]:
     """Build-only values, lowest precedence first: the CA bundle's paths, --build-env."""
     layers = []
-    if options.ca_bundle is not None:
-        layers.append(environment.EnvLayer("--ca-bundle", dict.fromkeys(CA_VARIABLES, CA_TARGET)))
+    if ca_env:
+        layers.append(environment.EnvLayer("--ca-bundle", ca_env))
     given = _assignments(options.build_env, "--build-env")
     if given:
         layers.append(environment.EnvLayer("--build-env", given))

@@ -14,6 +14,7 @@ import json
 import shutil
 import tarfile
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -24,9 +25,16 @@ import urllib3
 from podman import PodmanClient
 from podman.errors import APIError, BuildError, ImageNotFound, NotFound, PodmanError
 
-from buildpy.engine import CommitSpec, ContainerSpec, ImageInfo, ImageSummary
-from buildpy.errors import EngineError, EngineUnavailable
+from buildpy.engine import CommitSpec, ContainerSpec, ImageInfo, ImageSummary, Progress
+from buildpy.errors import (
+    BuildpyError,
+    EngineError,
+    EngineUnavailable,
+    PublishFailed,
+    PullFailed,
+)
 from buildpy.image import split_tag
+from buildpy.registry import registry_hint
 
 # Messages Podman gives on hosts that need a setting changed, and what to change.
 # `buildpy doctor` knows each of these causes too (doctor.cause), and checks the whole host.
@@ -102,7 +110,11 @@ def _translated(action: str) -> Iterator[None]:
     """Turn podman-py and requests failures into buildpy errors."""
     try:
         yield
-    except (requests.exceptions.ConnectionError, urllib3.exceptions.HTTPError) as exc:
+    except (
+        requests.exceptions.ConnectionError,
+        requests.exceptions.ChunkedEncodingError,  # the service went away mid-stream
+        urllib3.exceptions.HTTPError,
+    ) as exc:
         raise EngineUnavailable(
             f"lost the connection to Podman while trying to {action}: {exc}",
             "check that the Podman service is running (`podman system service`)"
@@ -166,6 +178,11 @@ class PodmanEngine:
                 for m in spec.mounts
             ],
         }
+        if spec.secrets:
+            kwargs["secrets"] = [
+                {"source": m.name, "target": m.target, "uid": m.uid, "gid": m.gid, "mode": m.mode}
+                for m in spec.secrets
+            ]
         if spec.volumes:
             kwargs["volumes"] = {v.name: {"bind": v.target, "mode": "rw"} for v in spec.volumes}
         if spec.user:
@@ -176,6 +193,20 @@ class PodmanEngine:
             kwargs["name"] = spec.name
         with _translated(f"create a container from {spec.image}"):
             return str(self._client.containers.create(spec.image, **kwargs).id)
+
+    def create_secret(self, name: str, data: bytes) -> None:
+        # The libpod endpoint: the bytes are the body, so they travel over ssh:// as well.
+        with _translated(f"create the build secret {name}"):
+            self._client.api.post(
+                "/secrets/create", params={"name": name}, data=data
+            ).raise_for_status()
+
+    def remove_secret(self, name: str) -> bool:
+        return _removed(
+            f"secret {name}",
+            lambda: self._client.api.delete(f"/secrets/{name}").raise_for_status(),
+            force=True,
+        )
 
     def upload(self, container: str, path: str, archive: Iterable[bytes]) -> None:
         # An iterator, never a list: requests would send a list of chunks as form fields.
@@ -270,6 +301,52 @@ class PodmanEngine:
             if not _not_found(exc.__cause__):
                 raise
 
+    def pull(self, ref: str, tls_verify: bool | None, progress: Progress) -> str:
+        params = _tls_param({"reference": ref, "policy": "always"}, tls_verify)
+        with _registry("pull", ref, PullFailed):
+            found = self._follow("/images/pull", params, progress).get("id")
+            if not found:
+                raise _Refused("Podman did not say which image it pulled")
+            return str(found)
+
+    def push(self, ref: str, tls_verify: bool | None, progress: Progress) -> None:
+        # quiet=false: progress as it comes, and a registry's refusal as an error line
+        params = _tls_param({"quiet": False}, tls_verify)
+        with _registry("push", ref, PublishFailed):
+            self._follow(f"/images/{_quoted(ref)}/push", params, progress)
+
+    def save_image(self, ref: str, archive_format: str, dest: BinaryIO) -> None:
+        """libpod's export: the service writes the whole archive to its own temporary
+        file first, so a failure is an error status, never half an archive."""
+        with _translated(f"save {ref} as {archive_format}"):
+            response = self._client.api.get(
+                f"/images/{_quoted(ref)}/get", params={"format": archive_format}, stream=True
+            )
+            try:
+                response.raise_for_status()
+                for chunk in response.iter_content(1 << 20):
+                    dest.write(chunk)
+            finally:
+                response.close()
+
+    def _follow(self, path: str, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        """POST and follow libpod's JSON lines (``stream``, ``error``, a result); the
+        status is 200 before the registry is asked, so its refusal comes as a line."""
+        response = self._client.api.post(path, params=params, stream=True)
+        try:
+            response.raise_for_status()
+            last: dict[str, Any] = {}
+            for line in response.iter_lines():
+                item = _json_line(line)
+                if item.get("error"):
+                    raise _Refused(str(item["error"]))
+                if item.get("stream"):
+                    progress(str(item["stream"]).rstrip())
+                last = item or last
+            return last
+        finally:
+            response.close()
+
     def images(self, repository: str) -> list[ImageSummary]:
         with _translated("list images"):
             found = self._client.images.list(filters={"reference": repository})
@@ -346,6 +423,48 @@ class PodmanEngine:
     def _container(self, container: str) -> Any:
         """A podman-py handle for a container ID, without another inspect round trip."""
         return self._client.containers.prepare_model({"Id": container})
+
+
+class _Refused(Exception):
+    """A registry's (or Podman's) refusal, given as an error line of a pull or push."""
+
+
+@contextmanager
+def _registry(action: str, ref: str, failure: type[BuildpyError]) -> Iterator[None]:
+    """A pull or push: its failures as ``failure``, with a hint matched to the
+    registry's words; a lost connection to Podman stays ``EngineUnavailable``."""
+    try:
+        with _translated(f"{action} {ref}"):
+            yield
+    except _Refused as exc:
+        message = str(exc)
+    except EngineError as exc:
+        message = _api_message(exc.__cause__) if exc.__cause__ is not None else exc.message
+    else:
+        return
+    raise failure(f"could not {action} {ref}: {message}", registry_hint(message, ref))
+
+
+def _tls_param(params: dict[str, Any], tls_verify: bool | None) -> dict[str, Any]:
+    """``tlsVerify`` only when given: when it is absent, Podman follows registries.conf."""
+    return params if tls_verify is None else {**params, "tlsVerify": tls_verify}
+
+
+def _quoted(ref: str) -> str:
+    """An image name as one path segment (names hold slashes, ports and digests)."""
+    return urllib.parse.quote(ref, safe="")
+
+
+def _json_line(line: bytes) -> dict[str, Any]:
+    """One line of a libpod progress stream; plain text counts as progress."""
+    text = line.decode(errors="replace").strip()
+    if not text:
+        return {}
+    try:
+        item = json.loads(text)
+    except ValueError:
+        return {"stream": text}
+    return item if isinstance(item, dict) else {"stream": text}
 
 
 def _timestamp(value: Any) -> str:

@@ -20,7 +20,8 @@ from buildpy.engine import Engine, ImageInfo
 from buildpy.environment import EnvLayer, Resolved, resolve
 from buildpy.mirror import DEFAULT_HOME, SourceView, Step, Variables
 from buildpy.plan import BuildPlan
-from buildpy.session import PHASE_VARIABLE, buildpy_variables, require_builder
+from buildpy.registry import require_builder
+from buildpy.session import PHASE_VARIABLE, buildpy_variables
 
 SCHEMA_VERSION = 1
 BUILDPY_BUILDER_LABELS = ("io.buildpy.builder.digest", layer.PHASES_LABEL)

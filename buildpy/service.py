@@ -5,6 +5,16 @@ the standard socket (root: /run/podman/podman.sock, rootless:
 $XDG_RUNTIME_DIR/podman/podman.sock) when it answers; else a private
 ``podman system service`` on a socket in a fresh temporary directory, which
 lives exactly as long as the ``with`` block and dies with this process.
+
+``CONTAINER_HOST=ssh://user@host[:port]/path/to/podman.sock`` is reached through
+one ``ssh -N -L`` tunnel from a local socket to that path, made the same way and
+with the same lifetime, logging in with the key ``CONTAINER_SSHKEY`` names (as
+for ``podman --remote``) or ssh's own defaults and ``~/.ssh/config``, in batch
+mode, with the host key checked against known_hosts. buildpy then talks to the
+local socket exactly as to a local service. podman-py's own ssh transport is not
+used: it closes its tunnel as soon as a response without a length arrives, so
+the attach stream (assemble's output) came back empty; it also starts one ssh
+per connection and does not check host keys.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,46 +104,135 @@ def private_service(podman: str = "podman") -> Iterator[str]:
             "install it (Debian/Ubuntu: `apt-get install podman`; RHEL: `dnf install podman`)"
             " or point CONTAINER_HOST at a running service",
         )
-    workdir = Path(tempfile.mkdtemp(prefix="buildpy-podman-"))
+
+    def failed(why: str) -> EngineUnavailable:
+        return EngineUnavailable(
+            f"`podman system service` {why}",
+            "run `buildpy doctor` to see what Podman needs on this host and how to fix it",
+        )
+
+    def command(sock: Path) -> list[str]:
+        return [binary, "system", "service", "--time=0", f"unix://{sock}"]
+
+    with _socket_process("buildpy-podman-", command, failed, own_tmpdir=True) as url:
+        _log.debug("podman service started", url=url)
+        yield url
+
+
+@contextmanager
+def ssh_tunnel(host: str, identity: str | None, ssh: str = "ssh") -> Iterator[str]:
+    """Forward a temporary local socket to the Podman socket an ssh:// URL names;
+    yield the local socket's unix:// URL."""
+    url = urllib.parse.urlparse(host)
+    binary = shutil.which(ssh)
+    if binary is None:
+        raise EngineUnavailable(
+            f"CONTAINER_HOST={host} needs the ssh client, and there is no `{ssh}` on PATH",
+            "install it (Debian/Ubuntu: `apt-get install openssh-client`)",
+        )
+    if identity is not None and not os.path.isfile(os.path.expanduser(identity)):
+        raise EngineUnavailable(
+            f"CONTAINER_SSHKEY={identity} is not a file",
+            "name the private key that logs in to the Podman host, or unset it to use ssh's",
+        )
+    key = ["-i", os.path.expanduser(identity)] if identity else []
+
+    def failed(why: str) -> EngineUnavailable:
+        return EngineUnavailable(
+            f"no Podman service reached at CONTAINER_HOST={host}: ssh {why}",
+            "check user, host and port; that CONTAINER_SSHKEY names a key the host takes; that"
+            " the host key is in known_hosts (log in once with ssh); and that Podman listens"
+            f" at {url.path} there (`podman system service --time=0 unix://{url.path}`)",
+        )
+
+    def command(sock: Path) -> list[str]:
+        forward = ["-L", f"{sock}:{url.path}", f"ssh://{url.netloc}"]
+        return [binary, "-N", *_SSH_OPTIONS, *key, *forward]
+
+    with _socket_process("buildpy-ssh-", command, failed) as local:
+        _log.debug("ssh tunnel to podman", host=url.netloc, socket=url.path)
+        yield local
+
+
+_SSH_OPTIONS = (
+    *("-o", "BatchMode=yes"),  # never a prompt: a key, an agent, or a clear failure
+    *("-o", "ExitOnForwardFailure=yes"),
+    *("-o", "ConnectTimeout=10"),
+    *("-o", "ServerAliveInterval=30"),
+)
+
+
+@contextmanager
+def _socket_process(
+    prefix: str,
+    command: Callable[[Path], list[str]],
+    failed: Callable[[str], EngineUnavailable],
+    own_tmpdir: bool = False,
+) -> Iterator[str]:
+    """Run ``command(SOCK)`` for a socket in a new temporary directory until the block
+    ends; yield ``unix://SOCK`` once a Podman service answers there (else raise
+    ``failed(why)``). With ``own_tmpdir``, the process gets a TMPDIR removed with it."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     sock = workdir / "podman.sock"
-    errlog = workdir / "service.log"
+    errlog = workdir / "process.log"
+    scratch = _scratch_dir() if own_tmpdir else None
     with open(errlog, "wb") as err:
         proc = subprocess.Popen(
-            [binary, "system", "service", "--time=0", f"unix://{sock}"],
+            command(sock),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=err,
             start_new_session=True,  # Ctrl-C reaches buildpy, which then cleans up in order
             preexec_fn=_die_with_parent,
+            env=None if scratch is None else {**os.environ, "TMPDIR": str(scratch)},
         )
     try:
-        _await_socket(proc, str(sock), errlog)
-        _log.debug("podman service started", socket=str(sock), pid=proc.pid)
+        why = _await_socket(proc, str(sock), errlog)
+        if why is not None:
+            raise failed(why)
         yield f"unix://{sock}"
     finally:
         _stop(proc)
-        shutil.rmtree(workdir, ignore_errors=True)
+        for path in (workdir, scratch):
+            if path is not None:
+                shutil.rmtree(path, ignore_errors=True)
 
 
-def _await_socket(proc: subprocess.Popen[bytes], sock: str, errlog: Path) -> None:
+def _scratch_dir() -> Path | None:
+    """Where the private service keeps its large temporary files, removed with it.
+
+    Podman exports an image to a temporary file before sending it, and pulls layers
+    into temporary files; a service stopped mid-way (Ctrl-C during --output or a pull)
+    leaves them in /var/tmp, hundreds of MB each time. Given a TMPDIR of its own, they
+    go where buildpy removes them. Not for rootless Podman without XDG_RUNTIME_DIR,
+    which derives its run directory from TMPDIR.
+    """
+    if os.getuid() != 0 and not os.environ.get("XDG_RUNTIME_DIR"):
+        return None
+    base = os.environ.get("TMPDIR") or "/var/tmp"  # Podman's own default for large files
+    return Path(tempfile.mkdtemp(prefix="buildpy-podman-tmp-", dir=base))
+
+
+def _await_socket(proc: subprocess.Popen[bytes], sock: str, errlog: Path) -> str | None:
+    """None once a Podman service answers on ``sock``; else why not."""
     deadline = time.monotonic() + START_TIMEOUT
     delay = 0.01
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = errlog.read_text(errors="replace").strip().splitlines()[-5:]
-            raise EngineUnavailable(
-                f"`podman system service` exited with status {proc.returncode}: "
-                + (" | ".join(tail) or "no output"),
-                "run `buildpy doctor` to see what Podman needs on this host and how to fix it",
-            )
-        if os.path.exists(sock) and ping_unix(sock):
-            return
+            return f"exited with status {proc.returncode}: {_tail(errlog) or 'no output'}"
+        if os.path.exists(sock):
+            if ping_unix(sock):
+                return None
+            said = _tail(errlog)
+            if "open failed" in said:  # an ssh tunnel whose far end has no socket
+                return f"reached the host, but not the socket: {said}"
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
-    raise EngineUnavailable(
-        f"`podman system service` did not answer on {sock} within {START_TIMEOUT:.0f} s",
-        "run `buildpy doctor` to check the installation",
-    )
+    return f"did not answer on {sock} within {START_TIMEOUT:.0f} s"
+
+
+def _tail(errlog: Path) -> str:
+    return " | ".join(errlog.read_text(errors="replace").strip().splitlines()[-5:])
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -158,6 +258,10 @@ def connect(
     """Yield the base URL of a Podman service, starting a private one if needed."""
     env = os.environ if env is None else env
     host = env.get("CONTAINER_HOST")
+    if host and host.startswith("ssh://"):
+        with ssh_tunnel(host, env.get("CONTAINER_SSHKEY") or None) as local:
+            yield local
+        return
     if host:
         if not answers(host, ping):
             raise EngineUnavailable(

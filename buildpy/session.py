@@ -2,10 +2,12 @@
 
 A ``BuildSession`` holds the plan, the engine, the inspected builder and its
 scripts, the owner of uploaded files, where assemble's output goes, the reaper
-that removes finished containers, and the mounts every working container gets
-(the download cache, the CA bundle). Steps ask it for a working container
-(``container``) and for the build-only variables (``build_env``), so a new
-mount or a new build-only value is added here, in one place.
+that removes finished containers, and what every working container mounts
+(the download cache volume; the build-only files, as Podman secrets made when
+the session's ``with`` block is entered and removed when it ends). Steps ask it
+for a working container (``container``) and for the build-only variables
+(``build_env``), so a new mount or a new build-only value is added here, in one
+place.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from buildpy import cache, scripts
+from buildpy import cache, registry, scripts
+from buildpy.buildfiles import BuildSecrets
 from buildpy.cache import DOWNLOAD_VARIABLES
 from buildpy.container import WRAPPER, Output, Owner, Reaper, WorkingContainer
 from buildpy.engine import ContainerSpec, Engine, ImageInfo, VolumeMount
-from buildpy.errors import BuilderImageError
 from buildpy.leftovers import container_name
 from buildpy.plan import BuildPlan
 
@@ -36,22 +38,31 @@ class BuildSession:
     out: Output
     reaper: Reaper
     volumes: tuple[VolumeMount, ...]
+    files: BuildSecrets
 
     @classmethod
     def start(cls, plan: BuildPlan, engine: Engine, out: Output) -> BuildSession:
-        """Inspect the builder, choose the scripts, make sure the download cache exists."""
-        builder = require_builder(engine, plan.options.builder)
+        """Get the builder (pulled if the policy says so), choose the scripts, make sure
+        the download cache exists. The build-only files reach Podman when the session's
+        ``with`` block is entered."""
+        options = plan.options
+        builder = registry.obtain(engine, options.builder, options.pull, options.tls_verify)
         chosen = scripts.choose(builder.labels, set(plan.source_scripts), builder.ref)
-        volumes = (cache.downloads(engine),) if plan.options.cache else ()
+        volumes = (cache.downloads(engine),) if options.cache else ()
+        files = BuildSecrets(engine, plan.files, builder.user)
         reaper = Reaper(engine)
         reaper.sweep()
-        return cls(plan, engine, builder, chosen, Owner(builder), out, reaper, volumes)
+        return cls(plan, engine, builder, chosen, Owner(builder), out, reaper, volumes, files)
 
     def __enter__(self) -> BuildSession:
+        self.files.__enter__()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.reaper.__exit__(*exc_info)
+        try:
+            self.reaper.__exit__(*exc_info)
+        finally:
+            self.files.__exit__(*exc_info)
 
     def container(
         self, image: str, env: Mapping[str, str], labels: Mapping[str, str]
@@ -67,16 +78,21 @@ class BuildSession:
             user=self.builder.user,
             env=env,
             labels=labels,
-            mounts=self.plan.mounts,
             volumes=self.volumes,
+            secrets=self.files.mounts,
             network=self.plan.options.network,
             name=container_name(),
         )
         return WorkingContainer(self.engine, spec, self.owner, self.reaper)
 
-    def build_env(self, phase: str | None, **more: str) -> dict[str, str]:
-        """Build-only values for assemble: cache locations, the user's, the phase, ``more``."""
-        values = buildpy_variables(bool(self.volumes))
+    def build_env(
+        self, phase: str | None, image: Mapping[str, str] | None = None, **more: str
+    ) -> dict[str, str]:
+        """Build-only values for assemble, lowest first: ``image`` (image variables that must
+        not be committed with this container), cache locations, the user's ``--build-env``
+        and CA bundle, the phase, ``more``."""
+        values = dict(image or {})
+        values.update(buildpy_variables(bool(self.volumes)))
         values.update(self.plan.build_env)
         if phase is not None:
             values[PHASE_VARIABLE] = phase
@@ -88,16 +104,3 @@ def buildpy_variables(cache: bool) -> dict[str, str]:
     """What buildpy itself gives assemble, build-only: the download cache's locations, or,
     without it, no pip cache at all."""
     return dict(DOWNLOAD_VARIABLES) if cache else {"PIP_NO_CACHE_DIR": "1"}
-
-
-def require_builder(engine: Engine, ref: str, chooser: str = "--builder") -> ImageInfo:
-    """The builder image, or ``BuilderImageError`` saying how to get it (``chooser``
-    names the option or argument that picks another one)."""
-    found = engine.find_image(ref)
-    if found is None:
-        raise BuilderImageError(
-            f"builder image {ref} is not in local storage",
-            "build it with `buildpy builder build` (or `make builders`), load it with"
-            f" `podman load`, or name another one with {chooser}",
-        )
-    return found

@@ -7,7 +7,7 @@ from buildpy.container import WorkingContainer
 from buildpy.engine import ContainerSpec, Engine
 from buildpy.errors import BuilderImageError
 from buildpy.leftovers import container_name
-from buildpy.session import require_builder
+from buildpy.registry import require_builder
 
 
 def usage(engine: Engine, ref: str) -> str:

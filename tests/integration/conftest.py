@@ -12,8 +12,10 @@ import functools
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -85,6 +87,21 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+@pytest.fixture(scope="session")
+def registry() -> Iterator[str]:
+    """A registry on 127.0.0.1 over plain HTTP for the session (``host:port``); pushes and
+    pulls to it need --tls-verify=false. Its storage (builder layers: ~100 MB) is removed
+    at the end, not kept with pytest's temporary directories."""
+    from itest import registry_server
+
+    root = Path(tempfile.mkdtemp(prefix="buildpy-test-registry-"))
+    try:
+        with registry_server(root) as host:
+            yield host
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @dataclass
 class Built:
     """The outcome of one `buildpy build`."""
@@ -98,8 +115,9 @@ class Built:
 @dataclass(frozen=True)
 class BuildFn:
     """The ``buildpy_build`` fixture: run `buildpy build` on a source directory, offline by
-    default (the local index, host network); the image is removed at the session's end.
-    ``plan`` runs `buildpy plan` with the options such a build gets."""
+    default (the local index, host network), tagged uniquely unless ``args`` has a
+    ``--tag``; the image is removed at the session's end. ``plan`` runs `buildpy plan`
+    with the options such a build gets."""
 
     podman_url: str
     index_url: str
@@ -114,17 +132,14 @@ class BuildFn:
         check: bool = True,
         env: dict[str, str] | None = None,
         timeout: float = 900,
+        quiet: bool = False,
     ) -> Built:
-        tag = f"{TEST_IMAGE_PREFIX}{source.name.lower()}-{uuid.uuid4().hex[:8]}:latest"
-        cmd = [
-            *BUILDPY,
-            "build",
-            str(source),
-            "--tag",
-            tag,
-            *args,
-            *self._options(builder, offline),
-        ]
+        tag = _given_tag(args)
+        if tag is None:
+            tag = f"{TEST_IMAGE_PREFIX}{source.name.lower()}-{uuid.uuid4().hex[:8]}:latest"
+            args = ("--tag", tag, *args)
+        cmd = [*BUILDPY, *(["-q"] if quiet else []), "build", str(source), *args]
+        cmd += self._options(builder, offline)
         done = subprocess.run(
             cmd, capture_output=True, text=True, env=self._env(env), timeout=timeout
         )
@@ -169,6 +184,14 @@ def built_event(built: Built) -> dict[str, Any]:
             event: dict[str, Any] = json.loads(line)
             return event
     raise AssertionError(f"no 'built' log line in:\n{built.stderr[-2000:]}")
+
+
+def _given_tag(args: tuple[str, ...]) -> str | None:
+    """The test's own ``--tag`` (a registry's name, say), removed at the end like the others."""
+    for flag, value in zip(args, args[1:]):
+        if flag in ("-t", "--tag"):
+            return value
+    return None
 
 
 @pytest.fixture(scope="session")

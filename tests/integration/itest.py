@@ -1,4 +1,5 @@
-"""Helpers for integration tests: run an image on loopback, GET with bounded retries."""
+"""Helpers for integration tests: run an image on loopback, GET with bounded retries, a
+registry on loopback."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -106,3 +108,63 @@ def build_containers(under: str) -> list[str]:
         if location.startswith(under):
             found.append(name)
     return found
+
+
+REGISTRY_BINARY = "/usr/bin/docker-registry"  # Debian's docker-registry package
+
+_REGISTRY_CONFIG = """\
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {root}/data
+  maintenance:
+    readonly:
+      enabled: {readonly}
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
+@contextmanager
+def registry_server(root: Path, *, readonly: bool = False) -> Iterator[str]:
+    """A registry on 127.0.0.1 (plain HTTP, storage under ``root``), stopped at the end;
+    yield its ``host:port``. Never the package's systemd service."""
+    if not Path(REGISTRY_BINARY).is_file():
+        pytest.fail(f"{REGISTRY_BINARY} is missing: scripts/setup-host installs docker-registry")
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "config.yml"
+    config.write_text(_REGISTRY_CONFIG.format(root=root, port=port, readonly=str(readonly).lower()))
+    with open(root / "registry.log", "wb") as log:
+        proc = subprocess.Popen(
+            [REGISTRY_BINARY, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait_for_registry(f"http://127.0.0.1:{port}/v2/", proc, root / "registry.log")
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_for_registry(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until the registry answers (bounded: 100 tries, about 10 s)."""
+    for _ in range(100):
+        if proc.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"the registry at {url} did not start; its log:\n{log.read_text()[-2000:]}")

@@ -212,31 +212,22 @@ def test_real_index_through_the_ca_bundle(buildpy_build: BuildFn) -> None:
         assert http_get(url + "/", name=name) == (200, "Hello from buildpy!\n")
 
 
-def test_ctrl_c_removes_the_container_and_the_private_service(tmp_path: Path) -> None:
+def test_ctrl_c_removes_the_container_the_secrets_and_the_private_service(
+    tmp_path: Path,
+) -> None:
     """No CONTAINER_HOST: buildpy starts its own service, and stops it on Ctrl-C."""
     app = write_app(
         tmp_path / "slow",
         {".s2i/bin/assemble": "#!/bin/sh\necho assembling-now\nexec sleep 120\n"},
     )
-    env = {k: v for k, v in os.environ.items() if k != "CONTAINER_HOST"}
     services_before = _private_services()
-    proc = subprocess.Popen(
-        [*BUILDPY, "build", str(app), "--builder", BUILDER],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        text=True,
+    secrets_before = secret_names()
+    proc = _start_slow_build(
+        app, None, "--secret", "id=t,env=BUILDPY_TEST_TOKEN", BUILDPY_TEST_TOKEN="s3cr3t"
     )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 120
-    seen = ""
-    while "assembling-now" not in seen and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen += line
-    assert "assembling-now" in seen, seen
     services = _private_services() - services_before
+    made = secret_names() - secrets_before
+    assert made, "expected the build's secret to exist while assemble runs"
     assert services, "expected buildpy's own private podman service to be running"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
@@ -245,6 +236,14 @@ def test_ctrl_c_removes_the_container_and_the_private_service(tmp_path: Path) ->
     assert "interrupted" in err
     assert build_containers(str(app)) == []
     assert not (_private_services() & services)
+    assert not (secret_names() & made)
+
+
+def secret_names() -> set[str]:
+    done = subprocess.run(
+        ["podman", "secret", "ls", "--format", "{{.Name}}"], capture_output=True, text=True
+    )
+    return set(done.stdout.split())
 
 
 def _private_services() -> set[int]:
@@ -263,11 +262,20 @@ def test_usage_shows_the_builder_text(podman_url: str) -> None:
     assert "buildpy build" in done.stdout
 
 
-def _start_slow_build(app: Path, podman_url: str) -> subprocess.Popen[str]:
-    """A build whose assemble announces itself and then sleeps; returns once it runs."""
-    env = {**os.environ, "CONTAINER_HOST": podman_url}
+def _start_slow_build(
+    app: Path, podman_url: str | None, *args: str, **variables: str
+) -> subprocess.Popen[str]:
+    """A build whose assemble announces itself and then sleeps; returns once it runs.
+
+    Without ``podman_url``, buildpy finds or starts its own service. ``args`` go to
+    `buildpy build`, ``variables`` into its environment.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "CONTAINER_HOST"}
+    env.update(variables)
+    if podman_url is not None:
+        env["CONTAINER_HOST"] = podman_url
     proc = subprocess.Popen(
-        [*BUILDPY, "build", str(app), "--builder", BUILDER],
+        [*BUILDPY, "build", str(app), "--builder", BUILDER, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,

@@ -2,22 +2,28 @@
 
 The unit tests of the build trust ``tests/unit/fakes.FakeEngine`` to behave as
 ``buildpy.podman.PodmanEngine`` does in what the build relies on: inspection,
-uploads, runs, commits with labels, names, removals, volumes. Each test here
-runs twice, once per engine, so the fake cannot drift from Podman unnoticed.
+uploads, runs, commits with labels, names, removals, volumes, secrets, pulls and
+pushes (against a registry on 127.0.0.1 for Podman), archives. Each test here runs
+twice, once per engine, so the fake cannot drift from Podman unnoticed.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import subprocess
 import tarfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
 from fakes import FakeEngine
+from itest import free_port
 
-from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo
+from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo, SecretMount
+from buildpy.errors import EngineError, PublishFailed, PullFailed
 from buildpy.podman import PodmanEngine
 
 BUILDER = "localhost/buildpy/python-311-minimal"
@@ -66,13 +72,16 @@ def tar_of(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def spec(subject: Subject, command: tuple[str, ...], **labels: str) -> ContainerSpec:
+def spec(
+    subject: Subject, command: tuple[str, ...], *secrets: SecretMount, **labels: str
+) -> ContainerSpec:
     name = f"buildpy-test-contract-{uuid.uuid4().hex[:8]}"
     return ContainerSpec(
         image=subject.base.id,
         command=command,
-        user="0",
+        user="1001:0",
         labels=labels,
+        secrets=secrets,
         network="none",
         name=name,
     )
@@ -96,17 +105,20 @@ def test_uploaded_files_can_be_read_back(subject: Subject) -> None:
         engine.remove(container)
 
 
-def test_run_hands_over_output_and_returns_the_status(subject: Subject) -> None:
-    subject.will_print(b"to stdout\nto stderr\n", 3)
-    engine = subject.engine
-    command = ("/bin/sh", "-c", "echo to stdout; echo to stderr >&2; exit 3")
-    container = engine.create(spec(subject, command))
+def run_once(engine: Engine, container_spec: ContainerSpec) -> tuple[int, bytes]:
+    """Create a container, run it, remove it: its exit status and its output."""
+    container = engine.create(container_spec)
     chunks: list[bytes] = []
     try:
-        assert engine.run(container, chunks.append) == 3
+        return engine.run(container, chunks.append), b"".join(chunks)
     finally:
         engine.remove(container)
-    assert b"".join(chunks) == b"to stdout\nto stderr\n"
+
+
+def test_run_hands_over_output_and_returns_the_status(subject: Subject) -> None:
+    subject.will_print(b"to stdout\nto stderr\n", 3)
+    command = ("/bin/sh", "-c", "echo to stdout; echo to stderr >&2; exit 3")
+    assert run_once(subject.engine, spec(subject, command)) == (3, b"to stdout\nto stderr\n")
 
 
 def test_commit_keeps_labels_and_gives_the_name(subject: Subject) -> None:
@@ -162,3 +174,141 @@ def test_volumes_are_made_once_listed_by_label_and_removed(subject: Subject) -> 
         assert engine.remove_volume(name) is True
     assert engine.volumes(label) == []
     assert engine.remove_volume(name) is True
+
+
+def test_secrets_are_files_at_their_targets_and_are_removed(subject: Subject) -> None:
+    """Absolute targets work on Podman 4.3 (under /run/secrets and under /dev/shm alike),
+    owned and moded as asked; a name is used once; removing twice is no error."""
+    engine = subject.engine
+    token, bundle = (f"buildpy-test-contract-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    mounts = (
+        SecretMount(token, "/run/secrets/token", 1001, 0, 0o400),
+        SecretMount(bundle, "/dev/shm/contract-ca.crt", 1001, 0, 0o400),
+    )
+    script = (
+        "cat /run/secrets/token /dev/shm/contract-ca.crt; stat -c '%u:%g %a' /run/secrets/token"
+    )
+    subject.will_print(b"s3cr3t\nCA\n1001:0 400\n", 0)
+    engine.create_secret(token, b"s3cr3t\n")
+    try:
+        engine.create_secret(bundle, b"CA\n")
+        with pytest.raises(EngineError):
+            engine.create_secret(token, b"taken")
+        ran = run_once(engine, spec(subject, ("/bin/sh", "-c", script), *mounts))
+        assert ran == (0, b"s3cr3t\nCA\n1001:0 400\n")
+    finally:
+        assert engine.remove_secret(token) is True
+        assert engine.remove_secret(bundle) is True
+    assert engine.remove_secret(token) is True  # already gone is not an error
+
+
+def test_a_secret_must_exist_and_hold_a_byte(subject: Subject) -> None:
+    engine = subject.engine
+    name = f"buildpy-test-contract-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(EngineError):
+        engine.create_secret(name, b"")
+    with pytest.raises(EngineError):
+        engine.create(spec(subject, ("true",), SecretMount(name, "/run/secrets/missing")))
+
+
+@pytest.fixture
+def registry_host(subject: Subject, request: pytest.FixtureRequest) -> str:
+    """A registry that answers over plain HTTP: the session's on 127.0.0.1 for Podman."""
+    if subject.script is not None:
+        subject.script.registry_hosts.add("127.0.0.1:5000")
+        return "127.0.0.1:5000"
+    return str(request.getfixturevalue("registry"))
+
+
+@contextmanager
+def small_image(subject: Subject, repository: str) -> Iterator[tuple[str, str]]:
+    """A one-file image of a few KB named ``repository:v1`` (its ID, its name), labelled
+    ``io.buildpy.test.contract=1``, removed at the end. A committed container would carry
+    the builder's layers, which take seconds to push or save; Podman's is imported with
+    the CLI, as the engine has no import."""
+    ref = f"{repository}:v1"
+    if subject.script is not None:
+        labels = {"io.buildpy.test.contract": "1"}
+        subject.script.stored[ref] = ImageInfo(f"sha256:{uuid.uuid4().hex}", ref, labels=labels)
+    else:
+        change = "LABEL io.buildpy.test.contract=1"
+        data = tar_of({"hello.txt": b"hello\n"})
+        command = ["podman", "import", "-q", "--change", change, "-", ref]
+        subprocess.run(command, input=data, check=True, capture_output=True)
+    found = subject.engine.find_image(ref)
+    assert found is not None
+    try:
+        yield found.id, ref
+    finally:
+        subject.engine.remove_image(ref)
+
+
+def test_push_then_pull_gives_back_the_same_image(subject: Subject, registry_host: str) -> None:
+    engine = subject.engine
+    repository = f"{registry_host}/buildpy-test/contract-push-{uuid.uuid4().hex[:8]}"
+    with small_image(subject, repository) as (image_id, ref):
+        progress: list[str] = []
+        engine.push(ref, False, progress.append)
+        assert progress
+        assert engine.remove_image(ref) is True
+        assert engine.find_image(ref) is None
+        assert engine.pull(ref, False, progress.append) == image_id
+        found = engine.find_image(ref)
+        assert found is not None and found.id == image_id
+        assert found.labels["io.buildpy.test.contract"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("tls_verify", "where", "needle"),
+    [
+        (False, "registry", "has no image called"),
+        (None, "registry", "--no-tls-verify"),  # plain HTTP, TLS left to registries.conf
+        (False, "nowhere", "cannot be reached"),
+    ],
+)
+def test_a_refused_pull_says_why(
+    subject: Subject, registry_host: str, tls_verify: bool | None, where: str, needle: str
+) -> None:
+    host = registry_host if where == "registry" else f"127.0.0.1:{free_port()}"
+    ref = f"{host}/buildpy-test/contract-absent-{uuid.uuid4().hex[:8]}:v1"
+    with pytest.raises(PullFailed) as info:
+        subject.engine.pull(ref, tls_verify, lambda line: None)
+    assert info.value.message.startswith(f"could not pull {ref}: ")
+    assert info.value.hint is not None and needle in info.value.hint
+
+
+def test_a_refused_push_keeps_the_local_image(subject: Subject) -> None:
+    repository = f"127.0.0.1:{free_port()}/buildpy-test/contract-dead-{uuid.uuid4().hex[:8]}"
+    with small_image(subject, repository) as (image_id, ref):
+        with pytest.raises(PublishFailed) as info:
+            subject.engine.push(ref, False, lambda line: None)
+        assert "connection refused" in info.value.message
+        assert info.value.hint is not None and "cannot be reached" in info.value.hint
+        found = subject.engine.find_image(ref)
+        assert found is not None and found.id == image_id
+
+
+def test_archives_record_the_name_they_were_saved_under(subject: Subject) -> None:
+    engine = subject.engine
+    with small_image(subject, unique("save")) as (_, ref):
+        oci = io.BytesIO()
+        engine.save_image(ref, "oci-archive", oci)
+        index = json.loads(member(oci, "index.json"))
+        (manifest,) = index["manifests"]
+        assert manifest["annotations"]["org.opencontainers.image.ref.name"] == ref
+        docker = io.BytesIO()
+        engine.save_image(ref, "docker-archive", docker)
+        (entry,) = json.loads(member(docker, "manifest.json"))
+        assert entry["RepoTags"] == [ref]
+        with pytest.raises(EngineError, match="unknown format"):
+            engine.save_image(ref, "tarball", io.BytesIO())
+    with pytest.raises(EngineError, match="image not known"):
+        engine.save_image(ref, "oci-archive", io.BytesIO())
+
+
+def member(archive: io.BytesIO, name: str) -> bytes:
+    archive.seek(0)
+    with tarfile.open(fileobj=archive) as tar:
+        handle = tar.extractfile(name)
+        assert handle is not None, f"{name} is not in the archive"
+        return handle.read()

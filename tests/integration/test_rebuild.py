@@ -24,8 +24,11 @@ def copy_example(tmp_path: Path) -> Path:
 
 def test_source_change_reuses_the_dependency_layer(buildpy_build: BuildFn, tmp_path: Path) -> None:
     app = copy_example(tmp_path)
-    first = built_event(buildpy_build(app, builder=BUILDER))
+    first_build = buildpy_build(app, builder=BUILDER)
+    first = built_event(first_build)
     assert (first["phases"], first["dependencies_reused"]) == (2, False)
+    assert "Installing dependencies" in first_build.stderr
+    assert "BUILDPY_APPLICATION_PHASE" not in first_build.stderr  # buildpy's, not the user's
 
     wsgi = app / "wsgi.py"
     wsgi.write_text(wsgi.read_text().replace("from buildpy!", "from a rebuild!"))
@@ -165,3 +168,11 @@ def test_incremental_restores_artifacts(buildpy_build: BuildFn, tmp_path: Path) 
         ["podman", "run", "--rm", first.tag], capture_output=True, text=True, check=True
     ).stdout
     assert count.strip() == "2"
+
+
+def test_quiet_shows_no_assemble_output(buildpy_build: BuildFn, tmp_path: Path) -> None:
+    app = copy_example(tmp_path)
+    built = buildpy_build(app, "--no-cache", builder=BUILDER)
+    quiet = buildpy_build(app, "--no-cache", builder=BUILDER, quiet=True)
+    assert "---> Installing" in built.stderr
+    assert "---> Installing" not in quiet.stderr and "Collecting" not in quiet.stderr

@@ -8,14 +8,16 @@ and against real Podman, so the fake cannot drift from what Podman does.
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, NoReturn
 
-from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo, ImageSummary
-from buildpy.errors import EngineError
+from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo, ImageSummary, Progress
+from buildpy.errors import BuildpyError, EngineError, PublishFailed, PullFailed
+from buildpy.registry import registry_hint, registry_host
 
 BUILDER = ImageInfo(
     id="sha256:builder",
@@ -47,6 +49,15 @@ class FakeEngine:
     reads: list[tuple[str, str]] = field(default_factory=list)
     tagged: list[str] = field(default_factory=list)
     placed: dict[tuple[str, str], bytes] = field(default_factory=dict)  # uploaded files
+    secrets: dict[str, bytes] = field(default_factory=dict)
+    secrets_made: list[str] = field(default_factory=list)
+    # registries: hosts that answer (over plain HTTP, as a loopback test registry does)
+    # and the images they hold, by full name with tag
+    registry_hosts: set[str] = field(default_factory=set)
+    registry: dict[str, ImageInfo] = field(default_factory=dict)
+    pulled: list[str] = field(default_factory=list)
+    pushed: list[str] = field(default_factory=list)
+    saved: list[tuple[str, str]] = field(default_factory=list)
 
     def find_image(self, ref: str) -> ImageInfo | None:
         found = self.stored.get(ref) or self.stored.get(f"{ref}:latest")
@@ -111,7 +122,21 @@ class FakeEngine:
         made = [(f"ctr{i}", spec.name or "") for i, spec in enumerate(self.created, 1)]
         return [(cid, name) for cid, name in made if cid not in gone and name.startswith(prefix)]
 
+    def create_secret(self, name: str, data: bytes) -> None:
+        """Podman's rules: a name is used once, and a secret holds 1 to 511999 bytes."""
+        if name in self.secrets or not 0 < len(data) < 512000:
+            raise EngineError(f"cannot create secret {name}")
+        self.secrets[name] = data
+        self.secrets_made.append(name)
+
+    def remove_secret(self, name: str) -> bool:
+        self.secrets.pop(name, None)
+        return True
+
     def create(self, spec: ContainerSpec) -> str:
+        missing = [m.name for m in spec.secrets if m.name not in self.secrets]
+        if missing:
+            raise EngineError(f"no secret with name {missing[0]}")
         self.created.append(spec)
         return f"ctr{len(self.created)}"
 
@@ -161,6 +186,56 @@ class FakeEngine:
     def remove(self, container: str) -> None:
         self.removed.append(container)
 
+    def pull(self, ref: str, tls_verify: bool | None, progress: Progress) -> str:
+        self._ask_registry("pull", ref, tls_verify, PullFailed)
+        found = self.registry.get(_tagged(ref))
+        if found is None:
+            _refuse("pull", ref, "manifest unknown: manifest unknown", PullFailed)
+        progress(f"Trying to pull {_tagged(ref)}...")
+        self.pulled.append(ref)
+        self.stored[_tagged(ref)] = found
+        return found.id
+
+    def push(self, ref: str, tls_verify: bool | None, progress: Progress) -> None:
+        found = self.find_image(ref)
+        if found is None:
+            _refuse("push", ref, f"{ref}: image not known", PublishFailed)
+        self._ask_registry("push", ref, tls_verify, PublishFailed)
+        progress("Writing manifest to image destination")
+        self.pushed.append(ref)
+        self.registry[_tagged(ref)] = found
+
+    def save_image(self, ref: str, archive_format: str, dest: BinaryIO) -> None:
+        """A tar shaped like Podman's archives: only the index that names the image."""
+        found = self.find_image(ref)
+        if found is None:
+            raise EngineError(f"Podman could not save {ref} as {archive_format}: image not known")
+        named = [] if ref == found.id else [_tagged(ref)]
+        files: dict[str, object]
+        if archive_format == "oci-archive":
+            annotations = {"org.opencontainers.image.ref.name": named[0]} if named else {}
+            files = {"oci-layout": {}, "index.json": {"manifests": [{"annotations": annotations}]}}
+        elif archive_format == "docker-archive":
+            files = {"manifest.json": [{"Config": found.id, "RepoTags": named}]}
+        else:
+            raise EngineError(f'Podman could not save {ref}: unknown format "{archive_format}"')
+        self.saved.append((ref, archive_format))
+        with tarfile.open(fileobj=dest, mode="w|") as archive:
+            for name, content in files.items():
+                data = json.dumps(content).encode()
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+
+    def _ask_registry(
+        self, action: str, ref: str, tls_verify: bool | None, failure: type[BuildpyError]
+    ) -> None:
+        host = registry_host(ref) or "docker.io"
+        if host not in self.registry_hosts:
+            _refuse(action, ref, f"dial tcp {host}: connect: connection refused", failure)
+        if tls_verify is not False:
+            _refuse(action, ref, "http: server gave HTTP response to HTTPS client", failure)
+
     def close(self) -> None:
         pass
 
@@ -176,6 +251,11 @@ class FakeEngine:
             handle = archive.extractfile(name)
             assert handle is not None
             return handle.read()
+
+
+def _refuse(action: str, ref: str, message: str, failure: type[BuildpyError]) -> NoReturn:
+    """Fail as PodmanEngine does: the registry's words, and the hint they call for."""
+    raise failure(f"could not {action} {ref}: {message}", registry_hint(message, ref))
 
 
 def _tagged(name: str) -> str:

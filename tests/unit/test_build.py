@@ -191,17 +191,23 @@ def test_missing_builder_label_and_scripts(app: Path) -> None:
     assert engine.created == []
 
 
-def test_ca_bundle_is_mounted_and_announced_build_only(app: Path, tmp_path: Path) -> None:
+def test_ca_bundle_travels_as_a_secret_and_is_announced_build_only(
+    app: Path, tmp_path: Path
+) -> None:
     bundle = tmp_path / "ca.crt"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
     engine = FakeEngine()
     build.run(make_plan(app, ca_bundle=bundle), engine, output=_Sink())
-    (mount,) = engine.created[0].mounts
-    assert (mount.source, mount.target, mount.read_only) == (
-        str(bundle),
+    spec = engine.created[0]
+    assert spec.mounts == ()  # no host path inside the container: works over ssh://
+    (secret,) = spec.secrets
+    assert (secret.target, secret.uid, secret.gid, secret.mode) == (
         build_plan.CA_TARGET,
-        True,
+        1001,
+        0,
+        0o400,
     )
+    assert engine.secrets_made == [secret.name]
     env_script = engine.uploaded_file(".buildpy/env").decode()
     assert f"export PIP_CERT='{build_plan.CA_TARGET}'" in env_script
     assert "PIP_CERT" not in engine.created[0].env
@@ -416,7 +422,7 @@ def test_added_requirement_grows_the_previous_dependency_layer(app: Path) -> Non
     assert engine.created[4].image == PHASED.id
 
     (app / "requirements.txt").write_text("six\nflask\n")
-    (app / ".s2i" / "environment").write_text("FROM_FILE=changed\n")  # other input changed
+    (app / ".s2i" / "environment").write_text("PIP_INDEX_URL=http://other/\n")  # another index
     build.run(make_plan(app, builder="phased"), engine, output=_Sink())
     assert engine.created[6].image == PHASED.id
 
@@ -612,3 +618,36 @@ def test_a_build_waits_for_another_making_the_same_layer_and_reuses_it(
     assert not waiting.is_alive()
     assert len(engine.started) == 1  # only the application phase ran: the layer was reused
     assert engine.created[0].image == first.stored[tag].id
+
+
+def test_only_what_changes_installation_changes_the_key(app: Path, tmp_path: Path) -> None:
+    engine = FakeEngine(stored={"phased": PHASED})
+    phased_app(app)
+    build.run(make_plan(app, builder="phased"), engine, output=_Sink())
+    assert len(engine.started) == 2
+
+    bundle = tmp_path / "ca.crt"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    (app / ".s2i" / "environment").write_text(
+        "FROM_FILE=changed\nGREETING=hi\nPIP_DEFAULT_TIMEOUT=100\n"
+    )
+    build.run(make_plan(app, builder="phased", ca_bundle=bundle), engine, output=_Sink())
+    assert len(engine.started) == 3  # reused: an unread variable, a timeout, a CA bundle
+    token = make_plan(app, builder="phased", build_env=("PIP_INDEX_URL=https://u:1@m/s",))
+    build.run(token, engine, output=_Sink())
+    rotated = make_plan(app, builder="phased", build_env=("PIP_INDEX_URL=https://u:2@m/s",))
+    build.run(rotated, engine, output=_Sink())
+    assert len(engine.started) == 6  # a new index installs once; a rotated token reuses it
+
+    (app / ".s2i" / "environment").write_text("ENABLE_MICROPIPENV=1\n")
+    build.run(make_plan(app, builder="phased"), engine, output=_Sink())
+    assert len(engine.started) == 8  # another installer: installed again
+
+
+def test_a_fetch_setting_reaches_assemble_but_not_the_layer(app: Path) -> None:
+    (app / ".s2i" / "environment").write_text("PIP_DEFAULT_TIMEOUT=100\nPIP_PRE=1\n")
+    engine = FakeEngine(stored={"phased": PHASED})
+    build.run(make_plan(phased_app(app), builder="phased"), engine, output=_Sink())
+    deps_spec = engine.created[0]
+    assert deps_spec.env == {"PIP_PRE": "1"}  # what decides the layer's content
+    assert b"PIP_DEFAULT_TIMEOUT='100'" in engine.uploads[0][1]  # build-only for assemble

@@ -122,3 +122,13 @@ def test_environment_file_spellings_of_s2i_are_env_file() -> None:
         ["build", "src", "-E", "a", "--env-file", "b", "--environment-file", "c", "-E", "d"]
     )
     assert args.env_file == [Path("a"), Path("b"), Path("c"), Path("d")]
+
+
+def test_a_bad_secret_exits_2_before_any_engine_work(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = run(capsys, "build", str(tmp_path), "--secret", "id=a,src=/nowhere/at/all")
+    assert code == errors.UsageError.exit_code == 2
+    assert out == ""
+    assert "ERROR: --secret id=a: /nowhere/at/all is not a readable file" in err
+    assert "hint: give a readable file with src=FILE" in err

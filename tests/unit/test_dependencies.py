@@ -28,8 +28,7 @@ def test_selects_installer_inputs_and_not_code(tmp_path: Path) -> None:
         },
     )
     selected = deps.select(root)
-    assert selected.files == (
-        ".s2i/environment",
+    assert selected.files == (  # not .s2i/environment: its installation variables are keyed
         "Pipfile",
         "constraints/pins.txt",
         "pyproject.toml",
@@ -216,7 +215,6 @@ def test_ignored_files_are_no_dependency_files(tmp_path: Path) -> None:
     rules = IgnoreRules.from_text(".s2i/\nextra/\nPipfile\n")
     assert deps.select(tmp_path, rules).files == ("requirements.txt",)
     assert deps.select(tmp_path).files == (
-        ".s2i/environment",
         "Pipfile",
         "extra/reqs.txt",
         "requirements.txt",

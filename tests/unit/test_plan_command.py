@@ -253,13 +253,15 @@ def test_a_changed_variable_is_named(app: Path, change: dict[str, object], said:
 def test_a_changed_file_and_a_rebuilt_builder_are_named(app: Path) -> None:
     engine = FakeEngine(stored={"phased": PHASED})
     built(app, engine)
-    (app / ".s2i" / "environment").write_text("GREETING=changed\n")
+    (app / "requirements.txt").write_text("flask\n")
+    (app / "constraints.txt").write_text("flask<4\n")
     engine.stored["phased"] = ImageInfo(id="sha256:rebuilt", ref="phased", labels=PHASED.labels)
     found = look(app, engine).reuse
     assert found.earlier is not None and found.earlier.startswith("localhost/buildpy-cache/")
     assert [str(c) for c in found.changes] == [
         "the builder changed (the image was rebuilt)",
-        ".s2i/environment changed",
+        "constraints.txt added",
+        "requirements.txt changed (0 lines added, 1 removed)",
     ]
 
 

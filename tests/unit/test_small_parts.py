@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -159,6 +160,45 @@ def test_connect_uses_the_first_socket_that_answers() -> None:
         assert url == "unix:///b.sock"
 
 
+SSH_HOST = "ssh://root@127.0.0.1:2222/run/podman/podman.sock"
+
+
+def test_ssh_needs_the_client_and_an_existing_key(tmp_path: Path) -> None:
+    with (
+        pytest.raises(EngineUnavailable, match="no `no-such-ssh` on PATH"),
+        service.ssh_tunnel(SSH_HOST, None, ssh="no-such-ssh"),
+    ):
+        pass
+    env = {"CONTAINER_HOST": SSH_HOST, "CONTAINER_SSHKEY": str(tmp_path / "absent")}
+    with pytest.raises(EngineUnavailable, match="CONTAINER_SSHKEY") as info, service.connect(env):
+        pass
+    assert info.value.hint
+
+
+def test_a_failed_ssh_login_says_what_ssh_said(tmp_path: Path) -> None:
+    """The tunnel's ssh is run with the key and the forward; its last words reach the error."""
+    key = tmp_path / "id"
+    key.write_text("key\n")
+    args = tmp_path / "args"
+    fake = tmp_path / "fake-ssh"
+    fake.write_text(
+        f'#!/bin/sh\necho "$@" > {args}\necho "Permission denied (publickey)." >&2\nexit 255\n'
+    )
+    fake.chmod(0o755)
+    with (
+        pytest.raises(EngineUnavailable, match=r"status 255: Permission denied") as info,
+        service.ssh_tunnel(SSH_HOST, str(key), ssh=str(fake)),
+    ):
+        pass
+    assert "known_hosts" in (info.value.hint or "")
+    called = args.read_text().split()
+    assert called[:2] == ["-N", "-o"] and "BatchMode=yes" in called
+    assert called[called.index("-i") + 1] == str(key)
+    assert called[-2].endswith("/podman.sock:/run/podman/podman.sock")
+    assert called[-1] == "ssh://root@127.0.0.1:2222"
+    assert not Path(called[-2].split(":")[0]).parent.exists()  # the temporary directory went
+
+
 def test_connect_without_podman_says_how_to_install() -> None:
     with (
         pytest.raises(EngineUnavailable, match="not installed") as info,
@@ -290,3 +330,16 @@ def test_image_times_are_shown_as_iso_8601() -> None:
     assert _timestamp(1795665876) == "2026-11-26T04:04:36+00:00"
     assert _timestamp("2026-11-26T03:24:36Z") == "2026-11-26T03:24:36Z"
     assert _timestamp(None) == ""
+
+
+def test_a_private_service_keeps_its_large_temporary_files_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Podman's exports and pulls go through TMPDIR; buildpy removes it with the service."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")  # rootless Podman ignores TMPDIR then
+    scratch = service._scratch_dir()
+    assert scratch is not None and scratch.parent == tmp_path and scratch.is_dir()
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    if os.getuid() != 0:  # rootless without XDG_RUNTIME_DIR: TMPDIR decides Podman's run dir
+        assert service._scratch_dir() is None
