@@ -42,6 +42,14 @@ class Script:
 
 
 @dataclass(frozen=True)
+class BuildOnlyFile:
+    """A file assemble sees and the image never holds (``--ca-bundle``, ``--secret``)."""
+
+    origin: str
+    target: str
+
+
+@dataclass(frozen=True)
 class Variable:
     name: str
     value: str  # as shown: masked where it may be a credential
@@ -60,6 +68,7 @@ class Preview:
     buildpy_builder: bool
     settings: Mapping[str, Setting]  # builder, tag, network
     scripts: tuple[Script, ...]
+    files: tuple[BuildOnlyFile, ...]
     phases: int
     phase_reason: str | None
     install: assemble_mirror.Install
@@ -87,6 +96,7 @@ def make(plan: BuildPlan, engine: Engine, origins: Mapping[str, str]) -> Preview
             key: Setting(value, origins.get(key, "default")) for key, value in values.items()
         },
         scripts=_scripts(plan, builder, chosen),
+        files=tuple(BuildOnlyFile(f.origin, f.target) for f in plan.files),
         phases=1 if split else 2,
         phase_reason=split,
         install=install,
@@ -200,6 +210,7 @@ def report(preview: Preview) -> dict[str, Any]:
         "tag": settings["tag"],
         "network": settings["network"],
         "scripts": {s.name: {"path": s.path, "origin": s.origin} for s in preview.scripts},
+        "build_files": [asdict(found) for found in preview.files],
         "phases": {"count": preview.phases, "reason": preview.phase_reason},
         "installer": asdict(preview.install),
         "start": asdict(preview.start),
@@ -251,6 +262,7 @@ def _build_rows(preview: Preview) -> Rows:
     rows += [
         ("scripts", f"{', '.join(names)} from {origin}") for origin, names in by_origin.items()
     ]
+    rows += [("files", f"{f.target} from {f.origin}, assemble only") for f in preview.files]
     if preview.phase_reason is None:
         rows.append(("phases", "2: dependencies, then application"))
     else:

@@ -98,6 +98,20 @@ def test_ca_bundle_values_are_build_only(app: Path, tmp_path: Path) -> None:
     assert (cert.origin, cert.value, cert.masked) == ("--ca-bundle", build_plan.CA_TARGET, False)
 
 
+def test_build_only_files_are_named_never_shown(app: Path, tmp_path: Path) -> None:
+    bundle, token = tmp_path / "ca.crt", tmp_path / "token"
+    bundle.write_text("----CA----")
+    token.write_text("s3cret-bytes")
+    found = look(app, ca_bundle=bundle, secrets=(f"id=tok,src={token}",))
+    assert found.files == (
+        preview.BuildOnlyFile("--ca-bundle", build_plan.CA_TARGET),
+        preview.BuildOnlyFile("--secret id=tok", "/run/secrets/tok"),
+    )
+    shown = preview.render(found) + json.dumps(preview.report(found))
+    assert "/run/secrets/tok from --secret id=tok" in shown
+    assert "s3cret-bytes" not in shown and "----CA----" not in shown
+
+
 def test_settings_say_where_they_come_from(app: Path) -> None:
     (app / "pyproject.toml").write_text('[tool.buildpy]\ntag = "localhost/app"\nnetwork = "host"\n')
     cli_options = BuildOptions(source=app, network="none")
