@@ -4,12 +4,13 @@ For ``buildpy plan``; only looks images up (``find_image``). The key is
 computed by ``layer.Inputs.of``, as the build computes it. When no layer has the key:
 
 * the growth name (``cache.growth_tag``) finds the newest layer made from the same
-  inputs but for requirement lines; the recorded line digests say how many lines each
-  requirements file gained and lost, and so whether the new layer grows from it;
+  inputs but for requirement lines, from any source; when this build only adds lines to
+  it, the layer grows from it (the recorded line digests give the counts);
 * else the layer last made or used for the same source location and builder (its name
   is ``cache.source_tag``: one inspect, where listing every dependency image took 5 s
   with 134 of them) is compared input by input with its ``io.buildpy.dependencies.inputs``
-  label: "requirements.txt changed", "PIP_INDEX_URL changed", "the builder changed".
+  label: "requirements.txt changed", "PIP_INDEX_URL changed", "the builder changed";
+* else, for a source without such a layer, the growth layer's lines are counted.
 """
 
 from __future__ import annotations
@@ -42,41 +43,31 @@ def forecast(engine: Engine, plan: BuildPlan, builder: ImageInfo) -> Reuse:
     inputs = layer.Inputs.of(plan, builder)
     if engine.find_image(inputs.tag) is not None:
         return Reuse("reuse", "a layer with the same key exists", inputs.tag)
-    latest = engine.find_image(inputs.growth)
-    if latest is not None:
-        return _against_growth(latest, inputs)
-    return _against_closest(engine, inputs, builder)
-
-
-def _against_growth(latest: ImageInfo, inputs: layer.Inputs) -> Reuse:
-    """Only requirement lines differ from ``latest``: count them; grow when only added."""
-    earlier = _name(latest.labels, latest.names)
-    counts = dependencies.line_changes(latest.labels.get(cache.LINES_LABEL), inputs.lines) or {}
-    changes = tuple(
-        InputChange("file", name, "changed", _lines(added, removed))
-        for name, (added, removed) in counts.items()
-        if added or removed
-    )
-    if not dependencies.can_grow(inputs.variables):
-        why = "requirement lines changed; pipenv and micropipenv layers are always built anew"
-        return Reuse("build", why, inputs.tag, earlier, changes)
-    if dependencies.extends(latest.labels.get(cache.LINES_LABEL), inputs.lines):
+    growth = engine.find_image(inputs.growth)
+    recorded = growth.labels.get(cache.LINES_LABEL) if growth else None
+    if (
+        growth
+        and dependencies.can_grow(inputs.variables)
+        and dependencies.extends(recorded, inputs.lines)
+    ):
         why = "only requirement lines were added: pip installs just those on the earlier layer"
-        return Reuse("grow", why, inputs.tag, earlier, changes)
-    why = "requirement lines were removed or edited: the new layer starts from the builder"
-    return Reuse("build", why, inputs.tag, earlier, changes)
+        return Reuse("grow", why, inputs.tag, _name(growth), _line_changes(recorded, inputs))
+    own = _against_own(engine, inputs, builder)
+    if own is not None:
+        return own
+    if growth is not None:  # the same inputs but requirement lines, maybe another source's
+        why = "requirement lines were removed or edited: the new layer starts from the builder"
+        return Reuse("build", why, inputs.tag, _name(growth), _line_changes(recorded, inputs))
+    why = f"no earlier dependency layer of this source with builder {builder.ref}: a new one"
+    return Reuse("build", why + " is built", inputs.tag)
 
 
-def _against_closest(engine: Engine, inputs: layer.Inputs, builder: ImageInfo) -> Reuse:
-    """Compare with the layer last made or used for this source and builder."""
+def _against_own(engine: Engine, inputs: layer.Inputs, builder: ImageInfo) -> Reuse | None:
+    """Compare with the layer last made or used for this source and builder, if any."""
     latest = engine.find_image(inputs.latest)
     recorded = InputDigests.from_label(latest.labels.get(cache.INPUTS_LABEL)) if latest else None
     if latest is None or recorded is None or recorded.source != inputs.digests.source:
-        why = (
-            f"no earlier dependency layer of this source with builder {builder.ref}"
-            " to compare with: a new layer is built"
-        )
-        return Reuse("build", why, inputs.tag)
+        return None
     changes = [
         _detailed(change, latest.labels, inputs, builder)
         for change in inputs.digests.changes_since(recorded)
@@ -84,7 +75,16 @@ def _against_closest(engine: Engine, inputs: layer.Inputs, builder: ImageInfo) -
     why = "inputs changed since the last layer of this source: a new layer is built"
     if not changes:
         why = "the last layer of this source has the same inputs but another name"
-    return Reuse("build", why, inputs.tag, _name(latest.labels, latest.names), tuple(changes))
+    return Reuse("build", why, inputs.tag, _name(latest), tuple(changes))
+
+
+def _line_changes(recorded: str | None, inputs: layer.Inputs) -> tuple[InputChange, ...]:
+    counts = dependencies.line_changes(recorded, inputs.lines) or {}
+    return tuple(
+        InputChange("file", name, "changed", _lines(added, removed))
+        for name, (added, removed) in counts.items()
+        if added or removed
+    )
 
 
 def _detailed(
@@ -103,13 +103,13 @@ def _detailed(
     return change
 
 
-def _name(labels: Mapping[str, str], names: tuple[str, ...]) -> str:
-    """An earlier layer's name: its key name, not its growth name."""
-    keyed = [name for name in names if ":grow-" not in name]
+def _name(found: ImageInfo) -> str:
+    """An earlier layer's name: its key name, not its growth or source name."""
+    keyed = [name for name in found.names if ":grow-" not in name and ":from-" not in name]
     if keyed:
         return keyed[0]
-    key = labels.get(cache.KEY_LABEL)
-    return cache.dependency_tag(key) if key else (names[0] if names else "an unnamed layer")
+    key = found.labels.get(cache.KEY_LABEL)
+    return cache.dependency_tag(key) if key else found.id
 
 
 def _lines(added: int, removed: int) -> str:

@@ -243,10 +243,28 @@ def test_added_lines_grow_and_removed_lines_rebuild(app: Path) -> None:
     assert [str(c) for c in grown.changes] == ["requirements.txt changed (1 line added, 0 removed)"]
     (app / "requirements.txt").write_text("gunicorn\nsix\n")
     rebuilt = look(app, engine).reuse
-    assert rebuilt.status == "build" and "removed or edited" in rebuilt.reason
+    assert rebuilt.status == "build" and "since the last layer of this source" in rebuilt.reason
+    assert rebuilt.earlier == earlier
     assert [str(c) for c in rebuilt.changes] == [
         "requirements.txt changed (1 line added, 1 removed)"
     ]
+
+
+def test_another_sources_layer_with_the_same_inputs_is_counted_against(
+    app: Path, tmp_path: Path
+) -> None:
+    """The growth name is shared by sources with the same inputs but requirement lines."""
+    engine = FakeEngine(stored={"phased": PHASED})
+    built(app, engine)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "requirements.txt").write_text("gunicorn\ndjango\n")
+    found = look(other, engine).reuse
+    assert found.status == "build" and "removed or edited" in found.reason
+    assert found.earlier == look(app, engine).reuse.image
+    assert [str(c) for c in found.changes] == ["requirements.txt changed (1 line added, 1 removed)"]
+    (other / "requirements.txt").write_text("gunicorn\nflask\ndjango\n")
+    assert look(other, engine).reuse.status == "grow"  # from the other source's layer
 
 
 @pytest.mark.parametrize(
