@@ -10,6 +10,7 @@ listed by ``buildpy cache ls`` and removed by ``buildpy cache prune``.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from buildpy.engine import Engine, ImageSummary, VolumeMount
@@ -20,6 +21,7 @@ BUILDER_LABEL = "io.buildpy.dependencies.builder"
 FIXED_LABEL = "io.buildpy.dependencies.fixed"
 LINES_LABEL = "io.buildpy.dependencies.requirements"
 OWNER_LABEL = "io.buildpy.dependencies.owner"  # uid:gid of the builder's user
+INPUTS_LABEL = "io.buildpy.dependencies.inputs"  # digests of source location and inputs
 DEPENDENCY_REPOSITORY = "localhost/buildpy-cache/dependencies"
 DOWNLOADS_VOLUME = "buildpy-downloads"
 DOWNLOADS_TARGET = "/dev/shm/buildpy-cache"
@@ -42,6 +44,13 @@ def growth_tag(fixed: str) -> str:
     with every image in local storage (0.05 s here with 90 images).
     """
     return f"{DEPENDENCY_REPOSITORY}:grow-{fixed[:32]}"
+
+
+def source_tag(location: str, builder_ref: str) -> str:
+    """The dependency image last made or used for this source with this builder: what
+    ``buildpy plan`` compares a new layer's inputs with (one inspect, no listing)."""
+    digest = hashlib.sha256(f"{location}\0{builder_ref}".encode()).hexdigest()
+    return f"{DEPENDENCY_REPOSITORY}:from-{digest[:32]}"
 
 
 def downloads(engine: Engine) -> VolumeMount:

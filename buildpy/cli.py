@@ -18,10 +18,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from buildpy import __version__, builders, cache, environment, leftovers, log, publish
+from buildpy import __version__, builders, cache, environment, leftovers, log, preview, publish
 from buildpy import build as build_stage
 from buildpy import plan as build_plan
-from buildpy.config import DEFAULT_BUILDER, BuildOptions, with_pyproject
+from buildpy.config import (
+    DEFAULT_BUILDER,
+    PYPROJECT_KEYS,
+    BuildOptions,
+    setting_origins,
+    with_pyproject,
+)
 from buildpy.errors import BuildpyError, EngineUnavailable, Interrupted, PublishFailed, TimedOut
 from buildpy.podman import PodmanEngine
 from buildpy.registry import PULL_POLICIES, S2I_PULL_POLICIES, PullPolicy
@@ -50,68 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    b = commands.add_parser("build", help="build SOURCE into an image")
-    b.add_argument("source", type=Path, metavar="SOURCE", help="the application's directory")
-    b.add_argument("-t", "--tag", help="name for the image (default: untagged; its ID is printed)")
-    b.add_argument("--builder", help=f"S2I builder image (default: {DEFAULT_BUILDER})")
-    b.add_argument(
-        "-e",
-        "--env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="variable for assemble and the image; beats --env-file and .s2i/environment",
+    add_build_options(commands.add_parser("build", help="build SOURCE into an image"))
+    p = commands.add_parser(
+        "plan", help="say what `build` would do with SOURCE, and why, starting no container"
     )
-    b.add_argument(
-        "--env-file",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="FILE",
-        help="file of KEY=VALUE lines for assemble and the image (repeatable, later wins)",
-    )
-    b.add_argument(
-        "--build-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="variable for assemble only; never stored in the image",
-    )
-    b.add_argument(
-        "--ca-bundle",
-        type=Path,
-        metavar="FILE",
-        help="CA bundle trusted during assemble only (a Podman secret, never in the image)",
-    )
-    b.add_argument(
-        "--secret",
-        action="append",
-        default=[],
-        metavar="id=NAME,src=FILE",
-        help="file (or env=VARIABLE's value) at /run/secrets/NAME during assemble only,"
-        " as with `podman build --secret` (repeatable)",
-    )
-    b.add_argument(
-        "--network", help="network for assemble: bridge, host, none, ... (Podman's default)"
-    )
-    b.add_argument(
-        "--incremental",
-        action="store_true",
-        help="restore the previous image's save-artifacts output into /tmp/artifacts (S2I)",
-    )
-    b.add_argument(
-        "--no-cache",
-        action="store_true",
-        help="no dependency layer reuse and no download cache for this build",
-    )
-    b.add_argument(
-        "--timeout",
-        type=duration,
-        metavar="DURATION",
-        help="stop the build after this long (e.g. 90s, 15m, 1h30m), like Ctrl-C; exit 124",
-    )
-    _registry_arguments(b)
-    _delivery_arguments(b)
+    add_build_options(p)
+    _add_format(p)
 
     bb = commands.add_parser("builder", help="manage buildpy's own builder images")
     bsub = bb.add_subparsers(dest="builder_command", metavar="ACTION", required=True)
@@ -130,13 +80,93 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("image", nargs="?", default=DEFAULT_BUILDER, metavar="IMAGE")
 
     d = commands.add_parser("doctor", help="check what a build needs here and how to fix it")
-    d.add_argument(
+    _add_format(d)
+    return parser
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--format",
         choices=("text", "json"),
         default="text",
         help="output on stdout (default: text)",
     )
-    return parser
+
+
+def add_build_options(parser: argparse.ArgumentParser) -> None:
+    """SOURCE and the options of a build: `build` and `plan` take the same ones."""
+    parser.add_argument("source", type=Path, metavar="SOURCE", help="the application's directory")
+    parser.add_argument(
+        "-t", "--tag", help="name for the image (default: untagged; its ID is printed)"
+    )
+    parser.add_argument("--builder", help=f"S2I builder image (default: {DEFAULT_BUILDER})")
+    _add_variable_options(parser)
+    parser.add_argument(
+        "--ca-bundle",
+        type=Path,
+        metavar="FILE",
+        help="CA bundle trusted during assemble only (a Podman secret, never in the image)",
+    )
+    parser.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="id=NAME,src=FILE",
+        help="file (or env=VARIABLE's value) at /run/secrets/NAME during assemble only,"
+        " as with `podman build --secret` (repeatable)",
+    )
+    parser.add_argument(
+        "--network", help="network for assemble: bridge, host, none, ... (Podman's default)"
+    )
+    parser.add_argument(
+        "--incremental",
+        action="store_true",
+        help="restore the previous image's save-artifacts output into /tmp/artifacts (S2I)",
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="no dependency layer reuse and no download cache for this build",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=duration,
+        metavar="DURATION",
+        help="stop the build after this long (e.g. 90s, 15m, 1h30m), like Ctrl-C; exit 124",
+    )
+    _registry_arguments(parser)
+    _delivery_arguments(parser)
+
+
+def _add_variable_options(parser: argparse.ArgumentParser) -> None:
+    """-e, --env-file (and s2i's -E, --environment-file), --build-env."""
+    parser.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="variable for assemble and the image; beats --env-file and .s2i/environment",
+    )
+    parser.add_argument(
+        "-E",
+        "--env-file",
+        "--environment-file",
+        dest="env_file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="file of KEY=VALUE lines for assemble and the image (repeatable, later wins);"
+        " -E and --environment-file are s2i's spellings",
+    )
+    parser.add_argument(
+        "--build-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="variable for assemble only; never stored in the image",
+    )
 
 
 def _registry_arguments(b: argparse.ArgumentParser) -> None:
@@ -254,6 +284,8 @@ def _engine() -> Iterator[PodmanEngine]:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "build":
         return _build(args)
+    if args.command == "plan":
+        return _plan(args)
     if args.command == "builder":
         return _builder(args)
     if args.command == "cache":
@@ -322,27 +354,33 @@ def _build_in_time(args: argparse.Namespace) -> int:
 
 
 def _build_options(args: argparse.Namespace) -> BuildOptions:
-    explicit = frozenset(k for k in ("builder", "tag", "network") if getattr(args, k) is not None)
-    return with_pyproject(
-        BuildOptions(
-            source=args.source,
-            builder=args.builder or DEFAULT_BUILDER,
-            tag=args.tag,
-            env_files=tuple(args.env_file),
-            env=tuple(args.env),
-            build_env=tuple(args.build_env),
-            ca_bundle=args.ca_bundle,
-            secrets=tuple(args.secret),
-            network=args.network,
-            cache=not args.no_cache,
-            incremental=args.incremental,
-            pull=args.pull,
-            tls_verify=args.tls_verify,
-            push=args.push,
-            outputs=tuple(args.output),
-        ),
-        explicit,
+    """The build options of `build` and `plan`: the command line over [tool.buildpy]."""
+    return with_pyproject(_command_line(args), _explicit(args))
+
+
+def _command_line(args: argparse.Namespace) -> BuildOptions:
+    return BuildOptions(
+        source=args.source,
+        builder=args.builder or DEFAULT_BUILDER,
+        tag=args.tag,
+        env_files=tuple(args.env_file),
+        env=tuple(args.env),
+        build_env=tuple(args.build_env),
+        ca_bundle=args.ca_bundle,
+        secrets=tuple(args.secret),
+        network=args.network,
+        cache=not args.no_cache,
+        incremental=args.incremental,
+        pull=args.pull,
+        tls_verify=args.tls_verify,
+        push=args.push,
+        outputs=tuple(args.output),
     )
+
+
+def _explicit(args: argparse.Namespace) -> frozenset[str]:
+    """The settings [tool.buildpy] may also give that the command line gave."""
+    return frozenset(k for k in PYPROJECT_KEYS if getattr(args, k) is not None)
 
 
 def _log_built(result: build_stage.BuildResult) -> None:
@@ -356,6 +394,20 @@ def _log_built(result: build_stage.BuildResult) -> None:
         dependencies_reused=result.dependencies_reused,
         **{f"{k}_seconds": round(v, 3) for k, v in result.times.items() if k != "assemble"},
     )
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """What `build` would do with the same options, on stdout; nothing is built."""
+    with _deadline(args.timeout):
+        plan = build_plan.make(_build_options(args))
+        origins = setting_origins(_command_line(args), _explicit(args))
+        with _engine() as engine:
+            found = preview.make(plan, engine, origins)
+    if args.format == "json":
+        print(json.dumps(preview.report(found), indent=2))
+    else:
+        sys.stdout.write(preview.render(found))
+    return 0
 
 
 def _builder(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from buildpy.registry import PullPolicy
 
 DEFAULT_BUILDER = "localhost/buildpy/python-311"
 PYPROJECT_KEYS = ("builder", "tag", "network")
+PYPROJECT_ORIGIN = "[tool.buildpy] in pyproject.toml"
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,20 @@ def pyproject_settings(source: Path) -> dict[str, str]:
 
 def with_pyproject(cli: BuildOptions, explicit: frozenset[str]) -> BuildOptions:
     """Fill what the command line left unset (``explicit`` names what it set)."""
-    settings = pyproject_settings(cli.source) if cli.source.is_dir() else {}
-    changes: dict[str, Any] = {k: v for k, v in settings.items() if k not in explicit}
+    changes: dict[str, Any] = _from_pyproject(cli, explicit)
     return replace(cli, **changes) if changes else cli
+
+
+def setting_origins(cli: BuildOptions, explicit: frozenset[str]) -> dict[str, str]:
+    """Where ``builder``, ``tag`` and ``network`` come from: the option, ``[tool.buildpy]``
+    or the default."""
+    taken = _from_pyproject(cli, explicit)
+    return {
+        key: f"--{key}" if key in explicit else PYPROJECT_ORIGIN if key in taken else "default"
+        for key in PYPROJECT_KEYS
+    }
+
+
+def _from_pyproject(cli: BuildOptions, explicit: frozenset[str]) -> dict[str, str]:
+    settings = pyproject_settings(cli.source) if cli.source.is_dir() else {}
+    return {k: v for k, v in settings.items() if k not in explicit}

@@ -156,6 +156,21 @@ def includes(text: str) -> list[str]:
     return [m.group(1) for m in map(_INCLUDE.match, text.splitlines()) if m]
 
 
+def with_includes(files: Mapping[str, bytes], name: str) -> list[str]:
+    """``name`` and the files it pulls in with -r or -c, as far as ``files`` has them."""
+    if name not in files:
+        return []
+    found, pending = [name], [name]
+    while pending:
+        current = pending.pop()
+        for included in includes(_text(files[current])):
+            rel = _normalise(Path(current).parent / included)
+            if rel is not None and rel in files and rel not in found:
+                found.append(rel)
+                pending.append(rel)
+    return found
+
+
 def install_variables(env: Mapping[str, str]) -> dict[str, str]:
     """The variables installers read: what or how dependencies are installed."""
     return {
@@ -270,15 +285,33 @@ def _recorded(recorded: str) -> dict[str, set[str]] | None:
     return {name: set(kept) for name, kept in old.items()}
 
 
+def line_changes(
+    recorded: str | None, lines: Mapping[str, list[str]]
+) -> dict[str, tuple[int, int]] | None:
+    """Per requirements file (of either side), how many lines ``lines`` adds to the
+    recorded ones and how many it removes; None when nothing usable is recorded."""
+    old = _recorded(recorded) if recorded else None
+    return None if old is None else _line_changes(old, lines)
+
+
+def _line_changes(
+    old: Mapping[str, set[str]], lines: Mapping[str, list[str]]
+) -> dict[str, tuple[int, int]]:
+    new = {name: {_digest(line) for line in kept} for name, kept in lines.items()}
+    changes = {}
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name, set()), new.get(name, set())
+        changes[name] = (len(after - before), len(before - after))
+    return changes
+
+
 def extends(recorded: str | None, lines: Mapping[str, list[str]]) -> bool:
     """True when ``lines`` keeps every recorded line and adds at least one."""
     old = _recorded(recorded) if recorded else None
     if old is None or set(old) != set(lines):
         return False
-    new = {name: {_digest(line) for line in kept} for name, kept in lines.items()}
-    return all(old[name] <= new[name] for name in new) and any(
-        new[name] - old[name] for name in new
-    )
+    changes = _line_changes(old, lines).values()
+    return all(removed == 0 for _, removed in changes) and any(added for added, _ in changes)
 
 
 def added(recorded: str | None, lines: Mapping[str, list[str]]) -> list[str]:
@@ -304,3 +337,115 @@ def added(recorded: str | None, lines: Mapping[str, list[str]]) -> list[str]:
 def can_grow(variables: Mapping[str, str]) -> bool:
     """Only pip's own install path grows layers (pipenv/micropipenv lock whole sets)."""
     return not variables.get("ENABLE_PIPENV") and not variables.get("ENABLE_MICROPIPENV")
+
+
+# ------------------------------------------------------------ saying which input changed
+#
+# A dependency layer records digests of its inputs (label io.buildpy.dependencies.inputs),
+# so that `buildpy plan` can say what changed since the newest earlier layer made from the
+# same source: "requirements.txt changed", "PIP_INDEX_URL changed", "the builder changed".
+# Digests only, never values: a variable may be a credential, a file may hold a token, and
+# application images inherit the label.
+
+DIGEST_CHARS = 20
+
+
+@dataclass(frozen=True)
+class InputChange:
+    """One input that differs from an earlier layer's: a file, a variable or the builder."""
+
+    kind: str  # "file", "variable" or "builder"
+    name: str
+    change: str  # file: added|removed|changed; variable: set|unset|changed; builder: changed
+    detail: str = ""  # e.g. "2 lines added, 1 removed"
+
+    def __str__(self) -> str:
+        said = "the builder changed" if self.kind == "builder" else f"{self.name} {self.change}"
+        return f"{said} ({self.detail})" if self.detail else said
+
+
+@dataclass(frozen=True)
+class InputDigests:
+    """What a dependency layer was made from, as digests."""
+
+    source: str  # of the source location
+    builder: str  # the builder image's ID
+    files: Mapping[str, str]
+    variables: Mapping[str, str]
+
+    @classmethod
+    def of(
+        cls,
+        source_location: str,
+        builder_id: str,
+        files: Sequence[tuple[str, bytes]],
+        variables: Mapping[str, str],
+    ) -> InputDigests:
+        return cls(
+            source=source_digest(source_location),
+            builder=builder_id,
+            files={name: _short(data) for name, data in files},
+            variables={
+                name: _short(f"{name}\0{value}".encode()) for name, value in variables.items()
+            },
+        )
+
+    def label(self) -> str | None:
+        """The label value, or None when too large to keep."""
+        text = json.dumps(
+            {
+                "source": self.source,
+                "builder": self.builder,
+                "files": self.files,
+                "variables": self.variables,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return text if len(text.encode()) <= MAX_RECORDED else None
+
+    @classmethod
+    def from_label(cls, text: str | None) -> InputDigests | None:
+        """What ``label`` wrote, or None for anything else."""
+        try:
+            data = json.loads(text or "")
+        except ValueError:
+            return None
+        fields = ("source", "builder", "files", "variables")
+        if not isinstance(data, dict) or not all(name in data for name in fields):
+            return None
+        if not isinstance(data["files"], dict) or not isinstance(data["variables"], dict):
+            return None
+        return cls(str(data["source"]), str(data["builder"]), data["files"], data["variables"])
+
+    def changes_since(self, old: InputDigests) -> list[InputChange]:
+        """What differs from ``old``: the builder, then files, then variables."""
+        changes = (
+            [InputChange("builder", "builder", "changed")] if old.builder != self.builder else []
+        )
+        changes += _differences("file", old.files, self.files, ("added", "removed"))
+        changes += _differences("variable", old.variables, self.variables, ("set", "unset"))
+        return changes
+
+
+def source_digest(location: str) -> str:
+    return _short(location.encode())
+
+
+def _short(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:DIGEST_CHARS]
+
+
+def _differences(
+    kind: str, old: Mapping[str, str], new: Mapping[str, str], words: tuple[str, str]
+) -> list[InputChange]:
+    added, removed = words
+    found = []
+    for name in sorted(set(old) | set(new)):
+        if name not in old:
+            found.append(InputChange(kind, name, added))
+        elif name not in new:
+            found.append(InputChange(kind, name, removed))
+        elif old[name] != new[name]:
+            found.append(InputChange(kind, name, "changed"))
+    return found

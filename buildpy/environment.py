@@ -13,12 +13,16 @@ Env file format (one ``KEY=VALUE`` per line, deliberately small):
   (a ``\\r`` right before ``\\n`` belongs to the line ending, any other ``\\r`` is data);
 * blank lines and lines whose first non-blank character is ``#`` are skipped;
 * leading spaces/tabs are allowed, then ``KEY=VALUE`` with ``KEY`` matching
-  ``[A-Za-z_][A-Za-z0-9_]*`` immediately followed by ``=``;
-* ``VALUE`` is everything after the first ``=``, trailing whitespace included; it may not
-  start with a space or tab (quote it instead);
+  ``[A-Za-z_][A-Za-z0-9_]*``;
+* ``VALUE`` is everything after the first ``=``, trailing whitespace included;
+* spaces or tabs around ``=`` (``KEY = value``) are trimmed, as s2i trims them, and
+  ``warn`` is told (a value that starts with a space must be quoted);
 * one level of matching ``'...'`` or ``"..."`` quotes is stripped; there are no escapes
   and no ``$VAR`` expansion;
 * if a key appears twice in one file the later line wins (``warn`` is told).
+
+Each layer keeps the line each of its keys was read from (``EnvLayer.lines``), so that
+``buildpy plan`` can say where a value came from.
 
 Nothing here does I/O except :func:`read_env_file`.
 """
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -35,12 +39,16 @@ from buildpy.errors import EnvFileError
 
 __all__ = [
     "EnvLayer",
+    "Resolved",
     "merge",
     "origins",
     "parse_assignment",
+    "parse_env_layer",
     "parse_env_text",
     "read_env_file",
+    "read_env_layer",
     "render_env_text",
+    "resolve",
     "shell_export_script",
 ]
 
@@ -50,6 +58,18 @@ MAX_VARIABLE_BYTES = 128 * 1024
 _BLANK = " \t"
 _QUOTES = "'\""
 _KEY_HINT = "a key is letters, digits and underscores, and does not start with a digit"
+
+
+@dataclass(frozen=True)
+class EnvLayer:
+    """One source of variables, e.g. ``EnvLayer("-e", {...})``; ``origin`` is for humans.
+
+    ``lines`` gives, for a file, the line each key's value was read from.
+    """
+
+    origin: str
+    values: Mapping[str, str]
+    lines: Mapping[str, int] = field(default_factory=dict)
 
 
 def _is_key(text: str) -> bool:
@@ -80,7 +100,9 @@ def _unquote(value: str) -> str | None:
     return None
 
 
-def _parse_line(body: str, origin: str, lineno: int) -> tuple[str, str]:
+def _parse_line(
+    body: str, origin: str, lineno: int, warn: Callable[[str], None] | None
+) -> tuple[str, str]:
     """Parse a non-blank, non-comment line (leading blanks removed) into (key, value)."""
     if "=" not in body:
         raise EnvFileError(
@@ -90,15 +112,9 @@ def _parse_line(body: str, origin: str, lineno: int) -> tuple[str, str]:
             "write KEY=VALUE, or start the line with '#' to make it a comment",
         )
     key, value = body.split("=", 1)
+    key, value = _trim_around_equals(key, value, f"{origin}, line {lineno}", warn)
     if not _is_key(key):
         raise EnvFileError(origin, lineno, *_key_problem(key))
-    if value[:1] in (" ", "\t"):
-        raise EnvFileError(
-            origin,
-            lineno,
-            "space after '='",
-            f"write {key}=VALUE without spaces around '=', or quote the value",
-        )
     unquoted = _unquote(value)
     if unquoted is None:
         quote = value[0]
@@ -119,6 +135,24 @@ def _parse_line(body: str, origin: str, lineno: int) -> tuple[str, str]:
     return key, unquoted
 
 
+def _trim_around_equals(
+    key: str, value: str, where: str, warn: Callable[[str], None] | None
+) -> tuple[str, str]:
+    """``KEY = value`` as s2i reads it: blanks around ``=`` trimmed, with a warning.
+
+    The value is never part of the warning: it may be a credential.
+    """
+    trimmed = key.rstrip(_BLANK)
+    if (trimmed == key and value[:1] not in (" ", "\t")) or not _is_key(trimmed):
+        return key, value
+    if warn is not None:
+        warn(
+            f"{where}: spaces around '=' are trimmed (as s2i does); write {trimmed}=VALUE,"
+            " and quote a value that starts with a space"
+        )
+    return trimmed, value.lstrip(_BLANK)
+
+
 def _check_size(key: str, value: str, origin: str, lineno: int | None) -> None:
     """Linux refuses to start a process with a ``KEY=value`` string over 128 KiB."""
     size = len(key.encode()) + 1 + len(value.encode("utf-8", "surrogateescape"))
@@ -135,15 +169,22 @@ def _check_size(key: str, value: str, origin: str, lineno: int | None) -> None:
 def parse_env_text(
     text: str, origin: str, *, warn: Callable[[str], None] | None = None
 ) -> dict[str, str]:
+    """Parse the text of one env file into its values (see ``parse_env_layer``)."""
+    return dict(parse_env_layer(text, origin, warn=warn).values)
+
+
+def parse_env_layer(
+    text: str, origin: str, *, warn: Callable[[str], None] | None = None
+) -> EnvLayer:
     """Parse the text of one env file; errors name ``origin`` and the 1-based line.
 
     Duplicate keys: the later line wins (keeping the first line's position) and
-    ``warn`` is called, if given.
+    ``warn`` is called, if given. The layer's ``lines`` say which line each value is from.
     """
     if text.startswith("\ufeff"):
         text = text[1:]
     result: dict[str, str] = {}
-    first_seen: dict[str, int] = {}
+    seen: dict[str, int] = {}
     lines = text.split("\n")
     for lineno, line in enumerate(lines, start=1):
         if lineno < len(lines) and line.endswith("\r"):
@@ -151,20 +192,27 @@ def parse_env_text(
         body = line.lstrip(_BLANK)
         if not body or body.startswith("#"):
             continue
-        key, value = _parse_line(body, origin, lineno)
-        if key in first_seen and warn is not None:
+        key, value = _parse_line(body, origin, lineno, warn)
+        if key in seen and warn is not None:
             warn(
-                f"{origin}, line {lineno}: {key} was already set on line {first_seen[key]}; "
+                f"{origin}, line {lineno}: {key} was already set on line {seen[key]}; "
                 "the later value wins"
             )
-        first_seen.setdefault(key, lineno)
+        seen[key] = lineno
         result[key] = value
-    return result
+    return EnvLayer(origin, result, seen)
 
 
 def read_env_file(
     path: Path, origin: str | None = None, *, warn: Callable[[str], None] | None = None
 ) -> dict[str, str]:
+    """Read and parse an env file into its values (see ``read_env_layer``)."""
+    return dict(read_env_layer(path, origin, warn=warn).values)
+
+
+def read_env_layer(
+    path: Path, origin: str | None = None, *, warn: Callable[[str], None] | None = None
+) -> EnvLayer:
     """Read and parse an env file (strict UTF-8); ``origin`` defaults to ``str(path)``."""
     where = str(path) if origin is None else origin
     try:
@@ -184,7 +232,7 @@ def read_env_file(
             f"not valid UTF-8 (byte 0x{data[exc.start]:02x})",
             "save the file as UTF-8",
         ) from exc
-    return parse_env_text(text, where, warn=warn)
+    return parse_env_layer(text, where, warn=warn)
 
 
 def parse_assignment(arg: str, origin: str) -> tuple[str, str]:
@@ -208,20 +256,31 @@ def merge(*layers: Mapping[str, str]) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class EnvLayer:
-    """One source of variables, e.g. ``EnvLayer("-e", {...})``; ``origin`` is for humans."""
+class Resolved:
+    """A variable's winning value, the layer it came from and, for a file, the line."""
 
+    value: str
     origin: str
-    values: Mapping[str, str]
+    line: int | None = None
+
+    @property
+    def place(self) -> str:
+        """Where the value comes from, for people: ``.s2i/environment line 3``, ``-e``."""
+        return self.origin if self.line is None else f"{self.origin} line {self.line}"
+
+
+def resolve(layers: Sequence[EnvLayer]) -> dict[str, Resolved]:
+    """Map each key to its value, origin and line in the last layer that sets it."""
+    resolved: dict[str, Resolved] = {}
+    for layer in layers:
+        for key, value in layer.values.items():
+            resolved[key] = Resolved(value, layer.origin, layer.lines.get(key))
+    return resolved
 
 
 def origins(layers: Sequence[EnvLayer]) -> dict[str, tuple[str, str]]:
     """Map each key to ``(value, origin)`` of the last layer that sets it."""
-    resolved: dict[str, tuple[str, str]] = {}
-    for layer in layers:
-        for key, value in layer.values.items():
-            resolved[key] = (value, layer.origin)
-    return resolved
+    return {key: (found.value, found.origin) for key, found in resolve(layers).items()}
 
 
 def _check_key(key: str) -> None:

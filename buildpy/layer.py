@@ -61,8 +61,12 @@ class DependencyLayer:
 
 
 @dataclass(frozen=True)
-class _Inputs:
-    """What the layer is made from, and the names it is found by."""
+class Inputs:
+    """What the layer is made from, and the names it is found by.
+
+    ``Inputs.of`` is the one place the key is computed: the build (``prepare``) and
+    ``buildpy plan`` (``reuse``) both ask it.
+    """
 
     files: tuple[tuple[str, bytes], ...]
     variables: dict[str, str]
@@ -70,15 +74,16 @@ class _Inputs:
     fixed: str  # the digest of everything but the requirement lines
     tag: str
     growth: str
+    latest: str  # the name of the layer last made or used for this source and builder
     lines: dict[str, list[str]]
+    digests: dependencies.InputDigests  # recorded on the layer, to say later what changed
 
     @classmethod
-    def of(cls, session: BuildSession) -> _Inputs:
-        plan = session.plan
+    def of(cls, plan: BuildPlan, builder: ImageInfo) -> Inputs:
         files = plan.dependencies.contents
         variables = dependencies.key_variables({**plan.image_env, **plan.build_env})
-        key = dependencies.key(session.builder.id, files, variables)
-        fixed = dependencies.fixed_digest(session.builder.id, files, variables)
+        key = dependencies.key(builder.id, files, variables)
+        fixed = dependencies.fixed_digest(builder.id, files, variables)
         return cls(
             files=files,
             variables=variables,
@@ -86,7 +91,9 @@ class _Inputs:
             fixed=fixed,
             tag=cache.dependency_tag(key),
             growth=cache.growth_tag(fixed),
+            latest=cache.source_tag(str(plan.root), builder.ref),
             lines=dependencies.requirement_lines(files),
+            digests=dependencies.InputDigests.of(str(plan.root), builder.id, files, variables),
         )
 
 
@@ -112,7 +119,7 @@ def prepare(session: BuildSession) -> DependencyLayer:
     Two builds on this machine that need the same new layer do not both install it:
     the second waits for the first (a lock per key) and then reuses its layer.
     """
-    inputs = _Inputs.of(session)
+    inputs = Inputs.of(session.plan, session.builder)
     existing = session.engine.find_image(inputs.tag)
     if existing is not None:
         return _reuse(session, existing, inputs)
@@ -143,15 +150,14 @@ def _building(key: str) -> Iterator[None]:
         yield  # closing the file releases the lock
 
 
-def _reuse(session: BuildSession, existing: ImageInfo, inputs: _Inputs) -> DependencyLayer:
+def _reuse(session: BuildSession, existing: ImageInfo, inputs: Inputs) -> DependencyLayer:
     _log.info("dependency layer reused", image=inputs.tag)
     session.owner.learn(existing.labels.get(cache.OWNER_LABEL))
-    if cache.LINES_LABEL in existing.labels and inputs.growth not in existing.names:
-        _name_for_growth(session.engine, existing.id, inputs.growth)  # grow from here next
+    _give_names(session.engine, existing, inputs)  # grow from here next; compare with it
     return DependencyLayer(existing.id, True, existing.labels.get(APPLICATION_LABEL, "run"))
 
 
-def _growable(engine: Engine, inputs: _Inputs) -> ImageInfo | None:
+def _growable(engine: Engine, inputs: Inputs) -> ImageInfo | None:
     """The newest earlier layer with the same fixed inputs, when this one only adds
     requirement lines to it (see ``dependencies.extends``)."""
     if not dependencies.can_grow(inputs.variables):
@@ -164,7 +170,7 @@ def _growable(engine: Engine, inputs: _Inputs) -> ImageInfo | None:
     )
 
 
-def _build(session: BuildSession, inputs: _Inputs, parent: ImageInfo | None) -> DependencyLayer:
+def _build(session: BuildSession, inputs: Inputs, parent: ImageInfo | None) -> DependencyLayer:
     """Run the dependency phase on the builder (or on ``parent``) and commit the layer."""
     _log.info(
         "installing dependencies",
@@ -175,14 +181,7 @@ def _build(session: BuildSession, inputs: _Inputs, parent: ImageInfo | None) -> 
         else cache.dependency_tag(parent.labels.get(cache.KEY_LABEL, parent.id)),
     )
     start = session.builder.id if parent is None else parent.id
-    recorded = dependencies.record(inputs.lines)
-    labels = {
-        cache.KEY_LABEL: inputs.key,
-        cache.BUILDER_LABEL: session.builder.ref,
-        cache.FIXED_LABEL: inputs.fixed,
-    }
-    if recorded is not None:
-        labels[cache.LINES_LABEL] = recorded
+    labels = _labels(inputs, session.builder.ref)
     env = dependencies.layer_variables(session.plan.image_env)
     added = dependencies.added(parent.labels.get(cache.LINES_LABEL), inputs.lines) if parent else []
     more = {ADDED_VARIABLE: "\n".join(added)} if added else {}
@@ -199,13 +198,28 @@ def _build(session: BuildSession, inputs: _Inputs, parent: ImageInfo | None) -> 
             changes.append(f"LABEL {cache.OWNER_LABEL}={owner}")
         repository, tag = image.split_tag(inputs.tag)
         committed = container.commit(CommitSpec(tuple(changes), repository, tag))
-    if recorded is not None:  # a later build may grow from this layer
-        _name_for_growth(session.engine, committed.image_id, inputs.growth)
+    _give_names(session.engine, ImageInfo(committed.image_id, inputs.tag, labels=labels), inputs)
     seconds = upload + assembled.seconds + committed.seconds
     return DependencyLayer(committed.image_id, False, application, seconds)
 
 
-def _archive(inputs: _Inputs, build_env: dict[str, str]) -> ArchiveFactory:
+def _labels(inputs: Inputs, builder_ref: str) -> dict[str, str]:
+    """The dependency image's bookkeeping: key, builder, digests; never a value."""
+    labels = {
+        cache.KEY_LABEL: inputs.key,
+        cache.BUILDER_LABEL: builder_ref,
+        cache.FIXED_LABEL: inputs.fixed,
+    }
+    recorded = dependencies.record(inputs.lines)
+    if recorded is not None:
+        labels[cache.LINES_LABEL] = recorded
+    digests = inputs.digests.label()
+    if digests is not None:
+        labels[cache.INPUTS_LABEL] = digests
+    return labels
+
+
+def _archive(inputs: Inputs, build_env: dict[str, str]) -> ArchiveFactory:
     """The dependency files under src/, and the build-only variables."""
     members = [source.Member(f"src/{name}", data) for name, data in inputs.files]
     members += build_env_member(build_env)
@@ -216,9 +230,17 @@ def _archive(inputs: _Inputs, build_env: dict[str, str]) -> ArchiveFactory:
     return archive
 
 
-def _name_for_growth(engine: Engine, image_id: str, name: str) -> None:
-    """Give the growth name; a failure costs later builds a faster path, not this build."""
-    try:
-        engine.tag(image_id, name)
-    except EngineError as exc:
-        _log.warning("could not name the dependency layer for later growth", error=str(exc))
+def _give_names(engine: Engine, layer: ImageInfo, inputs: Inputs) -> None:
+    """The names later builds look for, when the layer lacks them: the growth name (a
+    later build may grow from it, when its requirement lines are recorded) and the
+    source's (``buildpy plan`` compares a new layer's inputs with it). A failure costs
+    later builds a faster path or a plan its comparison, never this build."""
+    names = [inputs.growth] if cache.LINES_LABEL in layer.labels else []
+    names.append(inputs.latest)
+    for name in names:
+        if name in layer.names:
+            continue
+        try:
+            engine.tag(layer.id, name)
+        except EngineError as exc:
+            _log.warning("could not name the dependency layer", name=name, error=str(exc))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -65,6 +65,7 @@ class BuildPlan:
     files: tuple[BuildFile, ...]  # read on this side; assemble sees them, the image never
     dependencies: dependencies.DependencyFiles
     delivery: publish.Delivery
+    build_layers: tuple[environment.EnvLayer, ...] = ()  # where build_env's values come from
 
 
 def make(
@@ -83,23 +84,22 @@ def make(
         )
     delivery = _delivery(options)
     layers = _env_layers(root, options)
-    files, build_env = _build_files(options, os.environ if environ is None else environ)
-    for arg in options.build_env:
-        key, value = environment.parse_assignment(arg, "--build-env")
-        build_env[key] = value
+    files, ca_env = _build_files(options, os.environ if environ is None else environ)
+    build_layers = _build_layers(ca_env, options)
     rules = source.IgnoreRules.load(root)
     return BuildPlan(
         options=options,
         root=root,
         env_layers=layers,
         image_env=environment.merge(*(layer.values for layer in layers)),
-        build_env=build_env,
+        build_env=environment.merge(*(layer.values for layer in build_layers)),
         rules=rules,
         source_scripts=scripts.source_scripts(root),
         labels=image.output_labels(options.builder, str(root), describe(root)),
         files=files,
         dependencies=dependencies.select(root, rules),
         delivery=delivery,
+        build_layers=build_layers,
     )
 
 
@@ -136,15 +136,29 @@ def _env_layers(root: Path, options: BuildOptions) -> tuple[environment.EnvLayer
     layers = []
     s2i_env = root / S2I_ENVIRONMENT
     if s2i_env.is_file():
-        values = environment.read_env_file(s2i_env, S2I_ENVIRONMENT, warn=_warn)
-        layers.append(environment.EnvLayer(S2I_ENVIRONMENT, values))
+        layers.append(environment.read_env_layer(s2i_env, S2I_ENVIRONMENT, warn=_warn))
     for path in options.env_files:
-        values = environment.read_env_file(path, warn=_warn)
-        layers.append(environment.EnvLayer(str(path), values))
-    cli: dict[str, str] = {}
-    for arg in options.env:
-        key, value = environment.parse_assignment(arg, "-e")
-        cli[key] = value
+        layer = environment.read_env_layer(path, warn=_warn)
+        layers.append(replace(layer, origin=f"--env-file {path}"))
+    cli = _assignments(options.env, "-e")
     if cli:
         layers.append(environment.EnvLayer("-e", cli))
     return tuple(layers)
+
+
+def _build_layers(
+    ca_env: Mapping[str, str], options: BuildOptions
+) -> tuple[environment.EnvLayer, ...]:
+    """Build-only values, lowest precedence first: the CA bundle's paths, --build-env."""
+    layers = []
+    if ca_env:
+        layers.append(environment.EnvLayer("--ca-bundle", ca_env))
+    given = _assignments(options.build_env, "--build-env")
+    if given:
+        layers.append(environment.EnvLayer("--build-env", given))
+    return tuple(layers)
+
+
+def _assignments(args: tuple[str, ...], option: str) -> dict[str, str]:
+    """``KEY=VALUE`` arguments in order, a later one winning."""
+    return dict(environment.parse_assignment(arg, option) for arg in args)

@@ -37,23 +37,27 @@ def source_scripts(root: Path) -> dict[str, Path]:
     return {name: bindir / name for name in KNOWN if (bindir / name).is_file()}
 
 
+def scripts_url(labels: Mapping[str, str]) -> tuple[str, str] | None:
+    """The builder's scripts-url label and its value, or None when unlabelled."""
+    return next(((label, labels[label]) for label in SCRIPTS_URL_LABELS if labels.get(label)), None)
+
+
 def image_scripts_dir(labels: Mapping[str, str], image_ref: str) -> str | None:
     """The directory named by the builder's scripts-url label, or None when unlabelled."""
-    for label in SCRIPTS_URL_LABELS:
-        url = labels.get(label)
-        if not url:
-            continue
-        if url.startswith("image://"):
-            path = url[len("image://") :].rstrip("/")
-            if path.startswith("/"):
-                return path or "/"
-        raise BuilderImageError(
-            f"builder image {image_ref} has {label}={url!r}; buildpy only uses"
-            " image:///PATH scripts (it never downloads scripts during a build)",
-            "put the scripts in the source's .s2i/bin, or use a builder whose label"
-            " reads image:///usr/libexec/s2i",
-        )
-    return None
+    found = scripts_url(labels)
+    if found is None:
+        return None
+    label, url = found
+    if url.startswith("image://"):
+        path = url[len("image://") :].rstrip("/")
+        if path.startswith("/"):
+            return path or "/"
+    raise BuilderImageError(
+        f"builder image {image_ref} has {label}={url!r}; buildpy only uses"
+        " image:///PATH scripts (it never downloads scripts during a build)",
+        "put the scripts in the source's .s2i/bin, or use a builder whose label"
+        " reads image:///usr/libexec/s2i",
+    )
 
 
 def choose(labels: Mapping[str, str], provided: set[str], image_ref: str) -> Scripts:

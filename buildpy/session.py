@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from buildpy import cache, registry, scripts
 from buildpy.buildfiles import BuildSecrets
+from buildpy.cache import DOWNLOAD_VARIABLES
 from buildpy.container import WRAPPER, Output, Owner, Reaper, WorkingContainer
 from buildpy.engine import ContainerSpec, Engine, ImageInfo, VolumeMount
 from buildpy.leftovers import container_name
@@ -91,9 +92,15 @@ class BuildSession:
         not be committed with this container), cache locations, the user's ``--build-env``
         and CA bundle, the phase, ``more``."""
         values = dict(image or {})
-        values.update(cache.DOWNLOAD_VARIABLES if self.volumes else {"PIP_NO_CACHE_DIR": "1"})
+        values.update(buildpy_variables(bool(self.volumes)))
         values.update(self.plan.build_env)
         if phase is not None:
             values[PHASE_VARIABLE] = phase
         values.update(more)
         return values
+
+
+def buildpy_variables(cache: bool) -> dict[str, str]:
+    """What buildpy itself gives assemble, build-only: the download cache's locations, or,
+    without it, no pip cache at all."""
+    return dict(DOWNLOAD_VARIABLES) if cache else {"PIP_NO_CACHE_DIR": "1"}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -148,7 +150,8 @@ class Built:
 class BuildFn:
     """The ``buildpy_build`` fixture: run `buildpy build` on a source directory, offline by
     default (the local index, host network), tagged uniquely unless ``args`` has a
-    ``--tag``; the image is removed at the session's end."""
+    ``--tag``; the image is removed at the session's end. ``plan`` runs `buildpy plan`
+    with the options such a build gets."""
 
     podman_url: str
     index_url: str
@@ -170,10 +173,29 @@ class BuildFn:
             tag = f"{TEST_IMAGE_PREFIX}{source.name.lower()}-{uuid.uuid4().hex[:8]}:latest"
             args = ("--tag", tag, *args)
         cmd = [*BUILDPY, *(["-q"] if quiet else []), "build", str(source), *args]
-        if builder:
-            cmd += ["--builder", builder]
+        cmd += self._options(builder, offline)
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, env=self._env(env), timeout=timeout
+        )
+        self.images.append(tag)
+        if check and done.returncode != 0:
+            pytest.fail(f"buildpy build failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        return Built(done.returncode, done.stdout, done.stderr, tag)
+
+    def plan(self, source: Path, *args: str, builder: str | None = None) -> dict[str, Any]:
+        """`buildpy plan --format json` for what ``self(source, *args, builder=...)`` builds."""
+        cmd = [*BUILDPY, "plan", str(source), "--format", "json", *args]
+        cmd += self._options(builder, offline=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, env=self._env(None), timeout=120)
+        if done.returncode != 0:
+            pytest.fail(f"buildpy plan failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        found: dict[str, Any] = json.loads(done.stdout)
+        return found
+
+    def _options(self, builder: str | None, offline: bool) -> list[str]:
+        options = ["--builder", builder] if builder else []
         if offline:
-            cmd += [
+            options += [
                 "--network",
                 "host",
                 "--build-env",
@@ -183,12 +205,19 @@ class BuildFn:
                 "--build-env",
                 "PIP_NO_INDEX=1",
             ]
-        run_env = {**os.environ, "CONTAINER_HOST": self.podman_url, **(env or {})}
-        done = subprocess.run(cmd, capture_output=True, text=True, env=run_env, timeout=timeout)
-        self.images.append(tag)
-        if check and done.returncode != 0:
-            pytest.fail(f"buildpy build failed ({done.returncode}):\n{done.stderr[-4000:]}")
-        return Built(done.returncode, done.stdout, done.stderr, tag)
+        return options
+
+    def _env(self, extra: dict[str, str] | None) -> dict[str, str]:
+        return {**os.environ, "CONTAINER_HOST": self.podman_url, **(extra or {})}
+
+
+def built_event(built: Built) -> dict[str, Any]:
+    """buildpy's closing JSON log line (stderr is not a terminal, so logs are JSON)."""
+    for line in reversed(built.stderr.splitlines()):
+        if line.startswith("{") and '"event": "built"' in line:
+            event: dict[str, Any] = json.loads(line)
+            return event
+    raise AssertionError(f"no 'built' log line in:\n{built.stderr[-2000:]}")
 
 
 def _given_tag(args: tuple[str, ...]) -> str | None:

@@ -7,23 +7,13 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import BUILDPY, ROOT, BuildFn, Built
+from conftest import BUILDPY, ROOT, BuildFn, built_event
 from itest import http_get, inspect_image, running
 
 BUILDER = "localhost/buildpy/python-311-minimal"
 EXAMPLE = ROOT / "examples" / "hello-flask"
-
-
-def built_event(built: Built) -> dict[str, Any]:
-    """buildpy's closing JSON log line (stderr is not a terminal, so logs are JSON)."""
-    for line in reversed(built.stderr.splitlines()):
-        if line.startswith("{") and '"event": "built"' in line:
-            event: dict[str, Any] = json.loads(line)
-            return event
-    raise AssertionError(f"no 'built' log line in:\n{built.stderr[-2000:]}")
 
 
 def copy_example(tmp_path: Path) -> Path:

@@ -6,6 +6,13 @@ OpenShift's restricted SCC); each run must answer HTTP 200 with the app's own bo
 Rootless, a UID beyond the user's subuid range cannot run at all, so 100001 is left out
 where the range is `useradd`'s default 65536.
 
+The same builds hold `buildpy plan` to what the images do: after each build, the plan with
+the same options must name the installer assemble announced in the build log
+(`---> Installing dependencies via pipenv ...`), the project install, collectstatic, the
+phases, a dependency layer that is now reused, and the start that the running container
+shows (run's `---> Serving ...` line, Django's migrate, PID 1's command line and working
+directory).
+
 Builders: every scenario on python-311 (full, Debian bookworm) and python-313-minimal
 (Debian trixie): both Python versions and both variants, each scenario twice. The apps that
 need the full image (mod_wsgi) also run on python-313, the other full image. Running every
@@ -15,11 +22,14 @@ the scripts and differ only in OS packages, which the full-only apps exercise.
 
 from __future__ import annotations
 
+import re
+import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from _pytest.mark.structures import ParameterSet
-from conftest import APPS, BuildFn
+from conftest import APPS, BuildFn, Built, built_event
 from itest import http_get, runnable, running
 
 USERS = (None, "12345", "100001")
@@ -83,9 +93,13 @@ def test_scenario_builds_and_answers_as_any_user(
     buildpy_build: BuildFn, scenario: Scenario, builder: str
 ) -> None:
     built = buildpy_build(APPS / scenario.name, builder=builder)
+    planned = buildpy_build.plan(APPS / scenario.name, builder=builder)
+    assert_plan_matches_build(planned, built)
     for user in runnable(USERS):
         with running(built.tag, user=user, port=scenario.port) as (url, name):
             status, body = http_get(url + "/", timeout=90, name=name)
+            if user is None:
+                assert_plan_matches_start(planned["start"], name)
         assert status == 200, f"user {user}: HTTP {status}: {body}"
         assert scenario.body in body, f"user {user}: unexpected body {body!r}"
 
@@ -97,3 +111,67 @@ def test_both_pipenv_flags_fail_with_reason(buildpy_build: BuildFn, builder: str
     output = built.stdout + built.stderr
     assert "ENABLE_PIPENV and ENABLE_MICROPIPENV are both set" in output
     assert "Installing application source" not in output
+    planned = buildpy_build.plan(APPS / "both-pipenv-flags", builder=builder)
+    assert "exit 3" in planned["installer"]["error"]
+    assert planned["start"]["command"] == []
+
+
+# --------------------------------------------------------------- the plan against the image
+
+# What s2i/assemble prints for each choice (the plan's mirror must make the same choice).
+INSTALLING = re.compile(
+    r"^---> Installing dependencies(?: via (\w+)(?: \((\S+)\))?)? \.\.\.$", re.M
+)
+PROJECT = re.compile(r"^---> Installing application \(via (\S+)\) \.\.\.$", re.M)
+
+
+def assert_plan_matches_build(planned: dict[str, Any], built: Built) -> None:
+    """The installer, project install, collectstatic and phases assemble's log shows."""
+    event = built_event(built)
+    assert planned["phases"]["count"] == event["phases"]
+    # The plan ran after the build: a two-phase build's layer is there to reuse now.
+    assert planned["dependency_layer"]["status"] == ("reuse" if event["phases"] == 2 else "none")
+    installer, log = planned["installer"], built.stderr
+    if not event["dependencies_reused"]:  # else the install ran in an earlier build
+        found = INSTALLING.search(log)
+        tool = (found.group(1) or "pip") if found else None
+        file = (found.group(2) or "requirements.txt") if found and tool != "micropipenv" else None
+        expected = installer["file"] if installer["tool"] != "micropipenv" else None
+        assert (tool, file) == (installer["tool"], expected), log[-3000:]
+    project = PROJECT.search(log)
+    assert (project.group(1) if project else None) == installer["project"]
+    assert ("---> Collecting Django static files" in log) == installer["collectstatic"]
+    assert ("---> Upgrading pip" in log) == installer["upgrade_pip"]
+
+
+def assert_plan_matches_start(start: dict[str, Any], name: str) -> None:
+    """What run said it started, whether it migrated, and PID 1's command and directory."""
+    logs = podman("logs", name)
+    target = start["target"]
+    said = {
+        "gunicorn": f"---> Serving application with gunicorn ({target})"
+        if target
+        else "---> Serving application with gunicorn (wsgi_app from gunicorn.conf.py)",
+        "script": f"---> Running application from script ({target})",
+        "python": f"---> Running application from Python script ({target})",
+        "runserver": "---> Serving application with 'manage.py runserver",
+    }[start["kind"]]
+    assert said in logs, logs[-2000:]
+    assert ("---> Migrating database" in logs) == bool(start["before"])
+    if start["kind"] == "script" and start["command"][0] != "tini":
+        return  # the script execs what it likes: PID 1 is that now
+    cmdline, _, cwd = podman(
+        "exec", name, "sh", "-c", "tr '\\0' '\\n' </proc/1/cmdline; echo ==; readlink /proc/1/cwd"
+    ).partition("==\n")
+    pid1 = cmdline.splitlines()
+    command = start["command"]
+    assert pid1[len(pid1) - len(command) + 1 :] == command[1:], pid1
+    assert pid1[-len(command)].rsplit("/", 1)[-1] == command[0], pid1  # gunicorn: via python
+    home = "/opt/app-root/src"
+    assert cwd.strip() == (home if start["directory"] == "." else f"{home}/{start['directory']}")
+
+
+def podman(*args: str) -> str:
+    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr

@@ -1,4 +1,4 @@
-"""A hand-written Engine for unit tests of the build's pure logic.
+"""A hand-written Engine for unit tests of the build's pure logic (and ``tree``, a source).
 
 mypy checks it against the ``Engine`` protocol (``_check`` below), and
 tests/integration/test_engine_contract.py runs the same assertions against it
@@ -12,6 +12,7 @@ import json
 import tarfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import BinaryIO, Callable, NoReturn
 
 from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo, ImageSummary, Progress
@@ -264,3 +265,12 @@ def _tagged(name: str) -> str:
 
 def _check(engine: FakeEngine) -> Engine:
     return engine  # mypy: the fake implements every method of the protocol, typed alike
+
+
+def tree(root: Path, files: dict[str, str]) -> Path:
+    """Write a source tree: relative path to text."""
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root

@@ -10,6 +10,7 @@ import pytest
 from fakes import BUILDER, FakeEngine
 
 from buildpy import build, cache, layer
+from buildpy import dependencies as deps
 from buildpy import plan as build_plan
 from buildpy.config import BuildOptions
 from buildpy.container import TAIL_LINES, WRAPPER
@@ -290,6 +291,20 @@ def test_two_phases_then_the_dependency_layer_is_reused(app: Path) -> None:
     assert len(engine.created) == 5
 
 
+def test_the_dependency_layer_records_digests_of_its_inputs_never_values(app: Path) -> None:
+    engine = FakeEngine(stored={"phased": PHASED})
+    plan = make_plan(
+        phased_app(app), builder="phased", build_env=("PIP_INDEX_URL=https://u:tok@x",)
+    )
+    build.run(plan, engine, output=_Sink())
+    labels = engine.created[0].labels
+    recorded = deps.InputDigests.from_label(labels[cache.INPUTS_LABEL])
+    assert recorded == layer.Inputs.of(plan, PHASED).digests
+    assert recorded.source == deps.source_digest(str(app))
+    assert set(recorded.variables) == {"PIP_INDEX_URL"}
+    assert "tok" not in labels[cache.INPUTS_LABEL] and "flask" not in labels[cache.INPUTS_LABEL]
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
@@ -507,11 +522,16 @@ def test_going_back_to_earlier_requirements_grows_from_there(app: Path) -> None:
     flask_only = engine.commits[-2]
     flask_id = engine.stored[f"{flask_only.repository}:{flask_only.tag}"].id
     build_with("flask\nsix\n")
-    assert len(engine.tagged) == 2  # each new dependency image takes the growth name
+
+    def growth_names() -> int:  # dependency images also take the source's name (plan)
+        return len([ref for ref in engine.tagged if ":grow-" in ref])
+
+    assert growth_names() == 2  # each new dependency image takes the growth name
     build_with("flask\n")  # reused: the growth name comes back to it
-    assert len(engine.tagged) == 3
-    build_with("flask\n")  # reused again: it has the name already, no call
-    assert len(engine.tagged) == 3
+    assert growth_names() == 3
+    tagged = len(engine.tagged)
+    build_with("flask\n")  # reused again: it has the names already, no call
+    assert len(engine.tagged) == tagged
     grown = build_with("flask\nattrs\n")
     assert grown.image == flask_id
 

@@ -117,6 +117,13 @@ def test_a_build_past_its_timeout_stops_and_removes_its_container(tmp_path: Path
     assert engine.removed == ["ctr1"]
 
 
+def test_environment_file_spellings_of_s2i_are_env_file() -> None:
+    args = cli._parser().parse_args(
+        ["build", "src", "-E", "a", "--env-file", "b", "--environment-file", "c", "-E", "d"]
+    )
+    assert args.env_file == [Path("a"), Path("b"), Path("c"), Path("d")]
+
+
 def test_a_bad_secret_exits_2_before_any_engine_work(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

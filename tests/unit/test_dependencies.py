@@ -5,18 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fakes import tree
 from hypothesis import given
 from hypothesis import strategies as st
 
 from buildpy import dependencies as deps
-
-
-def tree(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
 
 
 def test_selects_installer_inputs_and_not_code(tmp_path: Path) -> None:
@@ -234,3 +227,67 @@ def test_recorded_lines_keep_no_credentials() -> None:
     assert recorded is not None and "s3cr3t" not in recorded and "flask" not in recorded
     assert deps.extends(recorded, {"requirements.txt": [secret, "flask", "six"]}) is True
     assert deps.added(recorded, {"requirements.txt": [secret, "flask", "six"]}) == ["six"]
+
+
+def test_line_changes_count_added_and_removed_lines_per_file() -> None:
+    old = deps.record({"requirements.txt": ["flask", "six"], "requirements-dev.txt": ["pytest"]})
+    new = {"requirements.txt": ["flask", "attrs", "click"], "requirements-test.txt": ["x"]}
+    assert deps.line_changes(old, new) == {
+        "requirements-dev.txt": (0, 1),
+        "requirements-test.txt": (1, 0),
+        "requirements.txt": (2, 1),
+    }
+    assert deps.line_changes(None, new) is None
+    assert deps.line_changes("[]", new) is None
+
+
+def digests(
+    files: dict[str, bytes], variables: dict[str, str], builder: str = "sha256:b"
+) -> deps.InputDigests:
+    return deps.InputDigests.of("/src/app", builder, sorted(files.items()), variables)
+
+
+def test_input_digests_say_which_input_changed_without_values() -> None:
+    old = digests(
+        {"requirements.txt": b"flask\n", "Pipfile": b"x", ".s2i/environment": b"A=1\n"},
+        {"PIP_INDEX_URL": "https://user:s3cret@mirror/simple", "PIP_NO_INDEX": "1"},
+    )
+    label = old.label()
+    assert label is not None and "s3cret" not in label and "flask" not in label
+    assert "mirror" not in label and "/src/app" not in label
+    assert deps.InputDigests.from_label(label) == old
+    new = digests(
+        {"requirements.txt": b"flask\nsix\n", ".s2i/environment": b"A=1\n", "poetry.lock": b""},
+        {"PIP_INDEX_URL": "https://user:other@mirror/simple", "PIP_TIMEOUT": "5"},
+        builder="sha256:rebuilt",
+    )
+    assert [str(change) for change in new.changes_since(old)] == [
+        "the builder changed",
+        "Pipfile removed",
+        "poetry.lock added",
+        "requirements.txt changed",
+        "PIP_INDEX_URL changed",
+        "PIP_NO_INDEX unset",
+        "PIP_TIMEOUT set",
+    ]
+    assert old.changes_since(old) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        None,
+        "",
+        "nope",
+        "[]",
+        '{"source": "x"}',
+        '{"source": 1, "builder": 2, "files": [], "variables": {}}',
+    ],
+)
+def test_input_digests_refuse_what_they_did_not_write(text: str | None) -> None:
+    assert deps.InputDigests.from_label(text) is None
+
+
+def test_input_digests_are_not_kept_when_too_large() -> None:
+    many = {f"PIP_X{i}": "v" for i in range(1000)}
+    assert digests({}, many).label() is None

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from buildpy import environment, log
+from buildpy import plan as build_plan
+from buildpy.config import BuildOptions
 from buildpy.environment import (
     EnvLayer,
+    Resolved,
     merge,
     origins,
     parse_assignment,
+    parse_env_layer,
     parse_env_text,
     read_env_file,
+    read_env_layer,
     render_env_text,
+    resolve,
     shell_export_script,
 )
 from buildpy.errors import EnvFileError
@@ -126,18 +137,44 @@ def test_export_prefix() -> None:
     assert err.hint is not None and "drop 'export'" in err.hint and "B=VALUE" in err.hint
 
 
-@pytest.mark.parametrize("line", ["A =1", "A\t=1", "A = 1"])
-def test_space_before_equals(line: str) -> None:
-    err = _error(line + "\n")
-    assert "space before '='" in err.problem
-    assert err.hint is not None and "without spaces" in err.hint
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [
+        ("A =1", "1"),
+        ("A\t=1", "1"),
+        ("A = 1", "1"),
+        ("A= 1", "1"),
+        ("A=\t1", "1"),
+        ("A = 'x y'", "x y"),
+        ('A = " lead"', " lead"),
+        ("A =", ""),
+    ],
+)
+def test_spaces_around_equals_are_trimmed_as_s2i_does_with_a_warning(line: str, value: str) -> None:
+    """s2i trims blanks around '=': such files are accepted (they were an error before)."""
+    warnings: list[str] = []
+    assert parse_env_text("# c\n" + line + "\n", "my.env", warn=warnings.append) == {"A": value}
+    (warning,) = warnings
+    assert "my.env, line 2" in warning and "spaces around '='" in warning
+    assert "A=VALUE" in warning
 
 
-@pytest.mark.parametrize("line", ["A= 1", "A=\t1"])
-def test_space_after_equals(line: str) -> None:
+def test_only_blanks_next_to_equals_are_trimmed() -> None:
+    assert parse_env_text("A = 1  \n", "f") == {"A": "1  "}  # trailing blanks stay, as always
+    with pytest.raises(EnvFileError, match="unmatched quote"):
+        parse_env_text("A = 'x'  \n", "f")
+
+
+def test_the_trimming_warning_never_shows_the_value() -> None:
+    warnings: list[str] = []
+    parse_env_text("TOKEN = s3cret\n", "f", warn=warnings.append)
+    assert warnings and not any("s3cret" in w for w in warnings)
+
+
+@pytest.mark.parametrize("line", ["export B =1", "A B = 1", "9A = 1"])
+def test_spaces_do_not_excuse_a_bad_key(line: str) -> None:
     err = _error(line + "\n")
-    assert "space after '='" in err.problem
-    assert err.hint is not None and "without spaces" in err.hint
+    assert err.line == 1
 
 
 @pytest.mark.parametrize("value", ["'abc", '"abc', "'", '"', "'abc\"", "\"abc'"])
@@ -421,3 +458,64 @@ def test_a_nul_byte_gets_a_hint() -> None:
     with pytest.raises(EnvFileError) as info:
         parse_env_text("A=x\0y\n", "f")
     assert info.value.hint and "UTF-8" in info.value.hint
+
+
+# --------------------------------------------------------------------------- lines and origins
+
+
+def test_a_layer_keeps_the_line_of_each_winning_value(tmp_path: Path) -> None:
+    text = "\ufeff# c\r\nA=1\r\n\r\nB = 2\r\nA=3\r\n"
+    layer = parse_env_layer(text, "f")
+    assert layer.values == {"A": "3", "B": "2"}
+    assert layer.lines == {"A": 5, "B": 4}
+    path = tmp_path / "env"
+    path.write_text(text, encoding="utf-8")
+    assert read_env_layer(path, ".s2i/environment").lines == layer.lines
+    assert read_env_layer(path).origin == str(path)
+
+
+def test_resolve_gives_value_origin_and_line() -> None:
+    layers = [
+        EnvLayer("image", {"A": "1", "B": "1"}),
+        EnvLayer(".s2i/environment", {"B": "2"}, {"B": 7}),
+        EnvLayer("-e", {"A": "3"}),
+    ]
+    assert resolve(layers) == {
+        "A": Resolved("3", "-e", None),
+        "B": Resolved("2", ".s2i/environment", 7),
+    }
+
+
+@given(st.lists(st.tuples(keys, no_cr_values), max_size=8))
+def test_lines_name_the_last_assignment_of_each_key(pairs: list[tuple[str, str]]) -> None:
+    layer = parse_env_layer("".join(render_env_text({k: v}) for k, v in pairs), "f")
+    for key in layer.values:
+        assert layer.lines[key] == max(i for i, (k, _) in enumerate(pairs, 1) if k == key)
+
+
+@pytest.fixture
+def logged() -> Iterator[io.StringIO]:
+    """What buildpy logs, as JSON lines, for one test."""
+    stream = io.StringIO()
+    log.configure(stream=stream, json=True)
+    try:
+        yield stream
+    finally:
+        structlog.reset_defaults()
+
+
+def test_env_file_warnings_reach_the_log(tmp_path: Path, logged: io.StringIO) -> None:
+    (tmp_path / ".s2i").mkdir()
+    (tmp_path / ".s2i" / "environment").write_text("A=1\nB = 2\nA=3\n")
+    env_file = tmp_path / "extra.env"
+    env_file.write_text("C=1\nC=2\n")
+    plan = build_plan.make(
+        BuildOptions(source=tmp_path, env_files=(env_file,)), describe=lambda root: None
+    )
+    events = [json.loads(line)["event"] for line in logged.getvalue().splitlines()]
+    assert any(".s2i/environment, line 2: spaces around '='" in e for e in events)
+    assert any(".s2i/environment, line 3: A was already set on line 1" in e for e in events)
+    assert any(f"{env_file}, line 2: C was already set on line 1" in e for e in events)
+    resolved = environment.resolve(plan.env_layers)
+    assert resolved["A"] == Resolved("3", ".s2i/environment", 3)
+    assert resolved["C"] == Resolved("2", f"--env-file {env_file}", 2)
