@@ -22,7 +22,8 @@ that decision, and the install decision of the application phase, in two places
 that read alike; they are kept as they are because the builder images' digests
 must not change with a refactoring of buildpy (the next change to s2i/ merges them).
 
-``split_reason`` says why a build cannot use a dependency layer (one S2I assemble).
+``split_reason`` says why a build cannot use a dependency layer (one S2I assemble);
+``names`` gives the names a plan's layer is found by (``buildpy cache export`` uses them).
 """
 
 from __future__ import annotations
@@ -68,12 +69,11 @@ class _Inputs:
     lines: dict[str, list[str]]
 
     @classmethod
-    def of(cls, session: BuildSession) -> _Inputs:
-        plan = session.plan
+    def of(cls, plan: BuildPlan, builder: ImageInfo) -> _Inputs:
         files = plan.dependencies.contents
         variables = dependencies.install_variables({**plan.image_env, **plan.build_env})
-        key = dependencies.key(session.builder.id, files, variables)
-        fixed = dependencies.fixed_digest(session.builder.id, files, variables)
+        key = dependencies.key(builder.id, files, variables)
+        fixed = dependencies.fixed_digest(builder.id, files, variables)
         return cls(
             files=files,
             variables=variables,
@@ -101,9 +101,16 @@ def split_reason(plan: BuildPlan, builder: ImageInfo) -> str | None:
     return None
 
 
+def names(plan: BuildPlan, builder: ImageInfo) -> tuple[str, str]:
+    """The names this plan's dependency layer is found by: its key's, and the growth name
+    of the newest layer made from the same inputs but requirement lines."""
+    inputs = _Inputs.of(plan, builder)
+    return inputs.tag, inputs.growth
+
+
 def prepare(session: BuildSession) -> DependencyLayer:
     """The dependency layer for this session's plan: reused, grown or built."""
-    inputs = _Inputs.of(session)
+    inputs = _Inputs.of(session.plan, session.builder)
     existing = session.engine.find_image(inputs.tag)
     if existing is not None:
         return _reuse(session, existing, inputs)
