@@ -84,6 +84,13 @@ class EngineError(BuildpyError):
     exit_code = 8
 
 
+class CacheDirError(BuildpyError):
+    """A cache directory cannot be imported (or replaced): not buildpy's, damaged, or made
+    against another builder image. Nothing was imported."""
+
+    exit_code = 9
+
+
 class Interrupted(BuildpyError):
     """The user pressed Ctrl-C or the process received SIGTERM."""
 
@@ -99,5 +106,6 @@ EXIT_CODES: tuple[type[BuildpyError], ...] = (
     BuilderImageError,
     AssembleFailed,
     EngineError,
+    CacheDirError,
     Interrupted,
 )
