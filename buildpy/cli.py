@@ -9,19 +9,21 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from buildpy import __version__, builders, cache, environment, log
+from buildpy import __version__, builders, cache, cachedir, carry, environment, log
 from buildpy import build as build_stage
 from buildpy import plan as build_plan
 from buildpy.config import DEFAULT_BUILDER, BuildOptions, with_pyproject
-from buildpy.errors import BuildpyError, Interrupted
+from buildpy.errors import BuilderImageError, BuildpyError, CacheDirError, Interrupted
 from buildpy.podman import PodmanEngine
 from buildpy.service import connect
+from buildpy.session import require_builder
 from buildpy.usage import usage
 
 
@@ -44,30 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     b = commands.add_parser("build", help="build SOURCE into an image")
     b.add_argument("source", type=Path, metavar="SOURCE", help="the application's directory")
     b.add_argument("-t", "--tag", help="name for the image (default: untagged; its ID is printed)")
-    b.add_argument("--builder", help=f"S2I builder image (default: {DEFAULT_BUILDER})")
-    b.add_argument(
-        "-e",
-        "--env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="variable for assemble and the image; beats --env-file and .s2i/environment",
-    )
-    b.add_argument(
-        "--env-file",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="FILE",
-        help="file of KEY=VALUE lines for assemble and the image (repeatable, later wins)",
-    )
-    b.add_argument(
-        "--build-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="variable for assemble only; never stored in the image",
-    )
+    _input_options(b)
     b.add_argument(
         "--ca-bundle",
         type=Path,
@@ -87,6 +66,18 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no dependency layer reuse and no download cache for this build",
     )
+    b.add_argument(
+        "--cache-from",
+        type=Path,
+        metavar="DIR",
+        help="first import the cache in DIR (as `cache import`; a problem is only a warning)",
+    )
+    b.add_argument(
+        "--cache-to",
+        type=Path,
+        metavar="DIR",
+        help="then export the cache this source's next build can use to DIR (as `cache export`)",
+    )
 
     bb = commands.add_parser("builder", help="manage buildpy's own builder images")
     bsub = bb.add_subparsers(dest="builder_command", metavar="ACTION", required=True)
@@ -96,14 +87,53 @@ def _parser() -> argparse.ArgumentParser:
     bbuild.add_argument("--force", action="store_true", help="rebuild even when up to date")
     bsub.add_parser("list", help="list the builder images buildpy can build")
 
-    c = commands.add_parser("cache", help="list or remove what buildpy keeps between builds")
+    c = commands.add_parser(
+        "cache", help="list, remove, export or import what buildpy keeps between builds"
+    )
     csub = c.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     csub.add_parser("ls", help="list cached dependency images and download volumes")
     csub.add_parser("prune", help="remove all cached dependency images and download volumes")
+    ce = csub.add_parser(
+        "export", help="replace DIR with the cache SOURCE's next build can use (for CI)"
+    )
+    ce.add_argument("directory", type=Path, metavar="DIR", help="the cache directory to write")
+    ce.add_argument("source", type=Path, metavar="SOURCE", help="the application's directory")
+    _input_options(ce)
+    ci = csub.add_parser("import", help="load a cache directory that `cache export` wrote")
+    ci.add_argument("directory", type=Path, metavar="DIR", help="missing or empty: nothing to do")
 
     u = commands.add_parser("usage", help="show a builder image's usage text")
     u.add_argument("image", nargs="?", default=DEFAULT_BUILDER, metavar="IMAGE")
     return parser
+
+
+def _input_options(parser: argparse.ArgumentParser) -> None:
+    """What decides a build's inputs: ``build`` takes them, and ``cache export`` the same,
+    to find the dependency layer that build uses."""
+    parser.add_argument("--builder", help=f"S2I builder image (default: {DEFAULT_BUILDER})")
+    parser.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="variable for assemble and the image; beats --env-file and .s2i/environment",
+    )
+    parser.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="file of KEY=VALUE lines for assemble and the image (repeatable, later wins)",
+    )
+    parser.add_argument(
+        "--build-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="variable for assemble only; never stored in the image",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,40 +194,48 @@ def _dispatch(args: argparse.Namespace) -> int:
     return _usage(args)
 
 
-def _build(args: argparse.Namespace) -> int:
-    explicit = frozenset(k for k in ("builder", "tag", "network") if getattr(args, k) is not None)
-    options = with_pyproject(
+def _options(args: argparse.Namespace) -> BuildOptions:
+    """The build's options; ``cache export`` has only the inputs (see ``_input_options``)."""
+    given = {k: getattr(args, k, None) for k in ("builder", "tag", "network")}
+    return with_pyproject(
         BuildOptions(
             source=args.source,
             builder=args.builder or DEFAULT_BUILDER,
-            tag=args.tag,
+            tag=given["tag"],
             env_files=tuple(args.env_file),
             env=tuple(args.env),
             build_env=tuple(args.build_env),
-            ca_bundle=args.ca_bundle,
-            network=args.network,
-            cache=not args.no_cache,
-            incremental=args.incremental,
+            ca_bundle=getattr(args, "ca_bundle", None),
+            network=given["network"],
+            cache=not getattr(args, "no_cache", False),
+            incremental=getattr(args, "incremental", False),
         ),
-        explicit,
+        frozenset(k for k, v in given.items() if v is not None),
     )
-    plan = build_plan.make(options)
+
+
+def _build(args: argparse.Namespace) -> int:
+    plan = build_plan.make(_options(args))
     logger = log.get("buildpy")
     origins = environment.origins(plan.env_layers)
     logger.debug("image variables", origins={key: where for key, (_, where) in origins.items()})
     with _engine() as engine:
+        if args.cache_from is not None:
+            _import_for_build(engine, args.cache_from)
         result = build_stage.run(plan, engine)
-    logger.info(
-        "built",
-        image=result.image_id[:12],
-        tag=result.tag,
-        seconds=round(result.seconds, 3),
-        assemble_seconds=round(result.assemble_seconds, 3),
-        phases=result.phases,
-        dependencies_reused=result.dependencies_reused,
-        **{f"{k}_seconds": round(v, 3) for k, v in result.times.items() if k != "assemble"},
-    )
-    print(result.tag or result.image_id)
+        logger.info(
+            "built",
+            image=result.image_id[:12],
+            tag=result.tag,
+            seconds=round(result.seconds, 3),
+            assemble_seconds=round(result.assemble_seconds, 3),
+            phases=result.phases,
+            dependencies_reused=result.dependencies_reused,
+            **{f"{k}_seconds": round(v, 3) for k, v in result.times.items() if k != "assemble"},
+        )
+        print(result.tag or result.image_id, flush=True)
+        if args.cache_to is not None:  # the image stays built and printed if this fails
+            _export(engine, plan, args.cache_to)
     return 0
 
 
@@ -222,6 +260,10 @@ def _usage(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
+    if args.cache_command == "export":
+        return _cache_export(args)
+    if args.cache_command == "import":
+        return _cache_import(args)
     with _engine() as engine:
         if args.cache_command == "prune":
             removed, kept = cache.prune(engine)
@@ -235,3 +277,76 @@ def _cache(args: argparse.Namespace) -> int:
         for name, mountpoint in found.volumes:
             print(f"{verb}\tvolume\t{name}\t{mountpoint}")
     return 0
+
+
+def _cache_export(args: argparse.Namespace) -> int:
+    plan = build_plan.make(_options(args))
+    with _engine() as engine:
+        exported = _export(engine, plan, args.directory)
+    for image in exported.manifest.images:
+        names = ",".join(image.names)
+        print(f"exported\timage\t{names}\t{_mb(image.file.size)}\t{image.file.name}")
+    downloads = exported.manifest.downloads
+    if downloads is not None:
+        wheels = f"{downloads.wheels} wheels"
+        print(f"exported\tdownloads\t{wheels}\t{_mb(downloads.file.size)}\t{downloads.file.name}")
+    return 0
+
+
+def _export(engine: PodmanEngine, plan: build_plan.BuildPlan, directory: Path) -> carry.Exported:
+    started = time.monotonic()
+    builder = require_builder(engine, plan.options.builder)
+    exported = carry.export(engine, plan, builder, directory)
+    logger = log.get("buildpy")
+    if exported.reason is not None:
+        logger.warning("no dependency layer to export", reason=exported.reason)
+    files = exported.manifest.files
+    logger.info(
+        "cache exported",
+        directory=str(directory),
+        bytes=sum(f.size for f in files),
+        files=len(files),
+        kept=len(exported.kept),
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return exported
+
+
+def _cache_import(args: argparse.Namespace) -> int:
+    if cachedir.read(args.directory) is None:  # before any engine: a first CI run is quick
+        log.get("buildpy").info("no cache to import", directory=str(args.directory))
+        return 0
+    with _engine() as engine:
+        imported = _import(engine, args.directory)
+    for verb, images in (("imported", imported.loaded), ("present", imported.present)):
+        for image in images:
+            print(f"{verb}\timage\t{','.join(image.names)}\t{_mb(image.file.size)}")
+    if imported.manifest is not None and imported.manifest.downloads is not None:
+        print(f"imported\tdownloads\t{imported.wheels} wheels")
+    return 0
+
+
+def _import(engine: PodmanEngine, directory: Path) -> carry.Imported:
+    started = time.monotonic()
+    imported = carry.import_cache(engine, directory)
+    log.get("buildpy").info(
+        "cache imported" if imported.manifest else "no cache to import",
+        directory=str(directory),
+        loaded=len(imported.loaded),
+        present=len(imported.present),
+        wheels=imported.wheels,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return imported
+
+
+def _import_for_build(engine: PodmanEngine, directory: Path) -> None:
+    """``build --cache-from``: a cache that cannot be imported only costs this build time."""
+    try:
+        _import(engine, directory)
+    except (CacheDirError, BuilderImageError) as exc:
+        log.get("buildpy").warning("building without the cache", error=exc.message, hint=exc.hint)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
