@@ -102,6 +102,18 @@ class BuildFn:
     index_url: str
     images: list[str]
 
+    def offline_inputs(self) -> list[str]:
+        """The build-only variables of an offline build; they are part of the dependency
+        layer's key, so `buildpy cache export` needs them too."""
+        return [
+            "--build-env",
+            f"PIP_INDEX_URL={self.index_url}",
+            "--build-env",
+            f"PIP_FIND_LINKS={self.index_url}",
+            "--build-env",
+            "PIP_NO_INDEX=1",
+        ]
+
     def __call__(
         self,
         source: Path,
@@ -117,16 +129,7 @@ class BuildFn:
         if builder:
             cmd += ["--builder", builder]
         if offline:
-            cmd += [
-                "--network",
-                "host",
-                "--build-env",
-                f"PIP_INDEX_URL={self.index_url}",
-                "--build-env",
-                f"PIP_FIND_LINKS={self.index_url}",
-                "--build-env",
-                "PIP_NO_INDEX=1",
-            ]
+            cmd += ["--network", "host", *self.offline_inputs()]
         run_env = {**os.environ, "CONTAINER_HOST": self.podman_url, **(env or {})}
         done = subprocess.run(cmd, capture_output=True, text=True, env=run_env, timeout=timeout)
         self.images.append(tag)
