@@ -1,5 +1,5 @@
 """Carrying the cache through a directory: the manifest, its checks, atomic replacement,
-and export/import against the fake engine (tests/integration/test_cache_carry.py does
+and export/import against the fake engine (tests/integration/test_ephemeral_runner.py does
 the same against real Podman and an empty second storage)."""
 
 from __future__ import annotations
