@@ -154,8 +154,11 @@ def _save(
     work: Path,
 ) -> CachedImage:
     path = work / f"dependencies-{info.id.split(':')[-1][:16]}.tar"
-    with engine.save_image(info.id) as stream, open(path, "wb") as out:
-        thin(stream, out, builder.layers)
+    try:
+        with engine.save_image(info.id) as stream, open(path, "wb") as out:
+            thin(stream, out, builder.layers)
+    except tarfile.TarError as exc:  # the stream broke off, or is not a tar
+        raise EngineError(f"the archive Podman sent for image {_short(info.id)}: {exc}") from exc
     return CachedImage(
         cachedir.describe(path), info.id, names, info.labels.get(cache.KEY_LABEL, "")
     )
@@ -260,6 +263,10 @@ def check_archive(path: Path, image: CachedImage) -> None:
             items = json.loads(handle.read() if handle else b"")
     except (OSError, KeyError, tarfile.TarError, ValueError) as exc:
         raise CacheDirError(f"{path} is not an image archive: {exc}", cachedir.REFRESH) from exc
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise CacheDirError(
+            f"{path}: its manifest.json is not a docker-archive's", cachedir.REFRESH
+        )
     config = f"{image.id.split(':')[-1]}.json"
     tags = [tag for item in items for tag in item.get("RepoTags") or ()]
     if [item.get("Config") for item in items] != [config] or any(

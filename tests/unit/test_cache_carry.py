@@ -10,7 +10,10 @@ import os
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from fakes import FakeEngine
@@ -260,6 +263,21 @@ def test_a_failed_export_leaves_the_earlier_cache_as_it_was(app: Path, tmp_path:
         export(engine, app, directory)
     assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".cache")] == []
+
+
+def test_an_archive_stream_that_breaks_off_is_an_engine_error(app: Path, tmp_path: Path) -> None:
+    engine = built(app)
+    whole = engine.save_image
+
+    @contextmanager
+    def broken(ref: str) -> Iterator[BinaryIO]:
+        with whole(ref) as stream:
+            yield io.BytesIO(stream.read()[:700])
+
+    engine.save_image = broken  # type: ignore[method-assign]
+    with pytest.raises(EngineError, match="the archive Podman sent"):
+        export(engine, app, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
 
 
 # ----------------------------------------------------------------------------- the directory
