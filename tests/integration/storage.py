@@ -75,27 +75,20 @@ def empty_storage(workdir: Path, builder: str) -> Iterator[Storage]:
     """Storage holding ``builder`` only, served on its own socket (see the module doc)."""
     storage = Storage(workdir / "root", workdir / "run", f"unix://{workdir}/podman.sock")
     archive = builder_archive(builder)
-    log = open(workdir / "service.log", "wb")  # noqa: SIM115 - closed when the block ends
-    proc = subprocess.Popen(
-        [*storage.podman, "system", "service", "--time=0", storage.url],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        start_new_session=True,
-    )
+    command = [*storage.podman, "system", "service", "--time=0", storage.url]
     try:
-        _await(proc, workdir / "podman.sock")
-        storage.run("load", "-q", "-i", str(archive))
-        yield storage
+        with (
+            open(workdir / "service.log", "wb") as log,
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log) as proc,
+        ):  # leaving the block waits for the service to end
+            try:
+                _await(proc, workdir / "podman.sock")
+                storage.run("load", "-q", "-i", str(archive))
+                yield storage
+            finally:
+                storage.run("rm", "-af", "-t", "0", check=False)
+                proc.terminate()
     finally:
-        storage.run("rm", "-af", "-t", "0", check=False)
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
         _unmount_under(workdir)
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from fakes import FakeEngine
+from fakes import FakeEngine, tar_of
 
 from buildpy.engine import CommitSpec, ContainerSpec, ImageArchives, ImageInfo
 from buildpy.errors import EngineError
@@ -59,16 +59,6 @@ def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
 
 def unique(kind: str) -> str:
     return f"localhost/buildpy-test/contract-{kind}-{uuid.uuid4().hex[:8]}"
-
-
-def tar_of(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def spec(subject: Subject, command: tuple[str, ...], **labels: str) -> ContainerSpec:

@@ -186,7 +186,7 @@ class FakeEngine:
         files: dict[str, bytes] = dict(layers)
         files[f"{found.id[7:]}.json"] = json.dumps(config).encode()
         files["manifest.json"] = json.dumps([item]).encode()
-        yield io.BytesIO(_tar(files))
+        yield io.BytesIO(tar_of(files))
 
     def load_image(self, archive: BinaryIO) -> tuple[str, ...]:
         """Podman's checks: every layer file holds its diff ID's content, or is empty and
@@ -236,7 +236,8 @@ def _tagged(name: str) -> str:
 _TUPLES = ("entrypoint", "cmd", "layers")
 
 
-def _tar(files: Mapping[str, bytes]) -> bytes:
+def tar_of(files: Mapping[str, bytes]) -> bytes:
+    """A tar of in-memory files (for uploads and archives in tests)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for name, data in files.items():

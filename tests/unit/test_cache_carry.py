@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
-from fakes import FakeEngine
+from fakes import FakeEngine, tar_of
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -47,16 +47,6 @@ class _Sink:
 
     def flush(self) -> None:
         pass
-
-
-def tar_of(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def storage() -> FakeEngine:
