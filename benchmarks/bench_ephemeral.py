@@ -106,6 +106,8 @@ def fresh_storage(base: Path, name: str, archive: Path, index: str) -> Iterator[
                 rebuild.run([*podman, "rm", "-af", "-t", "0"], env=podman_env(), check=False)
     finally:
         unmount_under(work)
+        if os.getuid() != 0:  # rootless: its layers belong to the user's subordinate ids
+            rebuild.run(["podman", "unshare", "rm", "-rf", str(work)], check=False)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -90,6 +90,8 @@ def empty_storage(workdir: Path, builder: str) -> Iterator[Storage]:
                 proc.terminate()
     finally:
         _unmount_under(workdir)
+        if os.getuid() != 0:  # rootless: its layers belong to the user's subordinate ids
+            subprocess.run(["podman", "unshare", "rm", "-rf", str(workdir)], check=False)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
