@@ -32,7 +32,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,11 +201,13 @@ def session() -> Iterator[Context]:
 
 
 @contextmanager
-def podman_service(sock: Path) -> Iterator[Path]:
+def podman_service(sock: Path, podman: Sequence[str] = ("podman",)) -> Iterator[Path]:
+    """``podman system service`` on ``sock``; ``podman`` may carry global options
+    (``--root``, ``--runroot``: another storage, as bench_ephemeral.py uses)."""
     log_path = sock.with_suffix(".log")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+            [*podman, "system", "service", "--time=0", f"unix://{sock}"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -922,25 +924,38 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+
+    def report() -> dict[str, Any]:
+        with session() as ctx:
+            ctx.shared_host = args.shared_host
+            return measure(ctx, args)
+
+    return finish(report, markdown, args.json)
+
+
+def finish(
+    report: Callable[[], dict[str, Any]],
+    render: Callable[[dict[str, Any]], str],
+    json_path: Path | None,
+) -> int:
+    """Measure (with the wheelhouse ready), then print markdown and JSON; the exit code."""
     started = time.monotonic()
     try:
         ensure_wheelhouse()
-        with session() as ctx:
-            ctx.shared_host = args.shared_host
-            report = measure(ctx, args)
+        found = report()
     except BenchError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("bench: interrupted; its images and containers were removed", file=sys.stderr)
+        print("bench: interrupted; what it made was removed", file=sys.stderr)
         return 130
-    report["runtime_seconds"] = round(time.monotonic() - started, 1)
-    document = json.dumps(report, indent=2)
-    print(markdown(report))
+    found["runtime_seconds"] = round(time.monotonic() - started, 1)
+    document = json.dumps(found, indent=2)
+    print(render(found))
     print()
     print(document)
-    if args.json:
-        args.json.write_text(document + "\n")
+    if json_path:
+        json_path.write_text(document + "\n")
     return 0
 
 

@@ -11,6 +11,7 @@ listed by ``buildpy cache ls`` and removed by ``buildpy cache prune``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from buildpy.engine import Engine, ImageSummary, VolumeMount
@@ -55,8 +56,13 @@ def source_tag(location: str, builder_ref: str) -> str:
 
 def downloads(engine: Engine) -> VolumeMount:
     """The download cache volume, created on first use."""
-    engine.ensure_volume(DOWNLOADS_VOLUME, {CACHE_LABEL: "downloads"})
+    ensure_downloads(engine)
     return VolumeMount(DOWNLOADS_VOLUME, DOWNLOADS_TARGET)
+
+
+def ensure_downloads(engine: Engine) -> bool:
+    """Create the download cache volume unless it exists; True when it was created."""
+    return engine.ensure_volume(DOWNLOADS_VOLUME, {CACHE_LABEL: "downloads"})
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,7 @@ def prune(engine: Engine) -> tuple[CacheListing, CacheListing]:
     so pruning never breaks a build in progress.
     """
     found = listing(engine)
-    images = tuple(i for i in found.images if _remove_names(engine, i))
+    images = tuple(i for i in found.images if remove_names(engine, i.id, i.tags))
     volumes = tuple(v for v in found.volumes if engine.remove_volume(v[0], force=False))
     kept = CacheListing(
         tuple(i for i in found.images if i not in images),
@@ -87,10 +93,10 @@ def prune(engine: Engine) -> tuple[CacheListing, CacheListing]:
     return CacheListing(images, volumes), kept
 
 
-def _remove_names(engine: Engine, image: ImageSummary) -> bool:
+def remove_names(engine: Engine, image_id: str, tags: Sequence[str]) -> bool:
     """Remove an image by each of its names (Podman refuses removal by ID of an image with
     two names); the last name takes the image, unless a container uses it (False)."""
-    if not image.tags:
-        return engine.remove_image(image.id, force=False)
-    growth = sorted(image.tags, key=lambda tag: ":grow-" not in tag)  # the growth name first
+    if not tags:
+        return engine.remove_image(image_id, force=False)
+    growth = sorted(tags, key=lambda tag: ":grow-" not in tag)  # the growth name first
     return all([engine.remove_image(tag, force=False) for tag in growth])

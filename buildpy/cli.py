@@ -12,13 +12,25 @@ import os
 import re
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from buildpy import __version__, builders, cache, environment, leftovers, log, preview, publish
+from buildpy import (
+    __version__,
+    builders,
+    cache,
+    cachedir,
+    carry,
+    environment,
+    leftovers,
+    log,
+    preview,
+    publish,
+)
 from buildpy import build as build_stage
 from buildpy import plan as build_plan
 from buildpy.config import (
@@ -28,9 +40,17 @@ from buildpy.config import (
     setting_origins,
     with_pyproject,
 )
-from buildpy.errors import BuildpyError, EngineUnavailable, Interrupted, PublishFailed, TimedOut
+from buildpy.errors import (
+    BuilderImageError,
+    BuildpyError,
+    CacheDirError,
+    EngineUnavailable,
+    Interrupted,
+    PublishFailed,
+    TimedOut,
+)
 from buildpy.podman import PodmanEngine
-from buildpy.registry import PULL_POLICIES, S2I_PULL_POLICIES, PullPolicy
+from buildpy.registry import PULL_POLICIES, S2I_PULL_POLICIES, PullPolicy, require_builder
 from buildpy.service import connect
 from buildpy.usage import usage
 
@@ -71,10 +91,20 @@ def _parser() -> argparse.ArgumentParser:
     bbuild.add_argument("--force", action="store_true", help="rebuild even when up to date")
     bsub.add_parser("list", help="list the builder images buildpy can build")
 
-    c = commands.add_parser("cache", help="list or remove what buildpy keeps between builds")
+    c = commands.add_parser(
+        "cache", help="list, remove, export or import what buildpy keeps between builds"
+    )
     csub = c.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     csub.add_parser("ls", help="list cached dependency images and download volumes")
     csub.add_parser("prune", help="remove all cached dependency images and download volumes")
+    ce = csub.add_parser(
+        "export", help="replace DIR with the cache SOURCE's next build can use (for CI)"
+    )
+    ce.add_argument("directory", type=Path, metavar="DIR", help="the cache directory to write")
+    ce.add_argument("source", type=Path, metavar="SOURCE", help="the application's directory")
+    _input_options(ce)
+    ci = csub.add_parser("import", help="load a cache directory that `cache export` wrote")
+    ci.add_argument("directory", type=Path, metavar="DIR", help="missing or empty: nothing to do")
 
     u = commands.add_parser("usage", help="show a builder image's usage text")
     u.add_argument("image", nargs="?", default=DEFAULT_BUILDER, metavar="IMAGE")
@@ -99,8 +129,7 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-t", "--tag", help="name for the image (default: untagged; its ID is printed)"
     )
-    parser.add_argument("--builder", help=f"S2I builder image (default: {DEFAULT_BUILDER})")
-    _add_variable_options(parser)
+    _input_options(parser)
     parser.add_argument(
         "--ca-bundle",
         type=Path,
@@ -129,6 +158,18 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
         help="no dependency layer reuse and no download cache for this build",
     )
     parser.add_argument(
+        "--cache-from",
+        type=Path,
+        metavar="DIR",
+        help="first import the cache in DIR (as `cache import`; a problem is only a warning)",
+    )
+    parser.add_argument(
+        "--cache-to",
+        type=Path,
+        metavar="DIR",
+        help="then export the cache this source's next build can use to DIR (as `cache export`)",
+    )
+    parser.add_argument(
         "--timeout",
         type=duration,
         metavar="DURATION",
@@ -136,6 +177,13 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     )
     _registry_arguments(parser)
     _delivery_arguments(parser)
+
+
+def _input_options(parser: argparse.ArgumentParser) -> None:
+    """What decides a build's inputs: ``build`` and ``plan`` take them, and ``cache export``
+    the same, to find the dependency layer that build uses."""
+    parser.add_argument("--builder", help=f"S2I builder image (default: {DEFAULT_BUILDER})")
+    _add_variable_options(parser)
 
 
 def _add_variable_options(parser: argparse.ArgumentParser) -> None:
@@ -342,6 +390,8 @@ def _build_in_time(args: argparse.Namespace) -> int:
     logger.debug("image variables", origins={key: where for key, (_, where) in origins.items()})
     with _engine() as engine, open(os.devnull, "wb") as silent:
         # -q: assemble's output is not shown; a failure still quotes its last lines
+        if args.cache_from is not None:
+            _import_for_build(engine, args.cache_from)
         result = build_stage.run(plan, engine, output=silent if args.quiet else None)
         _log_built(result)
         try:
@@ -349,7 +399,9 @@ def _build_in_time(args: argparse.Namespace) -> int:
         except PublishFailed:
             print(result.tag or result.image_id)  # it exists locally: exit 10 says so
             raise
-    print(result.tag or result.image_id)
+        print(result.tag or result.image_id, flush=True)
+        if args.cache_to is not None:  # the image stays built and printed if this fails
+            _export(engine, plan, args.cache_to)
     return 0
 
 
@@ -396,6 +448,20 @@ def _log_built(result: build_stage.BuildResult) -> None:
     )
 
 
+def _export_options(args: argparse.Namespace) -> BuildOptions:
+    """``cache export``'s options: only what decides the build's inputs."""
+    return with_pyproject(
+        BuildOptions(
+            source=args.source,
+            builder=args.builder or DEFAULT_BUILDER,
+            env_files=tuple(args.env_file),
+            env=tuple(args.env),
+            build_env=tuple(args.build_env),
+        ),
+        frozenset({"builder"} if args.builder else ()),
+    )
+
+
 def _plan(args: argparse.Namespace) -> int:
     """What `build` would do with the same options, on stdout; nothing is built."""
     with _deadline(args.timeout):
@@ -431,6 +497,10 @@ def _usage(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
+    if args.cache_command == "export":
+        return _cache_export(args)
+    if args.cache_command == "import":
+        return _cache_import(args)
     with _engine() as engine:
         swept = leftovers.sweep(engine) if args.cache_command == "prune" else []
         if args.cache_command == "prune":
@@ -464,3 +534,76 @@ def _doctor(args: argparse.Namespace) -> int:
             "apply the fix under each failed check, then run `buildpy doctor` again",
         )
     return 0
+
+
+def _cache_export(args: argparse.Namespace) -> int:
+    plan = build_plan.make(_export_options(args))
+    with _engine() as engine:
+        exported = _export(engine, plan, args.directory)
+    for image in exported.manifest.images:
+        names = ",".join(image.names)
+        print(f"exported\timage\t{names}\t{_mb(image.file.size)}\t{image.file.name}")
+    downloads = exported.manifest.downloads
+    if downloads is not None:
+        wheels = f"{downloads.wheels} wheels"
+        print(f"exported\tdownloads\t{wheels}\t{_mb(downloads.file.size)}\t{downloads.file.name}")
+    return 0
+
+
+def _export(engine: PodmanEngine, plan: build_plan.BuildPlan, directory: Path) -> carry.Exported:
+    started = time.monotonic()
+    builder = require_builder(engine, plan.options.builder)
+    exported = carry.export(engine, plan, builder, directory)
+    logger = log.get("buildpy")
+    if exported.reason is not None:
+        logger.warning("no dependency layer to export", reason=exported.reason)
+    files = exported.manifest.files
+    logger.info(
+        "cache exported",
+        directory=str(directory),
+        bytes=sum(f.size for f in files),
+        files=len(files),
+        kept=len(exported.kept),
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return exported
+
+
+def _cache_import(args: argparse.Namespace) -> int:
+    if cachedir.read(args.directory) is None:  # before any engine: a first CI run is quick
+        log.get("buildpy").info("no cache to import", directory=str(args.directory))
+        return 0
+    with _engine() as engine:
+        imported = _import(engine, args.directory)
+    for verb, images in (("imported", imported.loaded), ("present", imported.present)):
+        for image in images:
+            print(f"{verb}\timage\t{','.join(image.names)}\t{_mb(image.file.size)}")
+    if imported.manifest is not None and imported.manifest.downloads is not None:
+        print(f"imported\tdownloads\t{imported.wheels} wheels")
+    return 0
+
+
+def _import(engine: PodmanEngine, directory: Path) -> carry.Imported:
+    started = time.monotonic()
+    imported = carry.import_cache(engine, directory)
+    log.get("buildpy").info(
+        "cache imported" if imported.manifest else "no cache to import",
+        directory=str(directory),
+        loaded=len(imported.loaded),
+        present=len(imported.present),
+        wheels=imported.wheels,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return imported
+
+
+def _import_for_build(engine: PodmanEngine, directory: Path) -> None:
+    """``build --cache-from``: a cache that cannot be imported only costs this build time."""
+    try:
+        _import(engine, directory)
+    except (CacheDirError, BuilderImageError) as exc:
+        log.get("buildpy").warning("building without the cache", error=exc.message, hint=exc.hint)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"

@@ -8,6 +8,7 @@ this boundary are plain frozen dataclasses, never podman-py objects.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
@@ -25,6 +26,7 @@ class ImageInfo:
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     names: tuple[str, ...] = ()  # every name the image has in local storage
+    layers: tuple[str, ...] = ()  # the diff IDs of its layers, base first (sha256:...)
 
 
 @dataclass(frozen=True)
@@ -189,3 +191,21 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class ImageArchives(Engine, Protocol):
+    """An engine that also moves images through archive files (``buildpy cache export``
+    and ``import``); builds never need these."""
+
+    def image_archive(self, ref: str) -> AbstractContextManager[BinaryIO]:
+        """A docker-archive of one image (``podman save``), read as a stream (where
+        ``save_image`` writes one to a file). Layer files
+        are named ``HEX.tar`` after their diff IDs; the archive names the image by ``ref``
+        unless ``ref`` is an ID."""
+        ...
+
+    def load_image(self, archive: BinaryIO) -> tuple[str, ...]:
+        """Load a docker-archive (``podman load``); return the names Podman reports. A
+        layer whose file is empty is taken from local storage, and the load fails when
+        local storage lacks it."""
+        ...

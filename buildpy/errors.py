@@ -96,6 +96,13 @@ class PublishFailed(BuildpyError):
     exit_code = 10
 
 
+class CacheDirError(BuildpyError):
+    """A cache directory cannot be imported (or replaced): not buildpy's, damaged, or made
+    against another builder image. Nothing was imported."""
+
+    exit_code = 11
+
+
 class Interrupted(BuildpyError):
     """The user pressed Ctrl-C or the process received SIGTERM."""
 
@@ -119,6 +126,7 @@ EXIT_CODES: tuple[type[BuildpyError], ...] = (
     EngineError,
     PullFailed,
     PublishFailed,
+    CacheDirError,
     Interrupted,
     TimedOut,
 )

@@ -22,7 +22,8 @@ that decision, and the install decision of the application phase, in two places
 that read alike; they are kept as they are because the builder images' digests
 must not change with a refactoring of buildpy (the next change to s2i/ merges them).
 
-``split_reason`` says why a build cannot use a dependency layer (one S2I assemble).
+``split_reason`` says why a build cannot use a dependency layer (one S2I assemble);
+``names`` gives the names a plan's layer is found by (``buildpy cache export`` uses them).
 """
 
 from __future__ import annotations
@@ -111,6 +112,13 @@ def split_reason(plan: BuildPlan, builder: ImageInfo) -> str | None:
     if not set(plan.dependencies.files) - {S2I_ENVIRONMENT, ".python-version"}:
         return "no dependency files (requirements.txt, Pipfile, pyproject.toml, ...)"
     return None
+
+
+def names(plan: BuildPlan, builder: ImageInfo) -> tuple[str, str]:
+    """The names this plan's dependency layer is found by: its key's, and the growth name
+    of the newest layer made from the same inputs but requirement lines."""
+    inputs = Inputs.of(plan, builder)
+    return inputs.tag, inputs.growth
 
 
 def prepare(session: BuildSession) -> DependencyLayer:

@@ -18,7 +18,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import requests
 import urllib3
@@ -159,6 +159,7 @@ class PodmanEngine:
             env=env,
             labels=dict(config.get("Labels") or attrs.get("Labels") or {}),
             names=tuple(attrs.get("RepoTags") or ()),
+            layers=tuple((attrs.get("RootFS") or {}).get("Layers") or ()),
         )
 
     def containers(self, prefix: str) -> list[tuple[str, str]]:
@@ -416,6 +417,29 @@ class PodmanEngine:
                     f"building {tag} failed: {exc.msg}; last output: {tail}"
                 ) from None
             return str(built.id)
+
+    @contextmanager
+    def image_archive(self, ref: str) -> Iterator[BinaryIO]:
+        """``podman save`` as a stream (docker-archive: uncompressed layers named by diff ID).
+
+        Failures while the caller reads the stream are translated too: the ``yield``
+        is inside ``_translated``.
+        """
+        with _translated(f"save image {ref}"):
+            response = self._client.api.get(
+                f"/images/{ref}/get", params={"format": "docker-archive"}, stream=True
+            )
+            response.raise_for_status()
+            try:
+                yield cast(BinaryIO, response.raw)
+            finally:
+                response.close()
+
+    def load_image(self, archive: BinaryIO) -> tuple[str, ...]:
+        with _translated("load an image archive"):
+            response = self._client.api.post("/images/load", data=archive)
+            response.raise_for_status()
+            return tuple(str(name) for name in response.json().get("Names") or ())
 
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call,unused-ignore]

@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 IGNORE_FILE = ".s2iignore"
+CACHE_MANIFEST = "buildpy-cache.json"  # cachedir.MANIFEST: what marks a cache directory
 _BLOCK = 512
 _SKIP_HINT = f"or list it in {IGNORE_FILE} to leave it out of the build"
 
@@ -290,11 +291,17 @@ def walk(root: Path, rules: IgnoreRules, *, warn: Warn | None = None) -> Iterato
 
     Order: sorted by name bytes at each level, parents before children. Symlinks are
     entries and never followed; sockets, FIFOs and devices are skipped (``warn`` is told).
+    A directory that ``buildpy cache export`` wrote (it holds ``buildpy-cache.json``) is
+    skipped with all it holds: CI keeps it in the checkout, and it belongs in no image.
     A missing root raises SourceError at once; unreadable directories/files raise it
     while iterating.
     """
     _check_root(root)
     return _walk(root, rules, warn)
+
+
+def _is_cache_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, CACHE_MANIFEST))
 
 
 def _walk(root: Path, rules: IgnoreRules, warn: Warn | None) -> Iterator[Entry]:
@@ -307,7 +314,7 @@ def _walk(root: Path, rules: IgnoreRules, warn: Warn | None) -> Iterator[Entry]:
             continue
         relpath = prefix + item.name
         is_dir = item.is_dir(follow_symlinks=False)
-        if rules.ignored_here(relpath, is_dir):
+        if rules.ignored_here(relpath, is_dir) or (is_dir and _is_cache_dir(item.path)):
             continue
         entry = _make_entry(item, relpath, warn)
         if entry is None:

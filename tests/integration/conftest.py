@@ -157,6 +157,18 @@ class BuildFn:
     index_url: str
     images: list[str]
 
+    def offline_inputs(self) -> list[str]:
+        """The build-only variables of an offline build; they are part of the dependency
+        layer's key, so `buildpy cache export` needs them too."""
+        return [
+            "--build-env",
+            f"PIP_INDEX_URL={self.index_url}",
+            "--build-env",
+            f"PIP_FIND_LINKS={self.index_url}",
+            "--build-env",
+            "PIP_NO_INDEX=1",
+        ]
+
     def __call__(
         self,
         source: Path,
@@ -195,16 +207,7 @@ class BuildFn:
     def _options(self, builder: str | None, offline: bool) -> list[str]:
         options = ["--builder", builder] if builder else []
         if offline:
-            options += [
-                "--network",
-                "host",
-                "--build-env",
-                f"PIP_INDEX_URL={self.index_url}",
-                "--build-env",
-                f"PIP_FIND_LINKS={self.index_url}",
-                "--build-env",
-                "PIP_NO_INDEX=1",
-            ]
+            options += ["--network", "host", *self.offline_inputs()]
         return options
 
     def _env(self, extra: dict[str, str] | None) -> dict[str, str]:

@@ -38,12 +38,16 @@ def running(
     env: dict[str, str] | None = None,
     port: int = 8080,
     args: Sequence[str] = (),
+    podman: Sequence[str] = ("podman",),
 ) -> Iterator[tuple[str, str]]:
-    """Run an image with its port published on 127.0.0.1; yield (base URL, container name)."""
+    """Run an image with its port published on 127.0.0.1; yield (base URL, container name).
+
+    ``podman`` is the command with its global options (``--root``, ``--runroot`` for
+    another storage)."""
     host_port = free_port()
     name = f"buildpy-test-{uuid.uuid4().hex[:10]}"
     STARTED.add(name)
-    cmd = ["podman", "run", "-d", "--name", name, "-p", f"127.0.0.1:{host_port}:{port}"]
+    cmd = [*podman, "run", "-d", "--name", name, "-p", f"127.0.0.1:{host_port}:{port}"]
     if user:
         cmd += ["--user", user]
     for key, value in (env or {}).items():
@@ -52,7 +56,7 @@ def running(
     try:
         yield f"http://127.0.0.1:{host_port}", name
     finally:
-        subprocess.run(["podman", "rm", "-f", "-t", "2", name], capture_output=True, check=False)
+        subprocess.run([*podman, "rm", "-f", "-t", "2", name], capture_output=True, check=False)
 
 
 @functools.cache
@@ -77,7 +81,9 @@ def runnable(users: Sequence[str | None]) -> list[str | None]:
     return [u for u in users if u is None or top is None or int(u) <= top]
 
 
-def http_get(url: str, *, timeout: float = 60.0, name: str | None = None) -> tuple[int, str]:
+def http_get(
+    url: str, *, timeout: float = 60.0, name: str | None = None, podman: Sequence[str] = ("podman",)
+) -> tuple[int, str]:
     """GET url, retrying until it answers or `timeout` passes (bounded: at most 300 tries)."""
     deadline = time.monotonic() + timeout
     last: object = None
@@ -94,8 +100,8 @@ def http_get(url: str, *, timeout: float = 60.0, name: str | None = None) -> tup
         time.sleep(0.25)
     logs = ""
     if name:
-        logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True).stdout
-        logs += subprocess.run(["podman", "logs", name], capture_output=True, text=True).stderr
+        shown = subprocess.run([*podman, "logs", name], capture_output=True, text=True)
+        logs = shown.stdout + shown.stderr
     pytest.fail(f"{url} did not answer within {timeout} s ({last}); container log:\n{logs[-3000:]}")
 
 

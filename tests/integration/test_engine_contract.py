@@ -3,8 +3,9 @@
 The unit tests of the build trust ``tests/unit/fakes.FakeEngine`` to behave as
 ``buildpy.podman.PodmanEngine`` does in what the build relies on: inspection,
 uploads, runs, commits with labels, names, removals, volumes, secrets, pulls and
-pushes (against a registry on 127.0.0.1 for Podman), archives. Each test here runs
-twice, once per engine, so the fake cannot drift from Podman unnoticed.
+pushes (against a registry on 127.0.0.1 for Podman), and image archives (for
+`--output` and `buildpy cache export`/`import`). Each test here runs twice, once per
+engine, so the fake cannot drift from Podman unnoticed.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
-from fakes import FakeEngine
+from fakes import FakeEngine, tar_of
 from itest import free_port
 
-from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo, SecretMount
+from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageArchives, ImageInfo, SecretMount
 from buildpy.errors import EngineError, PublishFailed, PullFailed
 from buildpy.podman import PodmanEngine
 
@@ -33,7 +34,7 @@ BUILDER = "localhost/buildpy/python-311-minimal"
 class Subject:
     """An engine under test, the image containers start from, and how a run behaves."""
 
-    engine: Engine
+    engine: ImageArchives
     base: ImageInfo
     script: FakeEngine | None  # the fake is told what the command would print
 
@@ -46,7 +47,9 @@ class Subject:
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     if request.param == "fake":
         fake = FakeEngine()
-        fake.stored[BUILDER] = ImageInfo(id="sha256:minimal", ref=BUILDER, user="1001:0")
+        fake.stored[BUILDER] = ImageInfo(
+            id="sha256:minimal", ref=BUILDER, user="1001:0", layers=("sha256:l0", "sha256:l1")
+        )
         base = fake.find_image(BUILDER)
         assert base is not None
         yield Subject(fake, base, fake)
@@ -60,16 +63,6 @@ def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
 
 def unique(kind: str) -> str:
     return f"localhost/buildpy-test/contract-{kind}-{uuid.uuid4().hex[:8]}"
-
-
-def tar_of(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def spec(
@@ -312,3 +305,75 @@ def member(archive: io.BytesIO, name: str) -> bytes:
         handle = tar.extractfile(name)
         assert handle is not None, f"{name} is not in the archive"
         return handle.read()
+
+
+def files_of(archive: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        return {
+            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        }
+
+
+def emptied(archive: bytes, names: set[str]) -> bytes:
+    """The archive with the named files left empty (what a thin cache archive holds)."""
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(archive)) as tar,
+        tarfile.open(fileobj=out, mode="w") as thin,
+    ):
+        for member in tar.getmembers():
+            if member.name in names:
+                member.size = 0
+                thin.addfile(member, io.BytesIO(b""))
+            else:
+                thin.addfile(member, tar.extractfile(member) if member.isfile() else None)
+    return out.getvalue()
+
+
+def one_layer_above(subject: Subject, repository: str) -> str:
+    """An image whose own layer holds one file no other image has."""
+    engine = subject.engine
+    container = engine.create(spec(subject, ("true",)))
+    try:
+        engine.upload(container, "/tmp", [tar_of({"contract/id": uuid.uuid4().bytes})])
+        return engine.commit(container, CommitSpec((), repository, "v1"))
+    finally:
+        engine.remove(container)
+
+
+def test_archives_load_back_and_empty_layers_come_from_local_storage(subject: Subject) -> None:
+    engine, base = subject.engine, subject.base
+    repository = unique("archive")
+    image_id = one_layer_above(subject, repository)
+    try:
+        made = engine.find_image(image_id)
+        assert made is not None and made.layers[:-1] == base.layers and len(base.layers) > 0
+        with engine.image_archive(image_id) as stream:
+            archive = stream.read()
+        files = files_of(archive)
+        (item,) = json.loads(files["manifest.json"])
+        assert item["Config"] == f"{image_id.split(':')[-1]}.json"
+        assert not item.get("RepoTags")  # saved by ID: no names
+        assert item["Layers"] == [f"{diff.split(':')[-1]}.tar" for diff in made.layers]
+        base_files = set(item["Layers"][:-1])
+        assert engine.remove_image(f"{repository}:v1") is True
+        assert engine.find_image(image_id) is None
+
+        for broken in (emptied(archive, {item["Layers"][-1]}), b"not an archive"):
+            with pytest.raises(EngineError):  # its own layer is nowhere to be found
+                engine.load_image(io.BytesIO(broken))
+            assert engine.find_image(image_id) is None
+
+        names = engine.load_image(io.BytesIO(emptied(archive, base_files)))
+        assert names and image_id.split(":")[-1] in names[0]
+        loaded = engine.find_image(image_id)
+        assert loaded is not None and loaded.layers == made.layers and loaded.names == ()
+        engine.tag(image_id, f"{repository}:v2")
+        named = engine.find_image(f"{repository}:v2")
+        assert named is not None and named.id == image_id
+    finally:
+        engine.remove_image(f"{repository}:v2")
+        engine.remove_image(f"{repository}:v1")
+    assert engine.find_image(image_id) is None

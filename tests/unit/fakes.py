@@ -1,6 +1,7 @@
 """A hand-written Engine for unit tests of the build's pure logic (and ``tree``, a source).
 
-mypy checks it against the ``Engine`` protocol (``_check`` below), and
+mypy checks it against the ``ImageArchives`` protocol (an ``Engine`` that also saves and
+loads image archives; ``_check`` below), and
 tests/integration/test_engine_contract.py runs the same assertions against it
 and against real Podman, so the fake cannot drift from what Podman does.
 """
@@ -10,12 +11,20 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO, Callable, NoReturn
+from typing import Any, BinaryIO, Callable, NoReturn
 
-from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo, ImageSummary, Progress
+from buildpy.engine import (
+    CommitSpec,
+    ContainerSpec,
+    ImageArchives,
+    ImageInfo,
+    ImageSummary,
+    Progress,
+)
 from buildpy.errors import BuildpyError, EngineError, PublishFailed, PullFailed
 from buildpy.registry import registry_hint, registry_host
 
@@ -26,6 +35,7 @@ BUILDER = ImageInfo(
     workdir="/opt/app-root/src",
     env={"PATH": "/usr/bin", "HOME": "/opt/app-root/src"},
     labels={"io.openshift.s2i.scripts-url": "image:///usr/libexec/s2i"},
+    layers=("sha256:base0", "sha256:base1"),
 )
 
 
@@ -58,13 +68,18 @@ class FakeEngine:
     pulled: list[str] = field(default_factory=list)
     pushed: list[str] = field(default_factory=list)
     saved: list[tuple[str, str]] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)  # IDs of images loaded from archives
 
     def find_image(self, ref: str) -> ImageInfo | None:
         found = self.stored.get(ref) or self.stored.get(f"{ref}:latest")
         found = found or next((info for info in self.stored.values() if info.id == ref), None)
         if found is None:
             return None
-        names = tuple(_tagged(name) for name, info in self.stored.items() if info.id == found.id)
+        names = tuple(
+            _tagged(name)
+            for name, info in self.stored.items()
+            if info.id == found.id and name != info.id  # an unnamed image is kept by its ID
+        )
         return replace(found, ref=ref, names=names)
 
     def images(self, repository: str) -> list[ImageSummary]:
@@ -83,6 +98,7 @@ class FakeEngine:
         self.tagged.append(ref)
         found = next(info for info in self.stored.values() if info.id == image)
         self.stored[ref] = found
+        self.stored.pop(found.id, None)  # named now
 
     def remove_image(self, ref: str, force: bool = True) -> bool:
         """Podman's rules: by ID, an image with two names needs force (status 500); by
@@ -178,8 +194,12 @@ class FakeEngine:
                 if change.startswith("LABEL "):
                     key, _, value = change[len("LABEL ") :].partition("=")
                     labels[key] = value
+            parent = self.find_image(created.image)
             self.stored[f"{spec.repository}:{spec.tag}"] = ImageInfo(
-                id=image_id, ref=spec.repository, labels=labels
+                id=image_id,
+                ref=spec.repository,
+                labels=labels,
+                layers=(*(parent.layers if parent else ()), f"sha256:layer-{image_id[7:]}"),
             )
         return image_id
 
@@ -236,6 +256,48 @@ class FakeEngine:
         if tls_verify is not False:
             _refuse(action, ref, "http: server gave HTTP response to HTTPS client", failure)
 
+    @contextmanager
+    def image_archive(self, ref: str) -> Iterator[BinaryIO]:
+        """A docker-archive as Podman writes one: layer files named by diff ID, holding
+        (here) ``layer:DIFFID``; the config holds what ``load_image`` needs to restore."""
+        found = self.find_image(ref)
+        if found is None:
+            raise EngineError(f"Podman could not save image {ref}: image not known")
+        config = {k: v for k, v in asdict(found).items() if k not in ("ref", "names")}
+        layers = {f"{diff[7:]}.tar": f"layer:{diff}".encode() for diff in found.layers}
+        item = {
+            "Config": f"{found.id[7:]}.json",
+            "RepoTags": [] if ref == found.id else [_tagged(ref)],
+            "Layers": list(layers),
+        }
+        files: dict[str, bytes] = dict(layers)
+        files[f"{found.id[7:]}.json"] = json.dumps(config).encode()
+        files["manifest.json"] = json.dumps([item]).encode()
+        yield io.BytesIO(tar_of(files))
+
+    def load_image(self, archive: BinaryIO) -> tuple[str, ...]:
+        """Podman's checks: every layer file holds its diff ID's content, or is empty and
+        local storage has that layer; nothing is stored when one fails."""
+        try:
+            with tarfile.open(fileobj=archive) as tar:
+                files = {m.name: _read(tar, m) for m in tar.getmembers() if m.isfile()}
+            (item,) = json.loads(files["manifest.json"])
+            config: dict[str, Any] = json.loads(files[item["Config"]])
+        except (tarfile.TarError, KeyError, ValueError) as exc:
+            raise EngineError(f"Podman could not load an image archive: {exc}") from exc
+        known = {layer for info in self.stored.values() for layer in info.layers}
+        for name in item["Layers"]:
+            diff = f"sha256:{name[: -len('.tar')]}"
+            stored = files[name] == b"" and diff in known
+            if files[name] != f"layer:{diff}".encode() and not stored:
+                raise EngineError(f"Podman could not load an image archive: {diff} did not match")
+        info = ImageInfo(ref="", **{**config, **{k: tuple(config[k]) for k in _TUPLES}})
+        names = tuple(item["RepoTags"]) or (info.id,)
+        for name in names:
+            self.stored[name] = info
+        self.loaded.append(info.id)
+        return names
+
     def close(self) -> None:
         pass
 
@@ -263,7 +325,26 @@ def _tagged(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
-def _check(engine: FakeEngine) -> Engine:
+_TUPLES = ("entrypoint", "cmd", "layers")
+
+
+def tar_of(files: Mapping[str, bytes]) -> bytes:
+    """A tar of in-memory files (for uploads and archives in tests)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _read(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    handle = tar.extractfile(member)
+    return handle.read() if handle is not None else b""
+
+
+def _check(engine: FakeEngine) -> ImageArchives:
     return engine  # mypy: the fake implements every method of the protocol, typed alike
 
 

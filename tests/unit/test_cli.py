@@ -132,3 +132,31 @@ def test_a_bad_secret_exits_2_before_any_engine_work(
     assert out == ""
     assert "ERROR: --secret id=a: /nowhere/at/all is not a readable file" in err
     assert "hint: give a readable file with src=FILE" in err
+
+
+def test_importing_a_missing_cache_is_a_quiet_success(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first CI run has no cache yet: exit 0 with an info line, before any engine."""
+    monkeypatch.setenv("CONTAINER_HOST", f"unix://{tmp_path}/none.sock")
+    code, out, err = run(capsys, "cache", "import", str(tmp_path / "absent"))
+    assert (code, out) == (0, "")
+    assert "no cache to import" in err
+
+
+def test_importing_a_directory_that_is_not_a_cache_exits_9(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONTAINER_HOST", f"unix://{tmp_path}/none.sock")
+    (tmp_path / "notes.txt").write_text("mine\n")
+    code, out, err = run(capsys, "cache", "import", str(tmp_path))
+    assert code == errors.CacheDirError.exit_code == 11
+    assert out == "" and "no buildpy-cache.json" in err and "hint:" in err
+
+
+def test_exporting_a_missing_source_exits_3(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "cache", "export", str(tmp_path / "c"), str(tmp_path / "nope"))
+    assert code == 3 and "does not exist" in err
+    assert not (tmp_path / "c").exists()

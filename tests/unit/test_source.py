@@ -317,6 +317,14 @@ def test_walk_kinds_and_symlinks_not_followed(tmp_path: Path) -> None:
     assert entries["dangling"].target == "missing/target"
 
 
+def test_walk_skips_a_cache_directory_in_the_source(tmp_path: Path) -> None:
+    """CI keeps `buildpy cache export`'s directory in the checkout; no image gets it."""
+    make_tree(tmp_path, {".buildpy-cache/buildpy-cache.json": b"{}", ".buildpy-cache/a.tar": b""})
+    make_tree(tmp_path, {"app.py": b"", "data/buildpy-cache.json.bak": b""})
+    got = [entry.relpath for entry in walk(tmp_path, NO_RULES)]
+    assert got == ["app.py", "data", "data/buildpy-cache.json.bak"]
+
+
 def test_walk_skips_fifo_with_warning(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe")
     (tmp_path / "f").write_bytes(b"")
