@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,11 @@ def test_the_page_has_both_jobs_with_a_build() -> None:
         assert any("--cache-from" in command for command in commands), commands
 
 
+def runner_dir() -> Path:
+    """A short path (Podman's sockets below it must fit in 108 bytes); removed with it."""
+    return Path(tempfile.mkdtemp(prefix="buildpy-ci-"))
+
+
 def run_job(commands: list[str], checkout: Path, podman_url: str) -> str:
     """The job's commands in ``checkout``, as a runner's shell runs them; their stderr."""
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
@@ -98,7 +104,7 @@ def test_the_job_builds_cold_then_reuses_the_restored_cache(ci: str, tmp_path: P
     # a key of this test run's own: no earlier run's layer can answer for it
     (checkout / "requirements.txt").write_text(f"# {tmp_path.name}\nflask\ngunicorn\n")
 
-    with empty_storage(tmp_path / "runner-1", BUILDER) as runner:
+    with empty_storage(runner_dir(), BUILDER) as runner:
         cold = run_job(commands, checkout, runner.url)
         assert "installing dependencies" in cold and "dependency layer reused" not in cold
     carried = checkout / ".buildpy-cache"
@@ -108,7 +114,7 @@ def test_the_job_builds_cold_then_reuses_the_restored_cache(ci: str, tmp_path: P
     shutil.copytree(EXAMPLE, restored)
     shutil.copy(checkout / "requirements.txt", restored / "requirements.txt")
     shutil.copytree(carried, restored / ".buildpy-cache")
-    with empty_storage(tmp_path / "runner-2", BUILDER) as runner:
+    with empty_storage(runner_dir(), BUILDER) as runner:
         warm = run_job(commands, restored, runner.url)
         assert "dependency layer reused" in warm, warm[-3000:]
         assert "installing dependencies" not in warm
