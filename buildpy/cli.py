@@ -18,7 +18,7 @@ from types import FrameType
 from buildpy import __version__, builders, cache, environment, log
 from buildpy import build as build_stage
 from buildpy import plan as build_plan
-from buildpy.config import DEFAULT_BUILDER, BuildOptions, with_pyproject
+from buildpy.config import BuildOptions, default_builder, with_pyproject
 from buildpy.errors import BuildpyError, Interrupted
 from buildpy.podman import PodmanEngine
 from buildpy.service import connect
@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     b = commands.add_parser("build", help="build SOURCE into an image")
     b.add_argument("source", type=Path, metavar="SOURCE", help="the application's directory")
     b.add_argument("-t", "--tag", help="name for the image (default: untagged; its ID is printed)")
-    b.add_argument("--builder", help=f"S2I builder image (default: {DEFAULT_BUILDER})")
+    b.add_argument("--builder", help=f"S2I builder image (default: {default_builder()})")
     b.add_argument(
         "-e",
         "--env",
@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     csub.add_parser("prune", help="remove all cached dependency images and download volumes")
 
     u = commands.add_parser("usage", help="show a builder image's usage text")
-    u.add_argument("image", nargs="?", default=DEFAULT_BUILDER, metavar="IMAGE")
+    u.add_argument("image", nargs="?", default=None, metavar="IMAGE")
     return parser
 
 
@@ -169,7 +169,7 @@ def _build(args: argparse.Namespace) -> int:
     options = with_pyproject(
         BuildOptions(
             source=args.source,
-            builder=args.builder or DEFAULT_BUILDER,
+            builder=args.builder or default_builder(),
             tag=args.tag,
             env_files=tuple(args.env_file),
             env=tuple(args.env),
@@ -216,7 +216,7 @@ def _builder(args: argparse.Namespace) -> int:
 
 def _usage(args: argparse.Namespace) -> int:
     with _engine() as engine:
-        text = usage(engine, args.image)
+        text = usage(engine, args.image or default_builder())
     sys.stdout.write(text)
     return 0
 

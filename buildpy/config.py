@@ -8,8 +8,9 @@ variables are not configured here but in ``.s2i/environment`` (see
 
 from __future__ import annotations
 
+import os
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,21 @@ else:  # pragma: no cover - exercised on RHEL 9's Python 3.9
 
 from buildpy.errors import UsageError
 
-DEFAULT_BUILDER = "localhost/buildpy/python-311"
+PREFIX_VARIABLE = "BUILDPY_BUILDER_PREFIX"
+DEFAULT_PREFIX = "localhost/buildpy"
+DEFAULT_BUILDER_NAME = "python-311"
 PYPROJECT_KEYS = ("builder", "tag", "network")
+
+
+def builder_prefix() -> str:
+    """Where buildpy's builder images are named: ``BUILDPY_BUILDER_PREFIX`` or
+    localhost/buildpy. Another prefix keeps a set of builders apart (a branch's, a
+    site's) without retagging the ones others use."""
+    return (os.environ.get(PREFIX_VARIABLE) or DEFAULT_PREFIX).rstrip("/")
+
+
+def default_builder() -> str:
+    return f"{builder_prefix()}/{DEFAULT_BUILDER_NAME}"
 
 
 @dataclass(frozen=True)
@@ -29,7 +43,7 @@ class BuildOptions:
     """Everything one ``buildpy build`` was asked to do."""
 
     source: Path
-    builder: str = DEFAULT_BUILDER
+    builder: str = field(default_factory=default_builder)
     tag: str | None = None
     env_files: tuple[Path, ...] = ()
     env: tuple[str, ...] = ()

@@ -32,6 +32,9 @@ WHEELHOUSE = Path(
 )
 BUILDPY = [sys.executable, "-m", "buildpy"]
 TEST_IMAGE_PREFIX = "localhost/buildpy-test/"
+# The builder images under test: buildpy's own, or another set named by the prefix that
+# `buildpy builder build` also honours (a branch's builders beside the shared ones).
+BUILDER_PREFIX = (os.environ.get("BUILDPY_BUILDER_PREFIX") or "localhost/buildpy").rstrip("/")
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 pytestmark = pytest.mark.integration

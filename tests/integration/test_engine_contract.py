@@ -15,12 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from conftest import BUILDER_PREFIX
 from fakes import FakeEngine
 
 from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo
 from buildpy.podman import PodmanEngine
 
-BUILDER = "localhost/buildpy/python-311-minimal"
+BUILDER = f"{BUILDER_PREFIX}/python-311-minimal"
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 from _pytest.mark.structures import ParameterSet
-from conftest import APPS, BuildFn
+from conftest import APPS, BUILDER_PREFIX, BuildFn
 from itest import http_get, running
 
 USERS = (None, "12345", "100001")
@@ -52,8 +52,8 @@ SCENARIOS = [
     Scenario("mod-wsgi", "mod-wsgi: served by Apache mod_wsgi=yes", full_only=True),
 ]
 
-BOTH_VERSIONS = ("localhost/buildpy/python-311", "localhost/buildpy/python-313-minimal")
-FULL = ("localhost/buildpy/python-311", "localhost/buildpy/python-313")
+BOTH_VERSIONS = (f"{BUILDER_PREFIX}/python-311", f"{BUILDER_PREFIX}/python-313-minimal")
+FULL = (f"{BUILDER_PREFIX}/python-311", f"{BUILDER_PREFIX}/python-313")
 
 
 def cases() -> list[ParameterSet]:
