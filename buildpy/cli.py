@@ -12,10 +12,11 @@ import sys
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from buildpy import __version__, builders, cache, environment, log
+from buildpy import __version__, builders, cache, environment, indexes, log, redact, wheelhouse
 from buildpy import build as build_stage
 from buildpy import plan as build_plan
 from buildpy.config import BuildOptions, default_builder, with_pyproject
@@ -44,38 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     b = commands.add_parser("build", help="build SOURCE into an image")
     b.add_argument("source", type=Path, metavar="SOURCE", help="the application's directory")
     b.add_argument("-t", "--tag", help="name for the image (default: untagged; its ID is printed)")
-    b.add_argument("--builder", help=f"S2I builder image (default: {default_builder()})")
+    _add_build_inputs(b)
     b.add_argument(
-        "-e",
-        "--env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="variable for assemble and the image; beats --env-file and .s2i/environment",
-    )
-    b.add_argument(
-        "--env-file",
-        action="append",
-        default=[],
+        "--wheelhouse",
         type=Path,
-        metavar="FILE",
-        help="file of KEY=VALUE lines for assemble and the image (repeatable, later wins)",
-    )
-    b.add_argument(
-        "--build-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="variable for assemble only; never stored in the image",
-    )
-    b.add_argument(
-        "--ca-bundle",
-        type=Path,
-        metavar="FILE",
-        help="CA bundle trusted during assemble only (mounted read-only, never in the image)",
-    )
-    b.add_argument(
-        "--network", help="network for assemble: bridge, host, none, ... (Podman's default)"
+        metavar="DIR",
+        help="install from this directory (made by `buildpy wheelhouse`) with no index;"
+        " mounted read-only during assemble, never in the image",
     )
     b.add_argument(
         "--incremental",
@@ -87,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no dependency layer reuse and no download cache for this build",
     )
+
+    w = commands.add_parser(
+        "wheelhouse", help="collect what building SOURCE installs into DIR, for offline builds"
+    )
+    w.add_argument("source", type=Path, metavar="SOURCE", help="the application's directory")
+    w.add_argument("dir", type=Path, metavar="DIR", help="the wheelhouse (made if missing)")
+    _add_build_inputs(w)
 
     bb = commands.add_parser("builder", help="manage buildpy's own builder images")
     bsub = bb.add_subparsers(dest="builder_command", metavar="ACTION", required=True)
@@ -104,6 +87,67 @@ def _parser() -> argparse.ArgumentParser:
     u = commands.add_parser("usage", help="show a builder image's usage text")
     u.add_argument("image", nargs="?", default=None, metavar="IMAGE")
     return parser
+
+
+def _add_build_inputs(p: argparse.ArgumentParser) -> None:
+    """What decides a build's assemble: shared by `build` and `wheelhouse`."""
+    p.add_argument("--builder", help=f"S2I builder image (default: {default_builder()})")
+    p.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="variable for assemble and the image; beats --env-file and .s2i/environment",
+    )
+    p.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="file of KEY=VALUE lines for assemble and the image (repeatable, later wins)",
+    )
+    p.add_argument(
+        "--build-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="variable for assemble only; never stored in the image",
+    )
+    p.add_argument(
+        "--ca-bundle",
+        type=Path,
+        metavar="FILE",
+        help="CA bundle trusted during assemble only (mounted read-only, never in the image)",
+    )
+    p.add_argument(
+        "--network", help="network for assemble: bridge, host, none, ... (Podman's default)"
+    )
+    _add_index_options(p)
+
+
+def _add_index_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--index-url",
+        metavar="URL",
+        help="package index for assemble only (pip, pipenv, micropipenv, uv); lock files'"
+        " PyPI sources are redirected to it",
+    )
+    p.add_argument(
+        "--extra-index-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another index, with --index-url (repeatable)",
+    )
+    p.add_argument(
+        "--trusted-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="an index host trusted without valid TLS, with --index-url (repeatable)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,9 +186,9 @@ def _exit_code(args: argparse.Namespace, debug: bool) -> int:
 
 
 def _report(exc: BuildpyError) -> None:
-    print(f"ERROR: {exc.message}", file=sys.stderr)
+    print(f"ERROR: {redact.mask(exc.message)}", file=sys.stderr)
     if exc.hint:
-        print(f"  hint: {exc.hint}", file=sys.stderr)
+        print(f"  hint: {redact.mask(exc.hint)}", file=sys.stderr)
 
 
 @contextmanager
@@ -157,6 +201,8 @@ def _engine() -> Iterator[PodmanEngine]:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "build":
         return _build(args)
+    if args.command == "wheelhouse":
+        return _wheelhouse(args)
     if args.command == "builder":
         return _builder(args)
     if args.command == "cache":
@@ -164,22 +210,45 @@ def _dispatch(args: argparse.Namespace) -> int:
     return _usage(args)
 
 
-def _build(args: argparse.Namespace) -> int:
-    explicit = frozenset(k for k in ("builder", "tag", "network") if getattr(args, k) is not None)
-    options = with_pyproject(
+def _options(
+    args: argparse.Namespace,
+    *,
+    tag: str | None = None,
+    cache: bool = True,
+    incremental: bool = False,
+    wheelhouse: Path | None = None,
+) -> BuildOptions:
+    """The options of `build` or `wheelhouse`, over the source's [tool.buildpy]."""
+    keys = ("builder", "tag", "network")
+    explicit = frozenset(k for k in keys if getattr(args, k, None) is not None)
+    return with_pyproject(
         BuildOptions(
             source=args.source,
             builder=args.builder or default_builder(),
-            tag=args.tag,
             env_files=tuple(args.env_file),
             env=tuple(args.env),
             build_env=tuple(args.build_env),
             ca_bundle=args.ca_bundle,
             network=args.network,
-            cache=not args.no_cache,
-            incremental=args.incremental,
+            index_url=args.index_url,
+            extra_index_urls=tuple(args.extra_index_url),
+            trusted_hosts=tuple(args.trusted_host),
+            tag=tag,
+            cache=cache,
+            incremental=incremental,
+            wheelhouse=wheelhouse,
         ),
         explicit,
+    )
+
+
+def _build(args: argparse.Namespace) -> int:
+    options = _options(
+        args,
+        tag=args.tag,
+        cache=not args.no_cache,
+        incremental=args.incremental,
+        wheelhouse=args.wheelhouse,
     )
     plan = build_plan.make(options)
     logger = log.get("buildpy")
@@ -198,6 +267,25 @@ def _build(args: argparse.Namespace) -> int:
         **{f"{k}_seconds": round(v, 3) for k, v in result.times.items() if k != "assemble"},
     )
     print(result.tag or result.image_id)
+    return 0
+
+
+def _wheelhouse(args: argparse.Namespace) -> int:
+    options = _options(args, cache=False)
+    if options.tag is not None:  # [tool.buildpy] may name one; a wheelhouse makes no image
+        options = replace(options, tag=None)
+    plan = build_plan.make(options)
+    target = indexes.wheelhouse_to_fill(args.dir)
+    with _engine() as engine:
+        filled = wheelhouse.fill(plan, target, engine, sys.stderr.buffer)
+    log.get("buildpy").info(
+        "wheelhouse ready",
+        path=str(filled.path),
+        added=len(filled.added),
+        total=filled.total,
+        seconds=round(filled.seconds, 3),
+    )
+    print(filled.path)
     return 0
 
 

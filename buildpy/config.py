@@ -52,6 +52,10 @@ class BuildOptions:
     network: str | None = None
     cache: bool = True
     incremental: bool = False
+    wheelhouse: Path | None = None
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    trusted_hosts: tuple[str, ...] = ()
 
 
 def pyproject_settings(source: Path) -> dict[str, str]:

@@ -18,9 +18,8 @@ The dependency phase's assemble ends by printing ``BUILDPY_APPLICATION_PHASE=cop
 when the application phase has nothing to run but placing the source (no project to
 install, no Django collectstatic), else ``=run``; the answer is kept on the image
 (label ``io.buildpy.application-phase``) so reuses know it too. s2i/assemble makes
-that decision, and the install decision of the application phase, in two places
-that read alike; they are kept as they are because the builder images' digests
-must not change with a refactoring of buildpy (the next change to s2i/ merges them).
+that decision and the install decision of the application phase in one place
+(``project_installer``).
 
 ``split_reason`` says why a build cannot use a dependency layer (one S2I assemble).
 """
@@ -71,7 +70,7 @@ class _Inputs:
     def of(cls, session: BuildSession) -> _Inputs:
         plan = session.plan
         files = plan.dependencies.contents
-        variables = dependencies.install_variables({**plan.image_env, **plan.build_env})
+        variables = dependencies.install_variables(session.keyed_env())
         key = dependencies.key(session.builder.id, files, variables)
         fixed = dependencies.fixed_digest(session.builder.id, files, variables)
         return cls(

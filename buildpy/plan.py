@@ -2,10 +2,10 @@
 
 ``make`` reads the source directory, its ``.s2i/environment``, ``--env-file`` and
 ``-e`` (see ``environment`` for the precedence), the build-only values
-(``--build-env``, the CA bundle), the ignore rules, the source's own S2I scripts,
-the output labels and the files that decide dependencies. Every user error that
-can be found without Podman is found here, so a bad option never costs a
-container.
+(``--build-env``, the CA bundle, ``--index-url``), the wheelhouse, the ignore
+rules, the source's own S2I scripts, the output labels and the files that decide
+dependencies. Every user error that can be found without Podman is found here,
+so a bad option never costs a container.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from buildpy import dependencies, environment, gitinfo, image, log, scripts, source
+from buildpy import dependencies, environment, gitinfo, image, indexes, log, scripts, source
 from buildpy.config import BuildOptions
 from buildpy.engine import Mount
 from buildpy.errors import UsageError
@@ -49,6 +49,7 @@ class BuildPlan:
     labels: Mapping[str, str]
     mounts: tuple[Mount, ...]
     dependencies: dependencies.DependencyFiles
+    wheelhouse: indexes.Wheelhouse | None = None
 
 
 def make(
@@ -61,14 +62,7 @@ def make(
             "--incremental needs --tag: the previous image under that tag gives the artifacts"
         )
     layers = _env_layers(root, options)
-    build_env: dict[str, str] = {}
-    mounts: tuple[Mount, ...] = ()
-    if options.ca_bundle is not None:
-        mounts = (Mount(str(_ca_bundle(options.ca_bundle)), CA_TARGET),)
-        build_env.update({name: CA_TARGET for name in CA_VARIABLES})
-    for arg in options.build_env:
-        key, value = environment.parse_assignment(arg, "--build-env")
-        build_env[key] = value
+    mounts, build_env = _build_only(options)
     return BuildPlan(
         options=options,
         root=root,
@@ -80,7 +74,40 @@ def make(
         labels=image.output_labels(options.builder, str(root), describe(root)),
         mounts=mounts,
         dependencies=dependencies.select(root),
+        wheelhouse=_wheelhouse(options),
     )
+
+
+def _build_only(options: BuildOptions) -> tuple[tuple[Mount, ...], dict[str, str]]:
+    """Mounts and variables for assemble only: the CA bundle, the index, ``--build-env``
+    (which wins)."""
+    build_env: dict[str, str] = {}
+    mounts: tuple[Mount, ...] = ()
+    if options.ca_bundle is not None:
+        mounts = (Mount(str(_ca_bundle(options.ca_bundle)), CA_TARGET),)
+        build_env.update({name: CA_TARGET for name in CA_VARIABLES})
+    if options.index_url is not None:
+        index = indexes.PackageIndex.parse(
+            options.index_url, options.extra_index_urls, options.trusted_hosts
+        )
+        build_env.update(index.variables())
+    elif options.extra_index_urls or options.trusted_hosts:
+        raise UsageError("--extra-index-url and --trusted-host need --index-url")
+    for arg in options.build_env:
+        key, value = environment.parse_assignment(arg, "--build-env")
+        build_env[key] = value
+    return mounts, build_env
+
+
+def _wheelhouse(options: BuildOptions) -> indexes.Wheelhouse | None:
+    if options.wheelhouse is None:
+        return None
+    if options.index_url is not None:
+        raise UsageError(
+            "--wheelhouse and --index-url exclude each other: a wheelhouse build uses no index",
+            "add what is missing to the wheelhouse with `buildpy wheelhouse`, or drop --wheelhouse",
+        )
+    return indexes.wheelhouse_to_read(options.wheelhouse)
 
 
 def _ca_bundle(path: Path) -> Path:
