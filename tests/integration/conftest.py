@@ -3,7 +3,9 @@
 `make test` prepares what these need: Podman and its host settings, the base
 and builder images, and the wheelhouse (~/.cache/buildpy/wheelhouse). Tests share one
 private Podman service (started here, stopped at the end) and a package index
-served from the wheelhouse on 127.0.0.1, which builds reach with --network host.
+served from the wheelhouse on 127.0.0.1 (a find-links page at /, a PEP 503 index at
+/simple/), which builds reach with --network host. Builds of the scenario apps run with
+--network none from a wheelhouse that `buildpy wheelhouse` made (see ``wheelhouses``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from wheelhouses import AppsWheelhouse
 
 from buildpy import service
 
@@ -81,9 +85,48 @@ def index_url() -> Iterator[str]:
         server.server_close()
 
 
+@pytest.fixture(scope="session")
+def simple_index_url(index_url: str) -> str:
+    """The same files as a PEP 503 simple index (what --index-url takes)."""
+    return f"{index_url}simple/"
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """The wheelhouse's files, with a PEP 503 page for each project under /simple/."""
+
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+    def do_GET(self) -> None:
+        if not self.path.startswith("/simple/"):
+            super().do_GET()
+            return
+        project = self.path[len("/simple/") :].strip("/")
+        links = [
+            f'<a href="/{name}">{name}</a><br>'
+            for name in sorted(os.listdir(self.directory))
+            if project and _project(name) == _normalise(project)
+        ]
+        body = f"<!DOCTYPE html><html><body>{''.join(links)}</body></html>".encode()
+        self.send_response(200 if links else 404)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _project(filename: str) -> str | None:
+    """The normalised project name of a wheel or source distribution file name."""
+    if filename.endswith(".whl"):
+        return _normalise(filename.split("-", 1)[0])
+    for suffix in (".tar.gz", ".zip"):
+        if filename.endswith(suffix):
+            return _normalise(filename[: -len(suffix)].rsplit("-", 1)[0])
+    return None
 
 
 @dataclass
@@ -99,7 +142,8 @@ class Built:
 @dataclass(frozen=True)
 class BuildFn:
     """The ``buildpy_build`` fixture: run `buildpy build` on a source directory, offline by
-    default (the local index, host network); the image is removed at the session's end."""
+    default (the local index, host network; with ``wheelhouse``, that and no network); the
+    image is removed at the session's end."""
 
     podman_url: str
     index_url: str
@@ -114,12 +158,15 @@ class BuildFn:
         check: bool = True,
         env: dict[str, str] | None = None,
         timeout: float = 900,
+        wheelhouse: Path | None = None,
     ) -> Built:
         tag = f"{TEST_IMAGE_PREFIX}{source.name.lower()}-{uuid.uuid4().hex[:8]}:latest"
         cmd = [*BUILDPY, "build", str(source), "--tag", tag, *args]
         if builder:
             cmd += ["--builder", builder]
-        if offline:
+        if wheelhouse is not None:  # air-gapped: no network at all
+            cmd += ["--wheelhouse", str(wheelhouse), "--network", "none"]
+        elif offline:
             cmd += [
                 "--network",
                 "host",
@@ -151,3 +198,9 @@ def images() -> Iterator[list[str]]:
 def buildpy_build(podman_url: str, index_url: str, images: list[str]) -> BuildFn:
     """Build a source directory with buildpy (see ``BuildFn``)."""
     return BuildFn(podman_url, index_url, images)
+
+
+@pytest.fixture(scope="session")
+def apps_wheelhouse(podman_url: str, simple_index_url: str) -> AppsWheelhouse:
+    """The scenario apps' wheelhouse (see ``wheelhouses``)."""
+    return AppsWheelhouse(podman_url, simple_index_url)

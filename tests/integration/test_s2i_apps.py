@@ -1,8 +1,9 @@
 """Every scenario app in tests/apps built by `buildpy build` and run three ways.
 
-Each app is built once per builder (offline, from the local wheelhouse) and then run as the
-image's user, as --user 12345 and as --user 100001 (arbitrary UIDs with GID 0, like
-OpenShift's restricted SCC); each run must answer HTTP 200 with the app's own body.
+Each app is built once per builder, air-gapped: `--network none --wheelhouse DIR`, where DIR
+was filled by `buildpy wheelhouse` from each app (see ``wheelhouses``: kept between runs).
+Then it runs as the image's user, as --user 12345 and as --user 100001 (arbitrary UIDs with
+GID 0, like OpenShift's restricted SCC); each run must answer HTTP 200 with the app's own body.
 
 Builders: every scenario on python-311 (full, Debian bookworm) and python-313-minimal
 (Debian trixie): both Python versions and both variants, each scenario twice. The apps that
@@ -14,11 +15,13 @@ the scripts and differ only in OS packages, which the full-only apps exercise.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from _pytest.mark.structures import ParameterSet
 from conftest import APPS, BUILDER_PREFIX, BuildFn
 from itest import http_get, running
+from wheelhouses import AppsWheelhouse
 
 USERS = (None, "12345", "100001")
 
@@ -38,6 +41,10 @@ SCENARIOS = [
     Scenario("poetry-src-layout", "poetry-src-layout: built by poetry-core"),
     Scenario("pipenv", "pipenv: installed from Pipfile.lock"),
     Scenario("micropipenv", "micropipenv: installed from Pipfile.lock"),
+    Scenario("pipenv-pypi-python-org", "pipenv-pypi-python-org: installed from a lock naming"),
+    Scenario(
+        "micropipenv-pypi-python-org", "micropipenv-pypi-python-org: installed from a lock naming"
+    ),
     Scenario("app-home", "app-home: served from the APP_HOME subdirectory"),
     Scenario("app-module", "app-module: mypkg.server:app"),
     Scenario("app-config-port", "app-config-port: original", port=8081),
@@ -56,11 +63,18 @@ BOTH_VERSIONS = (f"{BUILDER_PREFIX}/python-311", f"{BUILDER_PREFIX}/python-313-m
 FULL = (f"{BUILDER_PREFIX}/python-311", f"{BUILDER_PREFIX}/python-313")
 
 
+def builders_of(scenario: Scenario) -> tuple[str, ...]:
+    return FULL if scenario.full_only else BOTH_VERSIONS
+
+
+def apps_on(builder: str) -> list[Path]:
+    return [APPS / s.name for s in SCENARIOS if builder in builders_of(s)]
+
+
 def cases() -> list[ParameterSet]:
     out: list[ParameterSet] = []
     for scenario in SCENARIOS:
-        builders = FULL if scenario.full_only else BOTH_VERSIONS
-        for builder in builders:
+        for builder in builders_of(scenario):
             short = builder.rsplit("/", 1)[-1]
             out.append(pytest.param(scenario, builder, id=f"{scenario.name}-{short}"))
     return out
@@ -73,9 +87,10 @@ def test_every_scenario_has_an_app_dir() -> None:
 
 @pytest.mark.parametrize(("scenario", "builder"), cases())
 def test_scenario_builds_and_answers_as_any_user(
-    buildpy_build: BuildFn, scenario: Scenario, builder: str
+    buildpy_build: BuildFn, apps_wheelhouse: AppsWheelhouse, scenario: Scenario, builder: str
 ) -> None:
-    built = buildpy_build(APPS / scenario.name, builder=builder)
+    wheelhouse = apps_wheelhouse.ready(builder, apps_on(builder))
+    built = buildpy_build(APPS / scenario.name, builder=builder, wheelhouse=wheelhouse)
     for user in USERS:
         with running(built.tag, user=user, port=scenario.port) as (url, name):
             status, body = http_get(url + "/", timeout=90, name=name)
