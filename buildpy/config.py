@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from buildpy.errors import UsageError
 PREFIX_VARIABLE = "BUILDPY_BUILDER_PREFIX"
 DEFAULT_PREFIX = "localhost/buildpy"
 DEFAULT_BUILDER_NAME = "python-311"
+DEFAULT_BUILDER = f"{DEFAULT_PREFIX}/{DEFAULT_BUILDER_NAME}"
 PYPROJECT_KEYS = ("builder", "tag", "network")
 
 
@@ -35,6 +36,7 @@ def builder_prefix() -> str:
 
 
 def default_builder() -> str:
+    """The builder a command line that names none gets (the prefix applies)."""
     return f"{builder_prefix()}/{DEFAULT_BUILDER_NAME}"
 
 
@@ -43,7 +45,7 @@ class BuildOptions:
     """Everything one ``buildpy build`` was asked to do."""
 
     source: Path
-    builder: str = field(default_factory=default_builder)
+    builder: str = DEFAULT_BUILDER  # the CLI always names one: default_builder()
     tag: str | None = None
     env_files: tuple[Path, ...] = ()
     env: tuple[str, ...] = ()

@@ -175,7 +175,8 @@ def test_the_builder_prefix_names_another_set_of_builders(monkeypatch: pytest.Mo
     monkeypatch.setenv(config.PREFIX_VARIABLE, "localhost/branch/")
     assert builders.BUILDERS["python-311"].tag == "localhost/branch/python-311"
     assert builders.BUILDERS["python-311"].base == "localhost/buildpy/base-bookworm"
-    assert config.BuildOptions(source=Path(".")).builder == "localhost/branch/python-311"
+    assert config.default_builder() == "localhost/branch/python-311"
+    assert config.BuildOptions(source=Path(".")).builder == config.DEFAULT_BUILDER  # pure
     monkeypatch.delenv(config.PREFIX_VARIABLE)
     assert config.default_builder() == "localhost/buildpy/python-311"
 
