@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def test_the_wheelhouse_can_move_and_the_dependency_layer_stays(
 ) -> None:
     app = tmp_path / "requirements"
     shutil.copytree(APPS / "requirements", app)
-    (app / "requirements.txt").write_text(f"# {tmp_path.name}: a key of its own\nflask\ngunicorn\n")
+    (app / "requirements.txt").write_text(f"# {uuid.uuid4()}: a key of its own\nflask\ngunicorn\n")
     directory = apps_wheelhouse.ready(MINIMAL, [APPS / "requirements"])
     first = buildpy_build(app, builder=MINIMAL, wheelhouse=directory)
     moved = tmp_path / "carried" / "wheels"
