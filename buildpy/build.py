@@ -97,7 +97,7 @@ def _assemble(
     plan = session.plan
     start = session.builder.id if deps is None else deps.image_id
     phase = None if deps is None else "application"
-    upload = _source_archive(plan, session.build_env(phase))
+    upload = source_archive(plan, session.build_env(phase))
     with (
         _incremental(session) as saved,
         session.container(start, plan.image_env, plan.labels) as container,
@@ -171,7 +171,7 @@ def _placed_source(plan: BuildPlan, dest: str) -> ArchiveFactory:
     return archive
 
 
-def _source_archive(plan: BuildPlan, build_env: Mapping[str, str]) -> ArchiveFactory:
+def source_archive(plan: BuildPlan, build_env: Mapping[str, str]) -> ArchiveFactory:
     """The upload for /tmp: src/, scripts/ from .s2i/bin, and the build-only env file."""
     extra = [
         source.Member(f"scripts/{name}", _read_script(plan, name), 0o755)

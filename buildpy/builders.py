@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from buildpy import log
+from buildpy.config import builder_prefix
 from buildpy.engine import ImageInfo
 from buildpy.errors import BuilderImageError, UsageError
 
@@ -38,7 +39,7 @@ class Builder:
 
     @property
     def tag(self) -> str:
-        return f"localhost/buildpy/{self.name}"
+        return f"{builder_prefix()}/{self.name}"
 
 
 # Python 3.11 on bookworm and 3.13 on trixie, each full (compiler, -dev libraries, Node.js,

@@ -16,6 +16,7 @@ import time
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -26,17 +27,20 @@ from buildpy import (
     cachedir,
     carry,
     environment,
+    indexes,
     leftovers,
     log,
     preview,
     publish,
+    redact,
+    wheelhouse,
 )
 from buildpy import build as build_stage
 from buildpy import plan as build_plan
 from buildpy.config import (
-    DEFAULT_BUILDER,
     PYPROJECT_KEYS,
     BuildOptions,
+    default_builder,
     setting_origins,
     with_pyproject,
 )
@@ -83,6 +87,23 @@ def _parser() -> argparse.ArgumentParser:
     add_build_options(p)
     _add_format(p)
 
+    w = commands.add_parser(
+        "wheelhouse", help="collect what building SOURCE installs into DIR, for offline builds"
+    )
+    w.add_argument("source", type=Path, metavar="SOURCE", help="the application's directory")
+    w.add_argument("dir", type=Path, metavar="DIR", help="the wheelhouse (made if missing)")
+    _input_options(w)
+    w.add_argument(
+        "--ca-bundle",
+        type=Path,
+        metavar="FILE",
+        help="CA bundle trusted while collecting (a Podman secret, never in an image)",
+    )
+    w.add_argument(
+        "--network", help="network for the collection: bridge, host, ... (Podman's default)"
+    )
+    _add_index_options(w)
+
     bb = commands.add_parser("builder", help="manage buildpy's own builder images")
     bsub = bb.add_subparsers(dest="builder_command", metavar="ACTION", required=True)
     bbuild = bsub.add_parser("build", help="build builder images (only when their inputs changed)")
@@ -107,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     ci.add_argument("directory", type=Path, metavar="DIR", help="missing or empty: nothing to do")
 
     u = commands.add_parser("usage", help="show a builder image's usage text")
-    u.add_argument("image", nargs="?", default=DEFAULT_BUILDER, metavar="IMAGE")
+    u.add_argument("image", nargs="?", default=default_builder(), metavar="IMAGE")
 
     d = commands.add_parser("doctor", help="check what a build needs here and how to fix it")
     _add_format(d)
@@ -147,6 +168,14 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--network", help="network for assemble: bridge, host, none, ... (Podman's default)"
     )
+    _add_index_options(parser)
+    parser.add_argument(
+        "--wheelhouse",
+        type=Path,
+        metavar="DIR",
+        help="install from this directory (made by `buildpy wheelhouse`) with no index;"
+        " mounted read-only during assemble, never in the image",
+    )
     parser.add_argument(
         "--incremental",
         action="store_true",
@@ -182,7 +211,7 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
 def _input_options(parser: argparse.ArgumentParser) -> None:
     """What decides a build's inputs: ``build`` and ``plan`` take them, and ``cache export``
     the same, to find the dependency layer that build uses."""
-    parser.add_argument("--builder", help=f"S2I builder image (default: {DEFAULT_BUILDER})")
+    parser.add_argument("--builder", help=f"S2I builder image (default: {default_builder()})")
     _add_variable_options(parser)
 
 
@@ -281,6 +310,29 @@ def _boolean(value: str) -> bool:
     return value.lower() == "true"
 
 
+def _add_index_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--index-url",
+        metavar="URL",
+        help="package index for assemble only (pip, pipenv, micropipenv, uv); lock files'"
+        " PyPI sources are redirected to it",
+    )
+    p.add_argument(
+        "--extra-index-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another index, with --index-url (repeatable)",
+    )
+    p.add_argument(
+        "--trusted-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="an index host trusted without valid TLS, with --index-url (repeatable)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run one command and return its exit code."""
     args = _parser().parse_args(argv)
@@ -317,9 +369,9 @@ def _exit_code(args: argparse.Namespace, debug: bool) -> int:
 
 
 def _report(exc: BuildpyError) -> None:
-    print(f"ERROR: {exc.message}", file=sys.stderr)
+    print(f"ERROR: {redact.mask(exc.message)}", file=sys.stderr)
     if exc.hint:
-        print(f"  hint: {exc.hint}", file=sys.stderr)
+        print(f"  hint: {redact.mask(exc.hint)}", file=sys.stderr)
 
 
 @contextmanager
@@ -340,6 +392,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cache(args)
     if args.command == "doctor":
         return _doctor(args)
+    if args.command == "wheelhouse":
+        return _wheelhouse(args)
     return _usage(args)
 
 
@@ -413,7 +467,7 @@ def _build_options(args: argparse.Namespace) -> BuildOptions:
 def _command_line(args: argparse.Namespace) -> BuildOptions:
     return BuildOptions(
         source=args.source,
-        builder=args.builder or DEFAULT_BUILDER,
+        builder=args.builder or default_builder(),
         tag=args.tag,
         env_files=tuple(args.env_file),
         env=tuple(args.env),
@@ -427,6 +481,10 @@ def _command_line(args: argparse.Namespace) -> BuildOptions:
         tls_verify=args.tls_verify,
         push=args.push,
         outputs=tuple(args.output),
+        wheelhouse=args.wheelhouse,
+        index_url=args.index_url,
+        extra_index_urls=tuple(args.extra_index_url),
+        trusted_hosts=tuple(args.trusted_host),
     )
 
 
@@ -453,13 +511,46 @@ def _export_options(args: argparse.Namespace) -> BuildOptions:
     return with_pyproject(
         BuildOptions(
             source=args.source,
-            builder=args.builder or DEFAULT_BUILDER,
+            builder=args.builder or default_builder(),
             env_files=tuple(args.env_file),
             env=tuple(args.env),
             build_env=tuple(args.build_env),
         ),
         frozenset({"builder"} if args.builder else ()),
     )
+
+
+def _wheelhouse(args: argparse.Namespace) -> int:
+    """`buildpy wheelhouse SOURCE DIR`: what building SOURCE installs, collected into DIR."""
+    options = with_pyproject(
+        BuildOptions(
+            source=args.source,
+            builder=args.builder or default_builder(),
+            env_files=tuple(args.env_file),
+            env=tuple(args.env),
+            build_env=tuple(args.build_env),
+            ca_bundle=args.ca_bundle,
+            network=args.network,
+            index_url=args.index_url,
+            extra_index_urls=tuple(args.extra_index_url),
+            trusted_hosts=tuple(args.trusted_host),
+            cache=False,
+        ),
+        frozenset(k for k in ("builder", "network") if getattr(args, k) is not None),
+    )
+    plan = build_plan.make(replace(options, tag=None))  # a wheelhouse makes no image
+    target = indexes.wheelhouse_to_fill(args.dir)
+    with _engine() as engine:
+        filled = wheelhouse.fill(plan, target, engine, sys.stderr.buffer)
+    log.get("buildpy").info(
+        "wheelhouse ready",
+        path=str(filled.path),
+        added=len(filled.added),
+        total=filled.total,
+        seconds=round(filled.seconds, 3),
+    )
+    print(filled.path)
+    return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -491,7 +582,7 @@ def _builder(args: argparse.Namespace) -> int:
 
 def _usage(args: argparse.Namespace) -> int:
     with _engine() as engine:
-        text = usage(engine, args.image)
+        text = usage(engine, args.image or default_builder())
     sys.stdout.write(text)
     return 0
 

@@ -8,6 +8,7 @@ variables are not configured here but in ``.s2i/environment`` (see
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,9 +22,24 @@ else:  # pragma: no cover - exercised on RHEL 9's Python 3.9
 from buildpy.errors import UsageError
 from buildpy.registry import PullPolicy
 
-DEFAULT_BUILDER = "localhost/buildpy/python-311"
+PREFIX_VARIABLE = "BUILDPY_BUILDER_PREFIX"
+DEFAULT_PREFIX = "localhost/buildpy"
+DEFAULT_BUILDER_NAME = "python-311"
+DEFAULT_BUILDER = f"{DEFAULT_PREFIX}/{DEFAULT_BUILDER_NAME}"
 PYPROJECT_KEYS = ("builder", "tag", "network")
 PYPROJECT_ORIGIN = "[tool.buildpy] in pyproject.toml"
+
+
+def builder_prefix() -> str:
+    """Where buildpy's builder images are named: ``BUILDPY_BUILDER_PREFIX`` or
+    localhost/buildpy. Another prefix keeps a set of builders apart (a branch's, a
+    site's) without retagging the ones others use."""
+    return (os.environ.get(PREFIX_VARIABLE) or DEFAULT_PREFIX).rstrip("/")
+
+
+def default_builder() -> str:
+    """The builder a command line that names none gets (the prefix applies)."""
+    return f"{builder_prefix()}/{DEFAULT_BUILDER_NAME}"
 
 
 @dataclass(frozen=True)
@@ -31,7 +47,7 @@ class BuildOptions:
     """Everything one ``buildpy build`` was asked to do."""
 
     source: Path
-    builder: str = DEFAULT_BUILDER
+    builder: str = DEFAULT_BUILDER  # the CLI always names one: default_builder()
     tag: str | None = None
     env_files: tuple[Path, ...] = ()
     env: tuple[str, ...] = ()
@@ -45,6 +61,10 @@ class BuildOptions:
     tls_verify: bool | None = None  # None: as registries.conf says
     push: bool = False
     outputs: tuple[str, ...] = ()  # --output TYPE:PATH, parsed by the plan
+    wheelhouse: Path | None = None
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    trusted_hosts: tuple[str, ...] = ()
 
 
 def pyproject_settings(source: Path) -> dict[str, str]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
-from buildpy import environment, leftovers, log, source
+from buildpy import environment, leftovers, log, redact, source
 from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo
 from buildpy.errors import AssembleFailed, BuilderImageError
 
@@ -148,18 +148,27 @@ class WorkingContainer:
         return seconds
 
     def assemble(self, out: Output) -> Assembled:
-        """Run the container's command, stream its output to ``out``, say how it ended."""
+        """Run the container's command, stream its output to ``out``, say how it ended.
+
+        Credentials in URLs are masked (``redact``) before anything is shown or kept.
+        """
         started = time.monotonic()
         tail = _Tail(TAIL_LINES)
         shown = _Unmarked(out)
+        masker = redact.LineMasker()
+
+        def show(data: bytes) -> None:
+            if data:
+                shown.feed(data)
+                tail.feed(data)
 
         def output(chunk: bytes) -> None:
             if self._reaper is not None:
                 self._reaper.release()  # assemble is running: earlier removals may go on
-            shown.feed(chunk)
-            tail.feed(chunk)
+            show(masker.feed(chunk))
 
         status = self._engine.run(self.id, output)
+        show(masker.flush())
         shown.close()
         return Assembled(status, tuple(tail.lines()), time.monotonic() - started)
 

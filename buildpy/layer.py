@@ -18,9 +18,8 @@ The dependency phase's assemble ends by printing ``BUILDPY_APPLICATION_PHASE=cop
 when the application phase has nothing to run but placing the source (no project to
 install, no Django collectstatic), else ``=run``; the answer is kept on the image
 (label ``io.buildpy.application-phase``) so reuses know it too. s2i/assemble makes
-that decision, and the install decision of the application phase, in two places
-that read alike; they are kept as they are because the builder images' digests
-must not change with a refactoring of buildpy (the next change to s2i/ merges them).
+that decision and the install decision of the application phase in one place
+(``project_installer``).
 
 ``split_reason`` says why a build cannot use a dependency layer (one S2I assemble);
 ``names`` gives the names a plan's layer is found by (``buildpy cache export`` uses them).
@@ -82,7 +81,10 @@ class Inputs:
     @classmethod
     def of(cls, plan: BuildPlan, builder: ImageInfo) -> Inputs:
         files = plan.dependencies.contents
-        variables = dependencies.key_variables({**plan.image_env, **plan.build_env})
+        # the wheelhouse's variables name a fixed path inside the container: where the
+        # host keeps it does not count
+        wheelhouse = {} if plan.wheelhouse is None else plan.wheelhouse.variables()
+        variables = dependencies.key_variables({**plan.image_env, **plan.build_env, **wheelhouse})
         key = dependencies.key(builder.id, files, variables)
         fixed = dependencies.fixed_digest(builder.id, files, variables)
         return cls(

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO, cast
 
 import structlog
+
+from buildpy import redact
 
 
 def configure(
@@ -28,6 +31,7 @@ def configure(
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
+            _masked,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
@@ -36,6 +40,11 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+
+
+def _masked(logger: Any, method: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
+    """No credentials of a URL in any log line (``redact.mask`` on every text value)."""
+    return {key: redact.mask(v) if isinstance(v, str) else v for key, v in event.items()}
 
 
 def get(name: str) -> Any:

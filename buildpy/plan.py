@@ -2,11 +2,11 @@
 
 ``make`` reads the source directory, its ``.s2i/environment``, ``--env-file`` and
 ``-e`` (see ``environment`` for the precedence), the build-only values
-(``--build-env``) and files (the CA bundle, ``--secret``: read here, on the
-client, see ``buildfiles``), the ignore rules, the source's own S2I scripts,
-the output labels and the files that decide dependencies. Every user error that
-can be found without Podman is found here, so a bad option never costs a
-container.
+(``--build-env``, ``--index-url``) and files (the CA bundle, ``--secret``: read
+here, on the client, see ``buildfiles``), the wheelhouse, the ignore rules, the
+source's own S2I scripts, the output labels and the files that decide
+dependencies. Every user error that can be found without Podman is found here, so
+a bad option never costs a container.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from buildpy import (
     environment,
     gitinfo,
     image,
+    indexes,
     log,
     publish,
     scripts,
@@ -66,6 +67,7 @@ class BuildPlan:
     dependencies: dependencies.DependencyFiles
     delivery: publish.Delivery
     build_layers: tuple[environment.EnvLayer, ...] = ()  # where build_env's values come from
+    wheelhouse: indexes.Wheelhouse | None = None
 
 
 def make(
@@ -100,6 +102,7 @@ def make(
         dependencies=dependencies.select(root, rules),
         delivery=delivery,
         build_layers=build_layers,
+        wheelhouse=_wheelhouse(options),
     )
 
 
@@ -149,14 +152,33 @@ def _env_layers(root: Path, options: BuildOptions) -> tuple[environment.EnvLayer
 def _build_layers(
     ca_env: Mapping[str, str], options: BuildOptions
 ) -> tuple[environment.EnvLayer, ...]:
-    """Build-only values, lowest precedence first: the CA bundle's paths, --build-env."""
+    """Build-only values, lowest precedence first: the CA bundle's paths, the index
+    (--index-url and friends), --build-env."""
     layers = []
     if ca_env:
         layers.append(environment.EnvLayer("--ca-bundle", ca_env))
+    if options.index_url is not None:
+        index = indexes.PackageIndex.parse(
+            options.index_url, options.extra_index_urls, options.trusted_hosts
+        )
+        layers.append(environment.EnvLayer("--index-url", index.variables()))
+    elif options.extra_index_urls or options.trusted_hosts:
+        raise UsageError("--extra-index-url and --trusted-host need --index-url")
     given = _assignments(options.build_env, "--build-env")
     if given:
         layers.append(environment.EnvLayer("--build-env", given))
     return tuple(layers)
+
+
+def _wheelhouse(options: BuildOptions) -> indexes.Wheelhouse | None:
+    if options.wheelhouse is None:
+        return None
+    if options.index_url is not None:
+        raise UsageError(
+            "--wheelhouse and --index-url exclude each other: a wheelhouse build uses no index",
+            "add what is missing to the wheelhouse with `buildpy wheelhouse`, or drop --wheelhouse",
+        )
+    return indexes.wheelhouse_to_read(options.wheelhouse)
 
 
 def _assignments(args: tuple[str, ...], option: str) -> dict[str, str]:

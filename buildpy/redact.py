@@ -1,6 +1,6 @@
-"""What ``buildpy plan`` may show of a value: credentials masked. Pure.
+"""Credentials kept out of everything buildpy shows. Pure.
 
-Three rules, applied in this order:
+For ``buildpy plan``, three rules, applied in this order:
 
 * values that are never shown (``--build-env``: the option exists for tokens);
 * keys that look secret (``*TOKEN*``, ``*PASSWORD*``, ``*SECRET*``, ``*KEY*``, ...): the
@@ -10,6 +10,12 @@ Three rules, applied in this order:
   (``https://token@host`` becomes ``https://***@host``).
 
 Masking errs on the side of hiding: ``APP_KEYS_DIR`` is masked too.
+
+An index URL may carry ``user:token@``. buildpy passes such URLs to assemble as
+build-only values, so they never reach the image; what is shown (its own log
+lines, errors, and assemble's output as it streams to stderr) goes through
+``mask``, the third rule alone. pip masks its own output the same way;
+micropipenv, for one, prints lock files as they are.
 """
 
 from __future__ import annotations
@@ -61,3 +67,37 @@ def shown(key: str, value: str, *, hidden: bool = False) -> tuple[str, bool]:
         return MASK, True
     masked = without_credentials(value)
     return masked, masked != value
+
+
+def mask(text: str) -> str:
+    """``text`` with the credentials of every URL in it masked (``user:***@``)."""
+    return without_credentials(text)
+
+
+def mask_bytes(data: bytes) -> bytes:
+    return mask(data.decode("utf-8", errors="surrogateescape")).encode(
+        "utf-8", errors="surrogateescape"
+    )
+
+
+class LineMasker:
+    """Masks a byte stream that arrives in chunks: a URL may be split between two.
+
+    Whole lines (ended by ``\\n`` or ``\\r``) are masked and passed on at once; the rest
+    waits for its line to end, or for ``flush``.
+    """
+
+    def __init__(self) -> None:
+        self._partial = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._partial + chunk
+        end = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+        if len(data) - end > 64 * 1024:  # no line end for a long while: let it go
+            end = len(data)
+        self._partial = data[end:]
+        return mask_bytes(data[:end]) if end else b""
+
+    def flush(self) -> bytes:
+        rest, self._partial = self._partial, b""
+        return mask_bytes(rest)

@@ -3,11 +3,11 @@
 A ``BuildSession`` holds the plan, the engine, the inspected builder and its
 scripts, the owner of uploaded files, where assemble's output goes, the reaper
 that removes finished containers, and what every working container mounts
-(the download cache volume; the build-only files, as Podman secrets made when
-the session's ``with`` block is entered and removed when it ends). Steps ask it
-for a working container (``container``) and for the build-only variables
-(``build_env``), so a new mount or a new build-only value is added here, in one
-place.
+(the download cache volume; the wheelhouse; the build-only files, as Podman
+secrets made when the session's ``with`` block is entered and removed when it
+ends). Steps ask it for a working container (``container``) and for the
+build-only variables (``build_env``), so a new mount or a new build-only value is
+added here, in one place.
 """
 
 from __future__ import annotations
@@ -19,11 +19,15 @@ from buildpy import cache, registry, scripts
 from buildpy.buildfiles import BuildSecrets
 from buildpy.cache import DOWNLOAD_VARIABLES
 from buildpy.container import WRAPPER, Output, Owner, Reaper, WorkingContainer
-from buildpy.engine import ContainerSpec, Engine, ImageInfo, VolumeMount
+from buildpy.engine import ContainerSpec, Engine, ImageInfo, Mount, VolumeMount
 from buildpy.leftovers import container_name
 from buildpy.plan import BuildPlan
 
 PHASE_VARIABLE = "BUILDPY_ASSEMBLE_PHASE"
+# pip's defaults (5 retries with back-off, for every file) keep a build on an unreachable
+# index busy for minutes: micropipenv retries each package in rounds. Set unless the user
+# set them (-e, --env-file, .s2i/environment, --build-env).
+FAIL_FAST = {"PIP_RETRIES": "1", "PIP_TIMEOUT": "10"}
 
 
 @dataclass
@@ -65,9 +69,14 @@ class BuildSession:
             self.files.__exit__(*exc_info)
 
     def container(
-        self, image: str, env: Mapping[str, str], labels: Mapping[str, str]
+        self,
+        image: str,
+        env: Mapping[str, str],
+        labels: Mapping[str, str],
+        user: str | None = None,
     ) -> WorkingContainer:
-        """A working container that runs assemble from ``image``, with the session's mounts.
+        """A working container that runs assemble from ``image``, with the session's mounts,
+        as the builder's user unless ``user`` says otherwise.
 
         ``env`` and ``labels`` are committed with it; build-only values are uploaded
         (see ``build_env``), never put here.
@@ -75,9 +84,10 @@ class BuildSession:
         spec = ContainerSpec(
             image=image,
             command=("/bin/sh", "-c", WRAPPER, "buildpy-assemble", self.scripts.assemble),
-            user=self.builder.user,
+            user=self.builder.user if user is None else user,
             env=env,
             labels=labels,
+            mounts=self.mounts(),
             volumes=self.volumes,
             secrets=self.files.mounts,
             network=self.plan.options.network,
@@ -85,15 +95,24 @@ class BuildSession:
         )
         return WorkingContainer(self.engine, spec, self.owner, self.reaper)
 
+    def mounts(self) -> tuple[Mount, ...]:
+        """Bind mounts of every working container: the wheelhouse, when there is one."""
+        wheelhouse = self.plan.wheelhouse
+        return () if wheelhouse is None else (wheelhouse.mount(),)
+
     def build_env(
         self, phase: str | None, image: Mapping[str, str] | None = None, **more: str
     ) -> dict[str, str]:
-        """Build-only values for assemble, lowest first: ``image`` (image variables that must
-        not be committed with this container), cache locations, the user's ``--build-env``
-        and CA bundle, the phase, ``more``."""
-        values = dict(image or {})
+        """Build-only values for assemble, lowest first: pip's fail-fast settings (unless
+        the image's variables set them), ``image`` (image variables that must not be
+        committed with this container), cache locations, the plan's (CA bundle, index,
+        ``--build-env``), the wheelhouse's, the phase, ``more``."""
+        values = {k: v for k, v in FAIL_FAST.items() if k not in self.plan.image_env}
+        values.update(image or {})
         values.update(buildpy_variables(bool(self.volumes)))
         values.update(self.plan.build_env)
+        if self.plan.wheelhouse is not None:
+            values.update(self.plan.wheelhouse.variables())
         if phase is not None:
             values[PHASE_VARIABLE] = phase
         values.update(more)

@@ -10,6 +10,9 @@ and a package index served from the wheelhouse on 127.0.0.1, which builds reach 
 The same tests run as root and, those marked `rootless`, as an ordinary user with no
 login session (scripts/test-rootless, part of `make test`). BUILDPY_TEST_SERVICE=private
 or standard makes the session fail unless that kind of service is the one in use.
+The index is a find-links page at / and a PEP 503 index at /simple/. Builds of the
+scenario apps run with --network none from a wheelhouse that `buildpy wheelhouse` made
+(see ``wheelhouses``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from wheelhouses import AppsWheelhouse
 
 from buildpy import service
 
@@ -42,6 +47,9 @@ WHEELHOUSE = Path(
 )
 BUILDPY = [sys.executable, "-m", "buildpy"]
 TEST_IMAGE_PREFIX = "localhost/buildpy-test/"
+# The builder images under test: buildpy's own, or another set named by the prefix that
+# `buildpy builder build` also honours (a branch's builders beside the shared ones).
+BUILDER_PREFIX = (os.environ.get("BUILDPY_BUILDER_PREFIX") or "localhost/buildpy").rstrip("/")
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 pytestmark = pytest.mark.integration
@@ -116,9 +124,48 @@ def index_url() -> Iterator[str]:
         server.server_close()
 
 
+@pytest.fixture(scope="session")
+def simple_index_url(index_url: str) -> str:
+    """The same files as a PEP 503 simple index (what --index-url takes)."""
+    return f"{index_url}simple/"
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """The wheelhouse's files, with a PEP 503 page for each project under /simple/."""
+
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+    def do_GET(self) -> None:
+        if not self.path.startswith("/simple/"):
+            super().do_GET()
+            return
+        project = self.path[len("/simple/") :].strip("/")
+        links = [
+            f'<a href="/{name}">{name}</a><br>'
+            for name in sorted(os.listdir(self.directory))
+            if project and _project(name) == _normalise(project)
+        ]
+        body = f"<!DOCTYPE html><html><body>{''.join(links)}</body></html>".encode()
+        self.send_response(200 if links else 404)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _project(filename: str) -> str | None:
+    """The normalised project name of a wheel or source distribution file name."""
+    if filename.endswith(".whl"):
+        return _normalise(filename.split("-", 1)[0])
+    for suffix in (".tar.gz", ".zip"):
+        if filename.endswith(suffix):
+            return _normalise(filename[: -len(suffix)].rsplit("-", 1)[0])
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -149,9 +196,9 @@ class Built:
 @dataclass(frozen=True)
 class BuildFn:
     """The ``buildpy_build`` fixture: run `buildpy build` on a source directory, offline by
-    default (the local index, host network), tagged uniquely unless ``args`` has a
-    ``--tag``; the image is removed at the session's end. ``plan`` runs `buildpy plan`
-    with the options such a build gets."""
+    default (the local index, host network; with ``wheelhouse``, that and no network),
+    tagged uniquely unless ``args`` has a ``--tag``; the image is removed at the
+    session's end. ``plan`` runs `buildpy plan` with the options such a build gets."""
 
     podman_url: str
     index_url: str
@@ -179,13 +226,18 @@ class BuildFn:
         env: dict[str, str] | None = None,
         timeout: float = 900,
         quiet: bool = False,
+        wheelhouse: Path | None = None,
     ) -> Built:
         tag = _given_tag(args)
         if tag is None:
             tag = f"{TEST_IMAGE_PREFIX}{source.name.lower()}-{uuid.uuid4().hex[:8]}:latest"
             args = ("--tag", tag, *args)
         cmd = [*BUILDPY, *(["-q"] if quiet else []), "build", str(source), *args]
-        cmd += self._options(builder, offline)
+        if wheelhouse is not None:  # air-gapped: no network at all
+            cmd += ["--wheelhouse", str(wheelhouse), "--network", "none"]
+            cmd += self._options(builder, offline=False)
+        else:
+            cmd += self._options(builder, offline)
         done = subprocess.run(
             cmd, capture_output=True, text=True, env=self._env(env), timeout=timeout
         )
@@ -194,10 +246,18 @@ class BuildFn:
             pytest.fail(f"buildpy build failed ({done.returncode}):\n{done.stderr[-4000:]}")
         return Built(done.returncode, done.stdout, done.stderr, tag)
 
-    def plan(self, source: Path, *args: str, builder: str | None = None) -> dict[str, Any]:
-        """`buildpy plan --format json` for what ``self(source, *args, builder=...)`` builds."""
+    def plan(
+        self,
+        source: Path,
+        *args: str,
+        builder: str | None = None,
+        wheelhouse: Path | None = None,
+    ) -> dict[str, Any]:
+        """`buildpy plan --format json` for what ``self(source, *args, ...)`` builds."""
         cmd = [*BUILDPY, "plan", str(source), "--format", "json", *args]
-        cmd += self._options(builder, offline=True)
+        if wheelhouse is not None:
+            cmd += ["--wheelhouse", str(wheelhouse), "--network", "none"]
+        cmd += self._options(builder, offline=wheelhouse is None)
         done = subprocess.run(cmd, capture_output=True, text=True, env=self._env(None), timeout=120)
         if done.returncode != 0:
             pytest.fail(f"buildpy plan failed ({done.returncode}):\n{done.stderr[-4000:]}")
@@ -244,3 +304,9 @@ def images() -> Iterator[list[str]]:
 def buildpy_build(podman_url: str, index_url: str, images: list[str]) -> BuildFn:
     """Build a source directory with buildpy (see ``BuildFn``)."""
     return BuildFn(podman_url, index_url, images)
+
+
+@pytest.fixture(scope="session")
+def apps_wheelhouse(podman_url: str, simple_index_url: str) -> AppsWheelhouse:
+    """The scenario apps' wheelhouse (see ``wheelhouses``)."""
+    return AppsWheelhouse(podman_url, simple_index_url)

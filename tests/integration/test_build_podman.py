@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BUILDPY, HOST_CA, ROOT, BuildFn, Built
+from conftest import BUILDER_PREFIX, BUILDPY, HOST_CA, ROOT, BuildFn, Built
 from itest import build_containers, http_get, inspect_image, running
 
 from buildpy import service
 
-BUILDER = "localhost/buildpy/python-311"
+BUILDER = f"{BUILDER_PREFIX}/python-311"
 EXAMPLE = ROOT / "examples" / "hello-flask"
 
 
@@ -202,7 +202,7 @@ def test_failing_assemble_exits_7_with_tail_and_leaves_no_container(
 
 def test_missing_builder_exits_6(buildpy_build: BuildFn, tmp_path: Path) -> None:
     app = write_app(tmp_path / "nobuilder", {"app.py": PLAIN_APP})
-    built = buildpy_build(app, builder="localhost/buildpy/no-such-builder", check=False)
+    built = buildpy_build(app, builder=f"{BUILDER_PREFIX}/no-such-builder", check=False)
     assert built.returncode == 6
     assert "buildpy builder build" in built.stderr
 

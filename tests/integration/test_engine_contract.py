@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
+from conftest import BUILDER_PREFIX
 from fakes import FakeEngine, tar_of
 from itest import free_port
 
@@ -27,7 +28,7 @@ from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageArchives, Ima
 from buildpy.errors import EngineError, PublishFailed, PullFailed
 from buildpy.podman import PodmanEngine
 
-BUILDER = "localhost/buildpy/python-311-minimal"
+BUILDER = f"{BUILDER_PREFIX}/python-311-minimal"
 
 
 @dataclass

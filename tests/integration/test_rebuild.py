@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BUILDPY, ROOT, BuildFn, built_event
+from conftest import BUILDER_PREFIX, BUILDPY, ROOT, BuildFn, built_event
 from itest import http_get, inspect_image, running
 
-BUILDER = "localhost/buildpy/python-311-minimal"
+BUILDER = f"{BUILDER_PREFIX}/python-311-minimal"
 EXAMPLE = ROOT / "examples" / "hello-flask"
 
 
@@ -128,7 +128,7 @@ def test_requirements_that_install_the_source_build_in_one_phase(
         "        self.wfile.write(mypkg.GREETING.encode())\n"
         "http.server.HTTPServer(('0.0.0.0', 8080), H).serve_forever()\n"
     )
-    built = buildpy_build(app, "-e", "APP_FILE=app.py", builder="localhost/buildpy/python-311")
+    built = buildpy_build(app, "-e", "APP_FILE=app.py", builder=f"{BUILDER_PREFIX}/python-311")
     assert built_event(built)["phases"] == 1
     assert "requirements.txt line 1 installs from the source tree" in built.stderr
     with running(built.tag) as (url, name):

@@ -1,8 +1,9 @@
 """Every scenario app in tests/apps built by `buildpy build` and run three ways.
 
-Each app is built once per builder (offline, from the local wheelhouse) and then run as the
-image's user, as --user 12345 and as --user 100001 (arbitrary UIDs with GID 0, like
-OpenShift's restricted SCC); each run must answer HTTP 200 with the app's own body.
+Each app is built once per builder, air-gapped: `--network none --wheelhouse DIR`, where DIR
+was filled by `buildpy wheelhouse` from each app (see ``wheelhouses``: kept between runs).
+Then it runs as the image's user, as --user 12345 and as --user 100001 (arbitrary UIDs with
+GID 0, like OpenShift's restricted SCC); each run must answer HTTP 200 with the app's own body.
 Rootless, a UID beyond the user's subuid range cannot run at all, so 100001 is left out
 where the range is `useradd`'s default 65536.
 
@@ -25,12 +26,14 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from _pytest.mark.structures import ParameterSet
-from conftest import APPS, BuildFn, Built, built_event
+from conftest import APPS, BUILDER_PREFIX, BuildFn, Built, built_event
 from itest import http_get, runnable, running
+from wheelhouses import AppsWheelhouse
 
 USERS = (None, "12345", "100001")
 
@@ -50,6 +53,10 @@ SCENARIOS = [
     Scenario("poetry-src-layout", "poetry-src-layout: built by poetry-core"),
     Scenario("pipenv", "pipenv: installed from Pipfile.lock"),
     Scenario("micropipenv", "micropipenv: installed from Pipfile.lock"),
+    Scenario("pipenv-pypi-python-org", "pipenv-pypi-python-org: installed from a lock naming"),
+    Scenario(
+        "micropipenv-pypi-python-org", "micropipenv-pypi-python-org: installed from a lock naming"
+    ),
     Scenario("app-home", "app-home: served from the APP_HOME subdirectory"),
     Scenario("app-module", "app-module: mypkg.server:app"),
     Scenario("app-config-port", "app-config-port: original", port=8081),
@@ -64,8 +71,16 @@ SCENARIOS = [
     Scenario("mod-wsgi", "mod-wsgi: served by Apache mod_wsgi=yes", full_only=True),
 ]
 
-BOTH_VERSIONS = ("localhost/buildpy/python-311", "localhost/buildpy/python-313-minimal")
-FULL = ("localhost/buildpy/python-311", "localhost/buildpy/python-313")
+BOTH_VERSIONS = (f"{BUILDER_PREFIX}/python-311", f"{BUILDER_PREFIX}/python-313-minimal")
+FULL = (f"{BUILDER_PREFIX}/python-311", f"{BUILDER_PREFIX}/python-313")
+
+
+def builders_of(scenario: Scenario) -> tuple[str, ...]:
+    return FULL if scenario.full_only else BOTH_VERSIONS
+
+
+def apps_on(builder: str) -> list[Path]:
+    return [APPS / s.name for s in SCENARIOS if builder in builders_of(s)]
 
 
 # Also run by an ordinary user (scripts/test-rootless): Django under arbitrary UIDs.
@@ -75,8 +90,7 @@ ROOTLESS = {("django", "localhost/buildpy/python-311")}
 def cases() -> list[ParameterSet]:
     out: list[ParameterSet] = []
     for scenario in SCENARIOS:
-        builders = FULL if scenario.full_only else BOTH_VERSIONS
-        for builder in builders:
+        for builder in builders_of(scenario):
             short = builder.rsplit("/", 1)[-1]
             marks = [pytest.mark.rootless] if (scenario.name, builder) in ROOTLESS else []
             out.append(pytest.param(scenario, builder, id=f"{scenario.name}-{short}", marks=marks))
@@ -90,10 +104,11 @@ def test_every_scenario_has_an_app_dir() -> None:
 
 @pytest.mark.parametrize(("scenario", "builder"), cases())
 def test_scenario_builds_and_answers_as_any_user(
-    buildpy_build: BuildFn, scenario: Scenario, builder: str
+    buildpy_build: BuildFn, apps_wheelhouse: AppsWheelhouse, scenario: Scenario, builder: str
 ) -> None:
-    built = buildpy_build(APPS / scenario.name, builder=builder)
-    planned = buildpy_build.plan(APPS / scenario.name, builder=builder)
+    wheelhouse = apps_wheelhouse.ready(builder, apps_on(builder))
+    built = buildpy_build(APPS / scenario.name, builder=builder, wheelhouse=wheelhouse)
+    planned = buildpy_build.plan(APPS / scenario.name, builder=builder, wheelhouse=wheelhouse)
     assert_plan_matches_build(planned, built)
     for user in runnable(USERS):
         with running(built.tag, user=user, port=scenario.port) as (url, name):

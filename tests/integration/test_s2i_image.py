@@ -9,14 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from conftest import BUILDPY
+from conftest import BUILDER_PREFIX, BUILDPY
 from itest import inspect_image
 
 BUILDERS = {
-    "localhost/buildpy/python-311": ("3.11", "full"),
-    "localhost/buildpy/python-311-minimal": ("3.11", "minimal"),
-    "localhost/buildpy/python-313": ("3.13", "full"),
-    "localhost/buildpy/python-313-minimal": ("3.13", "minimal"),
+    f"{BUILDER_PREFIX}/python-311": ("3.11", "full"),
+    f"{BUILDER_PREFIX}/python-311-minimal": ("3.11", "minimal"),
+    f"{BUILDER_PREFIX}/python-313": ("3.13", "full"),
+    f"{BUILDER_PREFIX}/python-313-minimal": ("3.13", "minimal"),
 }
 HOME = "/opt/app-root/src"
 

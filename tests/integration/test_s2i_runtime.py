@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import APPS, BuildFn
+from conftest import APPS, BUILDER_PREFIX, BuildFn
 from itest import http_get, running
 
-BUILDER = "localhost/buildpy/python-311"
-MINIMAL_313 = "localhost/buildpy/python-313-minimal"
+BUILDER = f"{BUILDER_PREFIX}/python-311"
+MINIMAL_313 = f"{BUILDER_PREFIX}/python-313-minimal"
 
 
 def podman(*args: str) -> subprocess.CompletedProcess[str]:

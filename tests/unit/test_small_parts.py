@@ -285,6 +285,16 @@ def test_builder_lookup_accepts_tags_and_rejects_unknown() -> None:
     assert info.value.hint and "python-311" in info.value.hint
 
 
+def test_the_builder_prefix_names_another_set_of_builders(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(config.PREFIX_VARIABLE, "localhost/branch/")
+    assert builders.BUILDERS["python-311"].tag == "localhost/branch/python-311"
+    assert builders.BUILDERS["python-311"].base == "localhost/buildpy/base-bookworm"
+    assert config.default_builder() == "localhost/branch/python-311"
+    assert config.BuildOptions(source=Path(".")).builder == config.DEFAULT_BUILDER  # pure
+    monkeypatch.delenv(config.PREFIX_VARIABLE)
+    assert config.default_builder() == "localhost/buildpy/python-311"
+
+
 @given(st.text(alphabet="abc:/5", min_size=1, max_size=20))
 def test_split_tag_round_trips(ref: str) -> None:
     name, tag = image.split_tag(ref)

@@ -1,0 +1,3 @@
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"micropipenv-pypi-python-org: installed from a lock naming pypi.python.org\n"]

@@ -1,0 +1,263 @@
+"""Air-gapped and mirrored builds against a fake engine: --wheelhouse, --index-url, the
+`wheelhouse` command, and credentials that never show."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from fakes import BUILDER, FakeEngine
+from hypothesis import given
+from hypothesis import strategies as st
+from test_build import PHASED, _Sink, make_plan, phased_app
+from test_build import app as app  # the fixture: a source with .s2i/environment
+
+from buildpy import build, cli, indexes, log, redact, wheelhouse
+from buildpy.engine import ImageInfo
+from buildpy.errors import AssembleFailed, BuilderImageError, UsageError
+from buildpy.plan import BuildPlan
+
+TOKEN = "s3cr3t-t0ken"
+MIRROR = f"https://ci:{TOKEN}@mirror.example/simple"
+FILLER = ImageInfo(
+    id="sha256:filler",
+    ref="filler",
+    user="1001:0",
+    labels={**BUILDER.labels, "io.buildpy.assemble-phases": "dependencies,application,wheelhouse"},
+)
+
+
+@pytest.fixture(autouse=True)
+def logs() -> io.StringIO:
+    """buildpy's log lines (cli.main, run by other tests, may have pointed them at a stream
+    that is closed by now)."""
+    stream = io.StringIO()
+    log.configure(json=True, stream=stream)
+    return stream
+
+
+@pytest.fixture
+def wheels(tmp_path: Path) -> Path:
+    path = tmp_path / "wheels"
+    path.mkdir()
+    (path / "flask-3.0-py3-none-any.whl").write_bytes(b"wheel")
+    return path
+
+
+def env_file(engine: FakeEngine) -> str:
+    """The build-only variables of the last upload, as the wrapper sources them."""
+    return engine.uploaded_file(".buildpy/env").decode()
+
+
+# ------------------------------------------------------------------ --wheelhouse
+
+
+def test_a_wheelhouse_is_mounted_read_only_and_used_with_no_index(app: Path, wheels: Path) -> None:
+    engine = FakeEngine()
+    build.run(make_plan(app, wheelhouse=wheels), engine, output=_Sink())
+    spec = engine.created[0]
+    assert [(m.source, m.target, m.read_only) for m in spec.mounts] == [
+        (str(wheels), indexes.WHEELHOUSE_TARGET, True)
+    ]
+    script = env_file(engine)
+    assert "export PIP_NO_INDEX='1'" in script
+    assert f"export PIP_FIND_LINKS='{indexes.WHEELHOUSE_TARGET}'" in script
+    assert "export UV_NO_INDEX='1'" in script
+    assert str(wheels) not in script  # the host's path is not assemble's business
+    assert not any(key.startswith(("PIP_", "UV_")) for key in spec.env)
+
+
+def test_where_the_wheelhouse_lies_does_not_change_the_dependency_layer(
+    app: Path, wheels: Path, tmp_path: Path
+) -> None:
+    engine = FakeEngine(stored={"phased": PHASED})
+    first = build.run(
+        make_plan(phased_app(app), builder="phased", wheelhouse=wheels), engine, output=_Sink()
+    )
+    moved = wheels.rename(tmp_path / "elsewhere")
+    second = build.run(make_plan(app, builder="phased", wheelhouse=moved), engine, output=_Sink())
+    assert (first.dependencies_reused, second.dependencies_reused) == (False, True)
+    online = build.run(make_plan(app, builder="phased"), engine, output=_Sink())
+    assert online.dependencies_reused is False  # installing from an index is another input
+
+
+def test_wheelhouse_option_errors(app: Path, wheels: Path, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="not a readable directory") as info:
+        make_plan(app, wheelhouse=tmp_path / "missing")
+    assert info.value.hint and "buildpy wheelhouse" in info.value.hint
+    with pytest.raises(UsageError, match="exclude each other"):
+        make_plan(app, wheelhouse=wheels, index_url="https://mirror.example/simple")
+
+
+# ------------------------------------------------------------------ --index-url
+
+
+def test_an_index_reaches_every_installer_build_only(app: Path) -> None:
+    plan = make_plan(
+        app,
+        index_url=MIRROR,
+        extra_index_urls=("https://extra.example/simple",),
+        trusted_hosts=("extra.example",),
+    )
+    engine = FakeEngine()
+    build.run(plan, engine, output=_Sink())
+    script = env_file(engine)
+    for line in (
+        f"export PIP_INDEX_URL='{MIRROR}'",
+        f"export PIPENV_PYPI_MIRROR='{MIRROR}'",
+        f"export MICROPIPENV_DEFAULT_INDEX_URLS='{MIRROR},https://extra.example/simple'",
+        f"export UV_INDEX_URL='{MIRROR}'",
+        f"export {indexes.INDEX_VARIABLE}='{MIRROR}'",
+        "export PIP_EXTRA_INDEX_URL='https://extra.example/simple'",
+        "export PIP_TRUSTED_HOST='extra.example'",
+    ):
+        assert line in script
+    spec = engine.created[0]
+    assert TOKEN not in json.dumps([dict(spec.env), dict(spec.labels), list(spec.command)])
+    assert not any(TOKEN in change for change in engine.commits[0].changes)
+
+
+def test_a_new_token_keeps_the_dependency_layer_a_new_mirror_does_not(app: Path) -> None:
+    engine = FakeEngine(stored={"phased": PHASED})
+
+    def reused(url: str) -> bool:
+        plan = make_plan(phased_app(app), builder="phased", index_url=url)
+        return build.run(plan, engine, output=_Sink()).dependencies_reused
+
+    assert reused("https://ci:one@mirror.example/simple") is False
+    assert reused("https://ci:two@mirror.example/simple") is True
+    assert reused("https://ci:two@other.example/simple") is False
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"index_url": "ftp://mirror.example/simple"}, "not an http"),
+        ({"index_url": "https:///simple"}, "names no host"),
+        ({"index_url": "https://mirror.example/a b"}, "not an http"),
+        ({"index_url": "https://m.example/s", "trusted_hosts": ("a b",)}, "not a host name"),
+        ({"extra_index_urls": ("https://extra.example/simple",)}, "need --index-url"),
+    ],
+)
+def test_index_option_errors(app: Path, kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        make_plan(app, **kwargs)
+
+
+def test_pip_gives_up_quickly_unless_told_otherwise(app: Path) -> None:
+    engine = FakeEngine()
+    build.run(make_plan(app), engine, output=_Sink())
+    assert "export PIP_RETRIES='1'" in env_file(engine)
+    build.run(make_plan(app, env=("PIP_RETRIES=5",)), engine, output=_Sink())
+    assert "PIP_RETRIES" not in env_file(engine)  # the image's own value stands
+    assert engine.created[1].env["PIP_RETRIES"] == "5"
+
+
+# ------------------------------------------------------------------ credentials
+
+
+@given(
+    user=st.text(alphabet="abcdefgh_-.", min_size=1, max_size=8),
+    password=st.text(alphabet="ABCDEFGH0123456789%!~", min_size=4, max_size=16),
+    before=st.text(alphabet=" abc=\n'\"", max_size=8),
+)
+def test_mask_leaves_the_user_and_hides_the_password(user: str, password: str, before: str) -> None:
+    text = f"{before}https://{user}:{password}@mirror.example:8443/simple/ after"
+    masked = redact.mask(text)
+    assert f":{password}@" not in masked
+    assert f"https://{user}:***@mirror.example:8443/simple/ after" in masked
+    assert redact.mask(masked) == masked
+
+
+def test_mask_leaves_urls_without_credentials_alone() -> None:
+    for text in ("http://127.0.0.1:8080/simple/", "see https://pypi.org/simple", "a:b@c"):
+        assert redact.mask(text) == text
+
+
+@given(cuts=st.lists(st.integers(min_value=0, max_value=120), max_size=6))
+def test_a_stream_is_masked_wherever_it_is_cut(cuts: list[int]) -> None:
+    data = f"Looking in indexes: {MIRROR}\nnext\r{MIRROR} tail".encode()
+    masker = redact.LineMasker()
+    points = [0, *sorted(set(min(c, len(data)) for c in cuts)), len(data)]
+    shown = b"".join(masker.feed(data[a:b]) for a, b in zip(points, points[1:])) + masker.flush()
+    assert shown == redact.mask_bytes(data)
+    assert TOKEN.encode() not in shown
+
+
+def test_assemble_output_and_its_error_tail_are_masked(app: Path) -> None:
+    engine = FakeEngine(
+        status=1, output=[b"Looking in indexes: https://ci:", TOKEN.encode(), b"@m/\n"]
+    )
+    sink = _Sink()
+    with pytest.raises(AssembleFailed) as info:
+        build.run(make_plan(app), engine, output=sink)
+    assert TOKEN.encode() not in sink.data and b"ci:***@m/" in sink.data
+    assert TOKEN not in info.value.message
+
+
+def test_log_lines_and_errors_are_masked(
+    capsys: pytest.CaptureFixture[str], app: Path, logs: io.StringIO
+) -> None:
+    log.get("test").info("using", index=MIRROR)
+    assert TOKEN not in logs.getvalue() and "ci:***@" in logs.getvalue()
+    code = cli.main(["build", str(app), "--index-url", f"ftp://ci:{TOKEN}@m.example/"])
+    assert code == 2
+    assert TOKEN not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ buildpy wheelhouse
+
+
+def fill_plan(app: Path, **kwargs: object) -> BuildPlan:
+    return make_plan(app, builder="filler", cache=False, **kwargs)
+
+
+def test_fill_runs_the_wheelhouse_phase_as_root_with_the_directory_writable(
+    app: Path, wheels: Path
+) -> None:
+    engine = FakeEngine(stored={"filler": FILLER})
+    engine.on_run = (wheels / "gunicorn-27.0-py3-none-any.whl").touch
+    (wheels / ".incoming.x").mkdir()
+    filled = wheelhouse.fill(
+        fill_plan(app, env=("ENABLE_PIPENV=1",)),
+        indexes.wheelhouse_to_fill(wheels),
+        engine,
+        _Sink(),
+    )
+    assert filled.added == ("gunicorn-27.0-py3-none-any.whl",) and filled.total == 2
+    (spec,) = engine.created
+    assert spec.user == "0" and spec.volumes == ()
+    assert [(m.target, m.read_only) for m in spec.mounts] == [(indexes.WHEELHOUSE_TARGET, False)]
+    assert spec.env["ENABLE_PIPENV"] == "1"  # the variables that decide the installer
+    script = env_file(engine)
+    assert "export BUILDPY_ASSEMBLE_PHASE='wheelhouse'" in script
+    assert "PIP_NO_INDEX" not in script
+    assert b"app.py" in engine.uploads[0][1]  # the whole source: projects are prepared
+    assert engine.commits == [] and engine.removed == ["ctr1"]
+
+
+def test_fill_needs_a_builder_with_the_phase_and_the_builders_assemble(
+    app: Path, wheels: Path
+) -> None:
+    engine = FakeEngine(stored={"filler": FILLER, BUILDER.ref: BUILDER})
+    target = indexes.wheelhouse_to_fill(wheels)
+    with pytest.raises(BuilderImageError, match="cannot fill a wheelhouse") as info:
+        wheelhouse.fill(make_plan(app, cache=False), target, engine, _Sink())
+    assert info.value.hint and "buildpy builder build" in info.value.hint
+    (app / ".s2i" / "bin").mkdir()
+    (app / ".s2i" / "bin" / "assemble").write_text("#!/bin/sh\n")
+    with pytest.raises(UsageError, match="its own assemble"):
+        wheelhouse.fill(fill_plan(app), target, engine, _Sink())
+    assert engine.created == []
+
+
+def test_the_wheelhouse_command_makes_the_directory_before_asking_podman(
+    capsys: pytest.CaptureFixture[str], app: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONTAINER_HOST", f"unix://{tmp_path}/none.sock")
+    code = cli.main(["wheelhouse", str(app), str(tmp_path / "new" / "wheels")])
+    assert code == 5  # no Podman here
+    assert (tmp_path / "new" / "wheels").is_dir()
+    assert capsys.readouterr().out == ""
