@@ -349,8 +349,7 @@ class PodmanEngine:
             response.close()
 
     def images(self, repository: str) -> list[ImageSummary]:
-        with _translated("list images"):
-            found = self._client.images.list(filters={"reference": repository})
+        found = self._list_images(repository)
         return [
             ImageSummary(
                 id=str(item.id),
@@ -361,6 +360,18 @@ class PodmanEngine:
             )
             for item in found
         ]
+
+    def _list_images(self, repository: str, tries: int = 3) -> list[Any]:
+        """Podman 4.3 fails a whole listing when an image goes while it lists (another
+        build's removal): that is asked again, a few times."""
+        for attempt in range(tries):
+            try:
+                with _translated("list images"):
+                    return list(self._client.images.list(filters={"reference": repository}))
+            except EngineError as exc:
+                if "image not known" not in exc.message or attempt == tries - 1:
+                    raise
+        return []
 
     def tag(self, image: str, ref: str) -> None:
         repository, tag = split_tag(ref)
