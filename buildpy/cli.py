@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from buildpy import (
     __version__,
@@ -506,8 +507,10 @@ def _log_built(result: build_stage.BuildResult) -> None:
     )
 
 
-def _export_options(args: argparse.Namespace) -> BuildOptions:
-    """``cache export``'s options: only what decides the build's inputs."""
+def _input_build_options(args: argparse.Namespace, **more: Any) -> BuildOptions:
+    """The options that decide a build's inputs (``cache export``, ``wheelhouse``), and
+    ``more``, over the source's [tool.buildpy]."""
+    given = frozenset(k for k in ("builder", "network") if getattr(args, k, None) is not None)
     return with_pyproject(
         BuildOptions(
             source=args.source,
@@ -515,28 +518,22 @@ def _export_options(args: argparse.Namespace) -> BuildOptions:
             env_files=tuple(args.env_file),
             env=tuple(args.env),
             build_env=tuple(args.build_env),
+            **more,
         ),
-        frozenset({"builder"} if args.builder else ()),
+        given,
     )
 
 
 def _wheelhouse(args: argparse.Namespace) -> int:
     """`buildpy wheelhouse SOURCE DIR`: what building SOURCE installs, collected into DIR."""
-    options = with_pyproject(
-        BuildOptions(
-            source=args.source,
-            builder=args.builder or default_builder(),
-            env_files=tuple(args.env_file),
-            env=tuple(args.env),
-            build_env=tuple(args.build_env),
-            ca_bundle=args.ca_bundle,
-            network=args.network,
-            index_url=args.index_url,
-            extra_index_urls=tuple(args.extra_index_url),
-            trusted_hosts=tuple(args.trusted_host),
-            cache=False,
-        ),
-        frozenset(k for k in ("builder", "network") if getattr(args, k) is not None),
+    options = _input_build_options(
+        args,
+        ca_bundle=args.ca_bundle,
+        network=args.network,
+        index_url=args.index_url,
+        extra_index_urls=tuple(args.extra_index_url),
+        trusted_hosts=tuple(args.trusted_host),
+        cache=False,
     )
     plan = build_plan.make(replace(options, tag=None))  # a wheelhouse makes no image
     target = indexes.wheelhouse_to_fill(args.dir)
@@ -628,7 +625,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _cache_export(args: argparse.Namespace) -> int:
-    plan = build_plan.make(_export_options(args))
+    plan = build_plan.make(_input_build_options(args))
     with _engine() as engine:
         exported = _export(engine, plan, args.directory)
     for image in exported.manifest.images:

@@ -35,31 +35,28 @@ def yaml_blocks(text: str) -> list[str]:
     return re.findall(r"```yaml\n(.*?)```", text, re.S)
 
 
-def gitlab_script(block: str) -> list[str]:
-    """The items of the job's ``script:`` list."""
+def under(block: str, key: str) -> list[str]:
+    """The non-blank lines indented below the line ``key``, stripped."""
     lines = block.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip() == "script:")
+    start = next(i for i, line in enumerate(lines) if line.strip() == key)
     indent = len(lines[start]) - len(lines[start].lstrip())
-    commands = []
-    for line in lines[start + 1 :]:
-        if line.strip() and len(line) - len(line.lstrip()) <= indent:
-            break
-        if line.strip().startswith("- "):
-            commands.append(line.strip()[2:])
-    return commands
-
-
-def github_run(block: str) -> list[str]:
-    """The lines of the step's ``run: |`` block."""
-    lines = block.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip() == "run: |")
-    indent = len(lines[start]) - len(lines[start].lstrip())
-    commands = []
+    found = []
     for line in lines[start + 1 :]:
         if line.strip() and len(line) - len(line.lstrip()) <= indent:
             break
         if line.strip():
-            commands.append(line.strip())
+            found.append(line.strip())
+    return found
+
+
+def gitlab_script(block: str) -> list[str]:
+    """The items of the job's ``script:`` list."""
+    return [line[2:] for line in under(block, "script:") if line.startswith("- ")]
+
+
+def github_run(block: str) -> list[str]:
+    """The lines of the step's ``run: |`` block, with the expressions GitHub fills in."""
+    commands = under(block, "run: |")
     for expression, value in EXPRESSIONS.items():
         commands = [command.replace(expression, value) for command in commands]
     return commands
