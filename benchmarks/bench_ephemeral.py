@@ -237,9 +237,18 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             step: [r["events"][step].get("dependencies_reused") for r in runs]
             for step in ("cold", "warm", "ephemeral")
         },
+        "phases": {
+            step: phases([r["events"][step] for r in runs]) for step in ("warm", "ephemeral")
+        },
         "kept_by_second_export": [r["kept"] for r in runs],
         "http": sorted({r["http"] for r in runs}),
     }
+
+
+def phases(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of the ``*_seconds`` in buildpy's ``built`` lines: where a build's time went."""
+    keys = sorted({k for e in events for k in e if k.endswith("seconds")})
+    return {k: stats([float(e[k]) for e in events if k in e]) for k in keys}
 
 
 def verdict(value: float | None, limit: float) -> str:
