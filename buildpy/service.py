@@ -158,16 +158,16 @@ def ssh_tunnel(host: str, identity: str | None, ssh: str = "ssh") -> Iterator[st
     """Forward a temporary local socket to the Podman socket an ssh:// URL names;
     yield the local socket's unix:// URL."""
     url = urllib.parse.urlparse(host)
+    if identity is not None and not os.path.isfile(os.path.expanduser(identity)):
+        raise EngineUnavailable(
+            f"CONTAINER_SSHKEY={identity} is not a file",
+            "name the private key that logs in to the Podman host, or unset it to use ssh's",
+        )
     binary = shutil.which(ssh)
     if binary is None:
         raise EngineUnavailable(
             f"CONTAINER_HOST={host} needs the ssh client, and there is no `{ssh}` on PATH",
             "install it (Debian/Ubuntu: `apt-get install openssh-client`)",
-        )
-    if identity is not None and not os.path.isfile(os.path.expanduser(identity)):
-        raise EngineUnavailable(
-            f"CONTAINER_SSHKEY={identity} is not a file",
-            "name the private key that logs in to the Podman host, or unset it to use ssh's",
         )
     key = ["-i", os.path.expanduser(identity)] if identity else []
 
