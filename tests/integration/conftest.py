@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -33,6 +34,9 @@ WHEELHOUSE = Path(
 BUILDPY = [sys.executable, "-m", "buildpy"]
 TEST_IMAGE_PREFIX = "localhost/buildpy-test/"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+
+if TYPE_CHECKING:
+    from battery import Case
 
 pytestmark = pytest.mark.integration
 
@@ -148,3 +152,31 @@ def images() -> Iterator[list[str]]:
 def buildpy_build(podman_url: str, index_url: str, images: list[str]) -> BuildFn:
     """Build a source directory with buildpy (see ``BuildFn``)."""
     return BuildFn(podman_url, index_url, images)
+
+
+@pytest.fixture
+def case(podman_url: str) -> Iterator[Case]:
+    """A failure-battery case: a scratch directory and builds checked for leftovers."""
+    from battery import Case
+
+    made = Case(podman_url)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The failure battery's case count by class (tests/integration/test_battery_*.py)."""
+    counts: dict[str, int] = {}
+    for outcome in ("passed", "failed", "xfailed", "xpassed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if report.when != "call" and outcome != "error":
+                continue
+            name = Path(report.nodeid.split("::")[0]).stem
+            if name.startswith("test_battery_"):
+                kind = name.removeprefix("test_battery_")
+                counts[kind] = counts.get(kind, 0) + 1
+    if counts:
+        listed = ", ".join(f"{kind} {counts[kind]}" for kind in sorted(counts))
+        terminalreporter.write_line(f"battery: {sum(counts.values())} cases ({listed})")
