@@ -66,6 +66,17 @@ SOURCE_CASES = [
         xfail=LATE,
     ),
     Failure(
+        "unsearchable-source-directory",
+        3,
+        "cannot read directory {app}: Permission denied",
+        "make it readable (chmod u+rx)",
+        files={"app.py": APP_PY, ".s2iignore": "*.log\n"},
+        setup=lambda app: app.chmod(0),
+        no_dac=True,
+        xfail="bug: [tool.buildpy] is looked for with Path.is_file, which raises in a"
+        " directory that cannot be searched: internal error, exit 1",
+    ),
+    Failure(
         "unreadable-file",
         3,
         "cannot read {app}/secret.txt: permission denied",
@@ -103,6 +114,16 @@ SOURCE_CASES = [
         files={"app.py": APP_PY, "requirements.txt": "six\n"},
         setup=unreadable("requirements.txt"),
         no_dac=True,
+    ),
+    Failure(
+        "unreadable-pyproject",
+        3,
+        "cannot read {app}/pyproject.toml: Permission denied",
+        "make it readable (chmod u+r)",
+        files={"app.py": APP_PY, "pyproject.toml": "[project]\nname = 'x'\n"},
+        setup=unreadable("pyproject.toml"),
+        no_dac=True,
+        xfail="bug: an unreadable pyproject.toml is a usage error (exit 2) quoting an errno",
     ),
     Failure(
         "unreadable-s2iignore",
