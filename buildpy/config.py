@@ -8,6 +8,7 @@ variables are not configured here but in ``.s2i/environment`` (see
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on RHEL 9's Python 3.9
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
-from buildpy.errors import UsageError
+from buildpy.errors import SourceError, UsageError
 
 DEFAULT_BUILDER = "localhost/buildpy/python-311"
 PYPROJECT_KEYS = ("builder", "tag", "network")
@@ -43,12 +44,16 @@ class BuildOptions:
 def pyproject_settings(source: Path) -> dict[str, str]:
     """``[tool.buildpy]`` from the source's pyproject.toml; empty when absent."""
     path = source / "pyproject.toml"
-    if not path.is_file():
-        return {}
     try:
         with open(path, "rb") as handle:
             data: dict[str, Any] = tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return {}
+    except OSError as exc:  # as for every other file of the source
+        raise SourceError(
+            f"cannot read {path}: {exc.strerror or exc}", "make it readable (chmod u+r)"
+        ) from exc
+    except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: cannot read [tool.buildpy]: {exc}") from exc
     table = data.get("tool", {}).get("buildpy", {})
     if not isinstance(table, dict):
@@ -67,6 +72,8 @@ def pyproject_settings(source: Path) -> dict[str, str]:
 
 def with_pyproject(cli: BuildOptions, explicit: frozenset[str]) -> BuildOptions:
     """Fill what the command line left unset (``explicit`` names what it set)."""
-    settings = pyproject_settings(cli.source) if cli.source.is_dir() else {}
+    # A source that is missing or cannot be listed is plan.make's to report.
+    readable = cli.source.is_dir() and os.access(cli.source, os.R_OK | os.X_OK)
+    settings = pyproject_settings(cli.source) if readable else {}
     changes: dict[str, Any] = {k: v for k, v in settings.items() if k not in explicit}
     return replace(cli, **changes) if changes else cli

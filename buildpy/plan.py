@@ -3,9 +3,10 @@
 ``make`` reads the source directory, its ``.s2i/environment``, ``--env-file`` and
 ``-e`` (see ``environment`` for the precedence), the build-only values
 (``--build-env``, the CA bundle), the ignore rules, the source's own S2I scripts,
-the output labels and the files that decide dependencies. Every user error that
-can be found without Podman is found here, so a bad option never costs a
-container.
+the output labels and the files that decide dependencies, and walks the source
+tree once (an unreadable file, a socket or a huge file is reported here, not
+halfway through the upload). Every user error that can be found without Podman
+is found here, so a bad option never costs a container.
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ def make(
         key, value = environment.parse_assignment(arg, "--build-env")
         build_env[key] = value
     rules = source.IgnoreRules.load(root)
+    source.check_tree(root, rules, warn=_warn)
+    own_scripts = scripts.source_scripts(root)
+    for path in own_scripts.values():  # read even when .s2iignore leaves them out
+        source.read_file(path)
     return BuildPlan(
         options=options,
         root=root,
@@ -79,7 +84,7 @@ def make(
         image_env=environment.merge(*(layer.values for layer in layers)),
         build_env=build_env,
         rules=rules,
-        source_scripts=scripts.source_scripts(root),
+        source_scripts=own_scripts,
         labels=image.output_labels(options.builder, str(root), describe(root)),
         mounts=mounts,
         dependencies=dependencies.select(root, rules),

@@ -46,6 +46,7 @@ __all__ = [
     "Member",
     "SourceStats",
     "TarStream",
+    "check_tree",
     "members_stream",
     "read_file",
     "source_root",
@@ -223,9 +224,19 @@ def read_file(path: Path) -> bytes:
 
 
 def source_root(path: Path) -> Path:
-    """The application's directory, resolved; SourceError when it is missing or no directory."""
+    """The application's directory, resolved; SourceError when it is missing, no directory,
+    or cannot be listed."""
     _check_root(path)
+    _list_dir(path)
     return path.resolve()
+
+
+def check_tree(root: Path, rules: IgnoreRules, *, warn: Warn | None = None) -> None:
+    """Walk the tree as the upload will: SourceError for what cannot be read, ``warn``
+    for what is skipped or huge. Done before any container exists, so such a tree costs
+    none; the upload walks it again (without warnings) and still fails on what changed."""
+    for _ in walk(root, rules, warn=warn):
+        pass
 
 
 def _list_dir(path: Path) -> list[os.DirEntry[str]]:
@@ -257,7 +268,7 @@ def _make_entry(item: os.DirEntry[str], relpath: str, warn: Warn | None) -> Entr
     if stat.S_ISREG(st.st_mode):
         if not os.access(path, os.R_OK):
             raise SourceError(
-                f"cannot read {path}: permission denied",
+                f"cannot read {path}: Permission denied",
                 f"make it readable (chmod u+r) {_SKIP_HINT}",
             )
         if warn is not None:

@@ -18,7 +18,6 @@ from battery import APP_PY, BUILDER, Case, Failure, Outcome, image_root, params
 
 HINT_CHMOD = "make it readable (chmod u+r) or list it in .s2iignore"
 HINT_PATTERN = "fix the pattern: a character range goes from low to high"
-LATE = "bug: the tree is first walked during the upload, after the container exists"
 
 
 def unreadable(*names: str) -> Callable[[Path], None]:
@@ -63,7 +62,6 @@ SOURCE_CASES = [
         "make it readable (chmod u+rx)",
         setup=lambda app: app.chmod(0o300),
         no_dac=True,
-        xfail=LATE,
     ),
     Failure(
         "unsearchable-source-directory",
@@ -73,18 +71,15 @@ SOURCE_CASES = [
         files={"app.py": APP_PY, ".s2iignore": "*.log\n"},
         setup=lambda app: app.chmod(0),
         no_dac=True,
-        xfail="bug: [tool.buildpy] is looked for with Path.is_file, which raises in a"
-        " directory that cannot be searched: internal error, exit 1",
     ),
     Failure(
         "unreadable-file",
         3,
-        "cannot read {app}/secret.txt: permission denied",
+        "cannot read {app}/secret.txt: Permission denied",
         HINT_CHMOD,
         files={"app.py": APP_PY, "secret.txt": "s3cr3t\n"},
         setup=unreadable("secret.txt"),
         no_dac=True,
-        xfail=LATE,
     ),
     Failure(
         "unreadable-subdirectory",
@@ -94,23 +89,21 @@ SOURCE_CASES = [
         files={"app.py": APP_PY, "private/key.pem": "k\n"},
         setup=unreadable("private"),
         no_dac=True,
-        xfail=LATE,
     ),
     Failure(
         "unreadable-own-assemble",
         3,
-        "cannot read {app}/.s2i/bin/assemble: permission denied",
+        "cannot read {app}/.s2i/bin/assemble: Permission denied",
         HINT_CHMOD,
         files={"app.py": APP_PY, ".s2i/bin/assemble": "#!/bin/sh\n"},
         setup=unreadable(".s2i/bin/assemble"),
         no_dac=True,
-        xfail=LATE,
     ),
     Failure(
         "unreadable-requirements",
         3,
         "cannot read {app}/requirements.txt: Permission denied",
-        "make it readable (chmod u+r)",
+        HINT_CHMOD,
         files={"app.py": APP_PY, "requirements.txt": "six\n"},
         setup=unreadable("requirements.txt"),
         no_dac=True,
@@ -123,7 +116,6 @@ SOURCE_CASES = [
         files={"app.py": APP_PY, "pyproject.toml": "[project]\nname = 'x'\n"},
         setup=unreadable("pyproject.toml"),
         no_dac=True,
-        xfail="bug: an unreadable pyproject.toml is a usage error (exit 2) quoting an errno",
     ),
     Failure(
         "unreadable-s2iignore",
@@ -299,13 +291,11 @@ def allocated(app: Path) -> None:
             sparse,
             "disk.img is sparse: 256 MiB long but 0 MiB on disk; it is uploaded",
             id="sparse",
-            marks=pytest.mark.xfail(strict=True, reason=LATE),
         ),
         pytest.param(
             allocated,
             "data.bin is 256 MiB: uploading it takes a while",
             id="large",
-            marks=pytest.mark.xfail(strict=True, reason=LATE),
         ),
     ],
 )
