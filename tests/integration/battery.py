@@ -785,6 +785,16 @@ class Failure:
         return outcome
 
 
+def unreadable(*names: str) -> Callable[[Path], None]:
+    """A ``Failure.setup`` that takes every permission off these files of the source."""
+
+    def setup(app: Path) -> None:
+        for name in names:
+            (app / name).chmod(0)
+
+    return setup
+
+
 def params(rows: Sequence[Failure]) -> list[Any]:
     """The rows as pytest parameters: their ids, and a strict xfail for known bugs."""
     import pytest

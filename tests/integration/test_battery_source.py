@@ -14,18 +14,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from battery import APP_PY, BUILDER, Case, Failure, Outcome, image_root, params
+from battery import APP_PY, BUILDER, Case, Failure, Outcome, image_root, params, unreadable
 
 HINT_CHMOD = "make it readable (chmod u+r) or list it in .s2iignore"
 HINT_PATTERN = "fix the pattern: a character range goes from low to high"
-
-
-def unreadable(*names: str) -> Callable[[Path], None]:
-    def setup(app: Path) -> None:
-        for name in names:
-            (app / name).chmod(0)
-
-    return setup
 
 
 def dangling(app: Path) -> None:
