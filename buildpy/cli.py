@@ -16,19 +16,28 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from buildpy import __version__, builders, cache, environment, leftovers, log
 from buildpy import build as build_stage
 from buildpy import plan as build_plan
 from buildpy.config import DEFAULT_BUILDER, BuildOptions, with_pyproject
-from buildpy.errors import BuildpyError, EngineUnavailable, Interrupted, TimedOut
+from buildpy.errors import BuildpyError, EngineUnavailable, Interrupted, TimedOut, UsageError
 from buildpy.podman import PodmanEngine
 from buildpy.service import connect
 from buildpy.usage import usage
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in buildpy's form: one ERROR line, a hint, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        _report(UsageError(message, f"see `{self.prog} --help`"))
+        sys.exit(UsageError.exit_code)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="buildpy",
         description="Build Python source into a runnable container image with Podman (S2I).",
     )

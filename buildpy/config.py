@@ -20,6 +20,7 @@ else:  # pragma: no cover - exercised on RHEL 9's Python 3.9
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 from buildpy.errors import SourceError, UsageError
+from buildpy.image import check_reference
 
 DEFAULT_BUILDER = "localhost/buildpy/python-311"
 PYPROJECT_KEYS = ("builder", "tag", "network")
@@ -54,10 +55,16 @@ def pyproject_settings(source: Path) -> dict[str, str]:
             f"cannot read {path}: {exc.strerror or exc}", "make it readable (chmod u+r)"
         ) from exc
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path}: cannot read [tool.buildpy]: {exc}") from exc
+        raise UsageError(
+            f"{path}: cannot read [tool.buildpy]: {exc}",
+            "fix the TOML syntax at the line and column shown",
+        ) from exc
     table = data.get("tool", {}).get("buildpy", {})
     if not isinstance(table, dict):
-        raise UsageError(f"{path}: [tool.buildpy] must be a table")
+        raise UsageError(
+            f"{path}: [tool.buildpy] must be a table",
+            'write [tool.buildpy] with builder = "...", tag = "..." or network = "..." under it',
+        )
     unknown = sorted(set(table) - set(PYPROJECT_KEYS))
     if unknown:
         raise UsageError(
@@ -66,7 +73,11 @@ def pyproject_settings(source: Path) -> dict[str, str]:
         )
     for key, value in table.items():
         if not isinstance(value, str):
-            raise UsageError(f"{path}: [tool.buildpy] {key} must be a string")
+            raise UsageError(
+                f"{path}: [tool.buildpy] {key} must be a string", f'quote it: {key} = "{value}"'
+            )
+    if "tag" in table:
+        check_reference(table["tag"], f"{path}: [tool.buildpy] tag")
     return dict(table)
 
 

@@ -61,7 +61,8 @@ def make(
         image.check_reference(options.tag, "--tag")
     if options.incremental and not options.tag:
         raise UsageError(
-            "--incremental needs --tag: the previous image under that tag gives the artifacts"
+            "--incremental needs --tag: the previous image under that tag gives the artifacts",
+            "add --tag NAME: the image to take the artifacts from, and the new image's name",
         )
     layers = _env_layers(root, options)
     build_env: dict[str, str] = {}

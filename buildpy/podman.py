@@ -66,12 +66,13 @@ _HOST_SETTING_HINTS = (
     ),
 )
 # Messages about the build's own options, and what to give instead.
+_NO_SUCH_NETWORK = (
+    "--network names a network Podman does not have: use host, none, bridge (Podman's"
+    " default), or one `podman network ls` lists"
+)
 _OPTION_HINTS = (
-    (
-        "network not found",
-        "--network names a network Podman does not have: use host, none, bridge (Podman's"
-        " default), or one `podman network ls` lists",
-    ),
+    ("network not found", _NO_SUCH_NETWORK),
+    ('invalid network "', _NO_SUCH_NETWORK),  # Podman 4.3's libpod create
 )
 
 

@@ -115,3 +115,14 @@ def test_a_build_past_its_timeout_stops_and_removes_its_container(tmp_path: Path
     assert time.monotonic() - started < 3
     assert info.value.exit_code == 124 and info.value.hint
     assert engine.removed == ["ctr1"]
+
+
+def test_argument_errors_are_an_error_line_and_a_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["build", ".", "--timeout", "soon"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "ERROR: argument --timeout: invalid duration value: 'soon'",
+        "  hint: see `buildpy build --help`",
+    ]
