@@ -507,7 +507,7 @@ class Running:
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 
-    def finish(self, timeout: float = 120, grace: float = 0.0) -> Outcome:
+    def finish(self, timeout: float = 120, grace: float = 0.0, keep: bool = False) -> Outcome:
         """Wait for the build to end; what it printed and what it left behind."""
         assert self.proc.stdout is not None and self.proc.stderr is not None
         with self.proc.stdout, self.proc.stderr:
@@ -517,7 +517,7 @@ class Running:
             self._reader.join(timeout)
         stderr = "".join(self._lines)
         return self.case.outcome(
-            self.proc.pid, self.proc.returncode, stdout, stderr, seconds, grace
+            self.proc.pid, self.proc.returncode, stdout, stderr, seconds, grace, keep
         )
 
 
@@ -540,6 +540,7 @@ class Case:
         self.expected_images: list[str] = []  # tags a case made on purpose
         self.cache_images: list[str] = []  # dependency layers a case made
         self.sources: list[Path] = []
+        self.pids: list[int] = []  # of every build started
         self._tripwire: Tripwire | None = None
         self._closers: list[Callable[[], None]] = []
 
@@ -620,6 +621,7 @@ class Case:
             text=True,
             errors="replace",
         )
+        self.pids.append(proc.pid)
         return Running(self, proc, started)
 
     def run(
@@ -636,16 +638,24 @@ class Case:
     # ------------------------------------------------------------------ what was left
 
     def outcome(
-        self, pid: int, code: int, stdout: str, stderr: str, seconds: float, grace: float = 0.0
+        self,
+        pid: int,
+        code: int,
+        stdout: str,
+        stderr: str,
+        seconds: float,
+        grace: float = 0.0,
+        keep: bool = False,
     ) -> Outcome:
         self.cache_images += DEPENDENCY_TAG.findall(stderr)
         if code == 0 and stdout.strip() and stdout.strip() not in self.expected_images:
             self.expected_images.append(stdout.strip())  # an untagged build's image ID
-        leftovers = self._left_by(pid, grace)
+        leftovers = self._left_by(pid, grace, keep)
         contacts = self._tripwire.contacts if self._tripwire is not None else None
         return Outcome(code, stdout, stderr, seconds, leftovers, contacts)
 
-    def _left_by(self, pid: int, grace: float) -> list[str]:
+    def _left_by(self, pid: int, grace: float, keep: bool = False) -> list[str]:
+        """What a build left; removed unless ``keep`` (the containers, for a sweep to find)."""
         found = self._processes(grace)
         found += [f"file in TMPDIR: {p.name}" for p in sorted(self.tmp.iterdir())]
         for container in self.api.containers():
@@ -654,7 +664,8 @@ class Case:
             ours = any(n.startswith("buildpy-") and f"-p{pid}-" in n for n in names)
             if ours or str(labels.get(SOURCE_LABEL, "")).startswith(str(self.dir)):
                 found.append(f"container {names}")
-                self.api.remove_container(str(container["Id"]))
+                if not keep:
+                    self.api.remove_container(str(container["Id"]))
         if self._tripwire is None or self._tripwire.contacts:
             found += self._images_left()
         found += [
@@ -693,7 +704,19 @@ class Case:
                 os.kill(pid, signal.SIGKILL)
         return [f"process {pid} {cmdline(pid)}" for pid in alive]
 
+    def containers_of(self, pid: int) -> list[str]:
+        """Names of the working containers a build process made that still exist."""
+        return [
+            name
+            for container in self.api.containers()
+            for name in container.get("Names") or []
+            if name.startswith("buildpy-") and f"-p{pid}-" in name
+        ]
+
     def close(self) -> None:
+        for pid in self.pids:  # whatever a failed case left
+            for name in self.containers_of(pid):
+                self.api.remove_container(name)
         for close in reversed(self._closers):
             close()
         for ref in {*self.expected_images, *self.cache_images}:

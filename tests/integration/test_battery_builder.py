@@ -1,0 +1,131 @@
+"""Failure battery, builder: images that are missing, not S2I builders, or unusable.
+
+The variants are made from the minimal builder by committing a never-started container
+with other labels or another USER (no layer changes), and removed at the end.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from battery import APP_PY, BUILDER, Case, Failure, params
+
+SCRIPTS_URL = "io.openshift.s2i.scripts-url"
+VARIANTS = {
+    "no-scripts-url": [f"LABEL {SCRIPTS_URL}=", "LABEL io.s2i.scripts-url="],
+    "http-scripts-url": [f"LABEL {SCRIPTS_URL}=http://127.0.0.1:1/s2i"],
+    "relative-scripts-url": [f"LABEL {SCRIPTS_URL}=image://usr/libexec/s2i"],
+    "scripts-url-to-nothing": [
+        f"LABEL {SCRIPTS_URL}=image:///nonexistent",
+        "LABEL io.buildpy.assemble-phases=",
+    ],
+    "unknown-user": ["USER nosuchuser"],
+}
+NOT_IMAGE_URL = "put the scripts in the source's .s2i/bin, or use a builder whose label"
+
+
+@pytest.fixture(scope="module")
+def builders() -> Iterator[dict[str, str]]:
+    """The variants' tags, by name."""
+    suffix = uuid.uuid4().hex[:8]
+    holder = f"buildpy-test-builder-{suffix}"
+    made: dict[str, str] = {}
+    subprocess.run(
+        ["podman", "create", "--name", holder, BUILDER, "true"], check=True, capture_output=True
+    )
+    try:
+        for name, changes in VARIANTS.items():
+            tag = f"localhost/buildpy-test/builder-{name}-{suffix}"
+            cmd = ["podman", "commit", "-q"]
+            for change in changes:
+                cmd += ["--change", change]
+            subprocess.run([*cmd, holder, tag], check=True, capture_output=True)
+            made[name] = tag
+        yield made
+    finally:
+        subprocess.run(["podman", "rm", "-f", holder], capture_output=True, check=False)
+        if made:
+            subprocess.run(
+                ["podman", "rmi", "-f", *made.values()], capture_output=True, check=False
+            )
+
+
+OWN_SCRIPTS = {
+    "app.py": APP_PY,
+    ".s2i/bin/assemble": '#!/bin/sh\nmkdir -p "$HOME" && cp -R /tmp/src/. "$HOME"\n',
+    ".s2i/bin/run": "#!/bin/sh\nexec python3 app.py\n",
+}
+
+BUILDER_CASES = [
+    Failure(
+        "not-an-s2i-builder",
+        6,
+        "builder image localhost/buildpy/base-bookworm has no io.openshift.s2i.scripts-url"
+        " label and the source has no .s2i/bin/assemble",
+        "use an S2I builder image, or add the script to the source's .s2i/bin",
+        args=("--builder", "localhost/buildpy/base-bookworm"),
+        host=None,
+    ),
+    Failure(
+        "no-scripts-url",
+        6,
+        "has no io.openshift.s2i.scripts-url label and the source has no .s2i/bin/assemble",
+        "use an S2I builder image, or add the script to the source's .s2i/bin",
+        args=("--builder", "{no-scripts-url}"),
+        host=None,
+    ),
+    Failure(
+        "http-scripts-url",
+        6,
+        "has io.openshift.s2i.scripts-url='http://127.0.0.1:1/s2i'; buildpy only uses"
+        " image:///PATH scripts (it never downloads scripts during a build)",
+        NOT_IMAGE_URL,
+        args=("--builder", "{http-scripts-url}"),
+        host=None,
+    ),
+    Failure(
+        "relative-scripts-url",
+        6,
+        "has io.openshift.s2i.scripts-url='image://usr/libexec/s2i'",
+        NOT_IMAGE_URL,
+        args=("--builder", "{relative-scripts-url}"),
+        host=None,
+    ),
+    Failure(
+        "unknown-user",
+        6,
+        "runs as user 'nosuchuser', which /etc/passwd lacks",
+        "use a numeric USER (e.g. 1001) in the builder image",
+        args=("--builder", "{unknown-user}"),
+        host=None,
+        xfail="bug: Podman cannot copy /etc/passwd out of a container whose user is"
+        " unknown, and that EngineError (exit 8) hides the real problem",
+    ),
+    Failure(
+        "scripts-url-to-nothing",
+        7,
+        "assemble exited with status 127",
+        "the assemble script could not be executed: check it exists and is executable",
+        args=("--builder", "{scripts-url-to-nothing}"),
+        host=None,
+    ),
+]
+
+
+@pytest.mark.parametrize("row", params(BUILDER_CASES))
+def test_unusable_builders(case: Case, row: Failure, builders: dict[str, str]) -> None:
+    args = tuple(arg.format(**builders) if arg.startswith("{") else arg for arg in row.args)
+    replace(row, args=args).check(case)
+
+
+def test_a_builder_without_scripts_is_fine_when_the_source_brings_them(
+    case: Case, builders: dict[str, str]
+) -> None:
+    app = case.app(OWN_SCRIPTS)
+    tag = case.tag()
+    outcome = case.run(str(app), "--builder", builders["no-scripts-url"], "--tag", tag)
+    outcome.expect_success(tag)
