@@ -28,7 +28,7 @@ from typing import Protocol
 
 from buildpy import environment, leftovers, log, source
 from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo
-from buildpy.errors import AssembleFailed, BuilderImageError
+from buildpy.errors import AssembleFailed, BuilderImageError, EngineError
 
 _log = log.get(__name__)
 
@@ -310,8 +310,17 @@ def _lookup(engine: Engine, container: str, builder: ImageInfo) -> tuple[int, in
 
 
 def _passwd_entry(engine: Engine, container: str, user: str) -> tuple[int, int] | None:
-    """(uid, gid) of a user, by name or uid, from the container's /etc/passwd."""
-    passwd = engine.read_file(container, "/etc/passwd") or b""
+    """(uid, gid) of a user, by name or uid, from the container's /etc/passwd.
+
+    Podman resolves the container's user before it copies anything out of it, so for a
+    user /etc/passwd lacks the copy itself fails: that is the same answer, "no entry".
+    """
+    try:
+        passwd = engine.read_file(container, "/etc/passwd") or b""
+    except EngineError as exc:
+        if "unknown user" in exc.message:
+            return None
+        raise
     for line in passwd.decode(errors="replace").splitlines():
         fields = line.split(":")
         known = len(fields) >= 4 and fields[2].isdigit() and fields[3].isdigit()

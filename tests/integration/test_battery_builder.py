@@ -102,8 +102,6 @@ BUILDER_CASES = [
         "use a numeric USER (e.g. 1001) in the builder image",
         args=("--builder", "{unknown-user}"),
         host=None,
-        xfail="bug: Podman cannot copy /etc/passwd out of a container whose user is"
-        " unknown, and that EngineError (exit 8) hides the real problem",
     ),
     Failure(
         "scripts-url-to-nothing",

@@ -116,6 +116,24 @@ def test_unknown_named_user_is_an_image_error(app: Path) -> None:
     assert engine.removed == ["ctr1"]
 
 
+class _UserlessEngine(FakeEngine):
+    """Podman 4.3: nothing can be copied out of a container whose user is unknown."""
+
+    def read_file(self, container: str, path: str) -> bytes | None:
+        raise EngineError(
+            f"Podman could not read {path} from the container: determining run uid: user:"
+            ' unknown user error looking up user "ghost"'
+        )
+
+
+def test_a_user_podman_cannot_resolve_is_an_image_error(app: Path) -> None:
+    named = ImageInfo(id="x", ref="named", user="ghost", labels=BUILDER.labels)
+    engine = _UserlessEngine(stored={"named": named})
+    with pytest.raises(BuilderImageError, match="ghost"):
+        build.run(make_plan(app, builder="named"), engine, output=_Sink())
+    assert engine.removed == ["ctr1"]
+
+
 def test_commit_sets_cmd_user_and_restores_entrypoint(app: Path) -> None:
     builder = ImageInfo(
         id="b", ref="b", user="1001", workdir="/w", entrypoint=("/init",), labels=BUILDER.labels
