@@ -98,18 +98,24 @@ def host_setting_hint(message: str) -> str | None:
     return None
 
 
+def _lost(action: str, exc: BaseException) -> EngineUnavailable:
+    return EngineUnavailable(
+        f"lost the connection to Podman while trying to {action}: {exc}",
+        "check that the Podman service is running (`podman system service`)"
+        " or unset CONTAINER_HOST to let buildpy start a private one",
+    )
+
+
 @contextmanager
 def _translated(action: str) -> Iterator[None]:
     """Turn podman-py and requests failures into buildpy errors."""
     try:
         yield
     except (requests.exceptions.ConnectionError, urllib3.exceptions.HTTPError) as exc:
-        raise EngineUnavailable(
-            f"lost the connection to Podman while trying to {action}: {exc}",
-            "check that the Podman service is running (`podman system service`)"
-            " or unset CONTAINER_HOST to let buildpy start a private one",
-        ) from exc
+        raise _lost(action, exc) from exc
     except (APIError, PodmanError) as exc:
+        if isinstance(exc.__cause__, OSError):  # podman-py's "POST operation failed"
+            raise _lost(action, exc.__cause__) from exc
         message = _api_message(exc)
         raise EngineError(
             f"Podman could not {action}: {message}", host_setting_hint(message)

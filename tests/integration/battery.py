@@ -316,6 +316,9 @@ class EngineProxy:
                 client, _ = self._server.accept()
             except OSError:
                 return
+            if self._dead:
+                client.close()
+                return
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 upstream.connect(self._upstream)
@@ -396,7 +399,7 @@ class EngineProxy:
     def kill(self) -> None:
         """Die as a service does: every connection cut, new ones refused."""
         self._dead = True
-        self._server.close()
+        _shutdown(self._server)  # close() alone would leave a blocked accept() listening
         with self._lock:
             for sock in self._sockets:
                 _shutdown(sock)

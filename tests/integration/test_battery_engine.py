@@ -109,11 +109,6 @@ LOST = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: podman-py turns a lost connection into APIError('POST operation failed'),"
-    " so a service that dies outside assemble is exit 8, not exit 5 with its hint",
-)
 @pytest.mark.parametrize("call", list(LOST), ids=["create", "upload", "start", "commit"])
 def test_the_service_dies_at_a_call(case: Case, call: str) -> None:
     doing, container = LOST[call]

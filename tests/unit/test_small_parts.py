@@ -290,3 +290,19 @@ def test_image_times_are_shown_as_iso_8601() -> None:
     assert _timestamp(1795665876) == "2026-11-26T04:04:36+00:00"
     assert _timestamp("2026-11-26T03:24:36Z") == "2026-11-26T03:24:36Z"
     assert _timestamp(None) == ""
+
+
+def test_a_lost_connection_podman_py_wrapped_is_still_a_lost_connection() -> None:
+    from podman.errors import APIError
+
+    from buildpy.podman import _translated
+
+    def fail() -> None:
+        with _translated("commit the working container"):
+            try:
+                raise ConnectionRefusedError(111, "Connection refused")
+            except OSError as exc:  # what podman-py's client does with it
+                raise APIError("http://podman/commit", explanation="POST operation failed") from exc
+
+    with pytest.raises(EngineUnavailable, match="lost the connection to Podman while trying"):
+        fail()
