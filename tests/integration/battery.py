@@ -811,6 +811,19 @@ class Failure:
         return outcome
 
 
+def swept(case: Case, outcome: Outcome, pid: int) -> None:
+    """The build left its working container, and the next build removes it."""
+    left = case.containers_of(pid)
+    assert len(left) == 1 and left[0].startswith("buildpy-build-h"), outcome.stderr
+    nxt = case.app({"app.py": APP_PY}, name="next")
+    tag = case.tag("next")
+    after = case.run(str(nxt), "--builder", BUILDER, "--tag", tag)
+    after.expect_success(tag)
+    assert case.containers_of(pid) == []
+    removed = after.logged("removed a working container left by a killed build")
+    assert left[0] in [entry["container"] for entry in removed], after.stderr
+
+
 def unreadable(*names: str) -> Callable[[Path], None]:
     """A ``Failure.setup`` that takes every permission off these files of the source."""
 

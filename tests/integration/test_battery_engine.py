@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from battery import APP_PY, BUILDER, Case, Failure, Outcome, params
+from battery import APP_PY, BUILDER, Case, Failure, params, swept
 
 SLOW_ASSEMBLE = "#!/bin/sh\ntrap '' TERM\necho assembling-now\nexec sleep 120\n"
 SLOW_APP = {"app.py": APP_PY, ".s2i/bin/assemble": SLOW_ASSEMBLE}
@@ -85,19 +85,6 @@ def test_a_private_service_that_cannot_start(case: Case) -> None:
         "`podman system service` exited with status 125: Error: cannot start: out of fake disk",
         "run `buildpy doctor` to see what Podman needs on this host",
     )
-
-
-def swept(case: Case, outcome: Outcome, pid: int) -> None:
-    """The build left its working container, and the next build removes it."""
-    left = case.containers_of(pid)
-    assert len(left) == 1 and left[0].startswith("buildpy-build-h"), outcome.stderr
-    nxt = case.app({"app.py": APP_PY}, name="next")
-    tag = case.tag("next")
-    after = case.run(str(nxt), "--builder", BUILDER, "--tag", tag)
-    after.expect_success(tag)
-    assert case.containers_of(pid) == []
-    (removed,) = after.logged("removed a working container left by a killed build")
-    assert removed["container"] == left[0]
 
 
 LOST = {
