@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from buildpy import build, cache, layer
 from buildpy import plan as build_plan
 from buildpy.config import BuildOptions
 from buildpy.container import TAIL_LINES, WRAPPER
-from buildpy.engine import ContainerSpec, ImageInfo
+from buildpy.engine import CommitSpec, ContainerSpec, ImageInfo
 from buildpy.errors import (
     AssembleFailed,
     BuilderImageError,
@@ -132,6 +133,27 @@ def test_a_user_podman_cannot_resolve_is_an_image_error(app: Path) -> None:
     with pytest.raises(BuilderImageError, match="ghost"):
         build.run(make_plan(app, builder="named"), engine, output=_Sink())
     assert engine.removed == ["ctr1"]
+
+
+class _StoppedDuringCommit(FakeEngine):
+    """Ctrl-C arrives while the service commits (it finishes the commit regardless)."""
+
+    def commit(self, container: str, spec: CommitSpec) -> str:
+        signal.raise_signal(signal.SIGINT)
+        return super().commit(container, spec)
+
+
+def test_a_build_stopped_during_its_commit_leaves_the_tag_as_it_was(app: Path) -> None:
+    stored = {**FakeEngine().stored, "localhost/app:v1": OLD_APP, OLD_APP.id: OLD_APP}
+    engine = _StoppedDuringCommit(stored=stored)
+    with pytest.raises(KeyboardInterrupt):
+        build.run(make_plan(app, tag="localhost/app:v1"), engine, output=_Sink())
+    assert engine.removed_images == ["sha256:result1"]
+    assert engine.stored["localhost/app:v1"].id == OLD_APP.id
+    assert engine.removed == ["ctr1"]
+
+
+OLD_APP = ImageInfo(id="sha256:old", ref="localhost/app:v1")
 
 
 def test_commit_sets_cmd_user_and_restores_entrypoint(app: Path) -> None:
