@@ -11,13 +11,13 @@ environment carries a marker variable, so every process it started (a private
 
 After the build has exited, ``Outcome.leftovers`` lists, from the shared image storage
 (through the session's Podman service, by API): containers whose name carries the
-build's PID (``buildpy-KIND-hHOST-pPID-...``) or whose source label lies in the case's
-directory, images labelled with that source that the case did not ask for (looked for
-only when the build reached an engine: one that never did cannot have made any),
-``buildpy*`` volumes other than the download cache, live processes with the marker,
-files in TMPDIR.
-What a case made on purpose (its tagged image, its dependency layer) is removed at the
-case's end; anything found left behind is removed too, after being reported.
+build's PID (``buildpy-KIND-hHOST-pPID-...``; at the session's end ``no_leftovers`` also
+looks for any container whose source label lies under /tmp/bpt-), images labelled with
+the case's sources that it did not ask for (looked for only when the build reached an
+engine: one that never did cannot have made any), ``buildpy*`` volumes other than the
+download cache, live processes carrying the build's marker, files in TMPDIR. What a
+case made on purpose (its tagged image, its dependency layer) is removed at the case's
+end; anything found left behind is removed too, after being reported.
 
 Stand-ins for Podman, so that a case can say exactly when something goes wrong:
 
@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conftest import BUILDPY, WHEELHOUSE
+from conftest import BATTERY_SCRATCH, BUILDPY, WHEELHOUSE
 
 BUILDER = "localhost/buildpy/python-311-minimal"
 SOURCE_LABEL = "io.openshift.s2i.build.source-location"
@@ -510,8 +510,12 @@ class Running:
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 
-    def finish(self, timeout: float = 120, grace: float = 0.0, keep: bool = False) -> Outcome:
-        """Wait for the build to end; what it printed and what it left behind."""
+    def finish(
+        self, timeout: float = 120, grace: float = 0.0, keep: bool = False, images: bool = True
+    ) -> Outcome:
+        """Wait for the build to end; what it printed and what it left behind (``grace``:
+        seconds its processes get to go; ``keep``: leave its containers for a sweep to
+        find; ``images``: look for images it left, unless the case does it itself)."""
         assert self.proc.stdout is not None and self.proc.stderr is not None
         with self.proc.stdout, self.proc.stderr:
             stdout = self.proc.stdout.read()
@@ -520,7 +524,7 @@ class Running:
             self._reader.join(timeout)
         stderr = "".join(self._lines)
         return self.case.outcome(
-            self.proc.pid, self.proc.returncode, stdout, stderr, seconds, grace, keep
+            self.proc.pid, self.proc.returncode, stdout, stderr, seconds, grace, keep, images
         )
 
 
@@ -536,7 +540,8 @@ class Case:
     def __init__(self, podman_url: str) -> None:
         self.podman_url = podman_url
         self.api = Api(podman_url)
-        self.dir = Path(tempfile.mkdtemp(prefix="bpt-", dir="/tmp"))
+        scratch = Path(BATTERY_SCRATCH)
+        self.dir = Path(tempfile.mkdtemp(prefix=scratch.name, dir=scratch.parent))
         self.tmp = self.dir / "tmp"
         self.tmp.mkdir()
         self.marker = secrets.token_hex(8)
@@ -544,8 +549,10 @@ class Case:
         self.cache_images: list[str] = []  # dependency layers a case made
         self.sources: list[Path] = []
         self.pids: list[int] = []  # of every build started
+        self._marks: dict[int, str] = {}  # build PID: the marker its processes carry
         self._tripwire: Tripwire | None = None
         self._closers: list[Callable[[], None]] = []
+        self._indexes: list[SlowIndex] = []
 
     # ------------------------------------------------------------------ inputs
 
@@ -584,8 +591,14 @@ class Case:
 
     def index(self, delay: float = 0.0, slow_requests: int = 1) -> SlowIndex:
         index = SlowIndex(delay, slow_requests)
+        self._indexes.append(index)
         self._closers.append(index.close)
         return index
+
+    def release_indexes(self) -> None:
+        """Let every held index request be answered now."""
+        for index in self._indexes:
+            index.release.set()
 
     # ------------------------------------------------------------------ running
 
@@ -593,9 +606,9 @@ class Case:
         cmd = [*BUILDPY, "--log-format", "json", "build", *args]
         return [*NO_DAC, *cmd] if no_dac else cmd
 
-    def _env(self, host: str | None, env: Mapping[str, str] | None) -> dict[str, str]:
+    def _env(self, host: str | None, env: Mapping[str, str] | None, mark: str) -> dict[str, str]:
         run_env = {k: v for k, v in os.environ.items() if k != "CONTAINER_HOST"}
-        run_env.update({"TMPDIR": str(self.tmp), MARKER: self.marker})
+        run_env.update({"TMPDIR": str(self.tmp), MARKER: mark})
         if host is None:
             run_env["CONTAINER_HOST"] = self.podman_url
         elif host == "tripwire":
@@ -614,17 +627,19 @@ class Case:
         stdin: int | None = subprocess.DEVNULL,
     ) -> Running:
         """Start `buildpy build ARGS`; JSON logs, so warnings can be read back."""
+        mark = f"{self.marker}-{len(self.pids)}"  # one per build: builds may overlap
         started = time.monotonic()
         proc = subprocess.Popen(
             self._command(args, no_dac),
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=self._env(host, env),
+            env=self._env(host, env, mark),
             text=True,
             errors="replace",
         )
         self.pids.append(proc.pid)
+        self._marks[proc.pid] = mark
         return Running(self, proc, started)
 
     def run(
@@ -649,27 +664,26 @@ class Case:
         seconds: float,
         grace: float = 0.0,
         keep: bool = False,
+        images: bool = True,
     ) -> Outcome:
         self.cache_images += DEPENDENCY_TAG.findall(stderr)
         if code == 0 and stdout.strip() and stdout.strip() not in self.expected_images:
             self.expected_images.append(stdout.strip())  # an untagged build's image ID
-        leftovers = self._left_by(pid, grace, keep)
+        leftovers = self._left_by(pid, grace, keep, images)
         contacts = self._tripwire.contacts if self._tripwire is not None else None
         return Outcome(code, stdout, stderr, seconds, leftovers, contacts)
 
-    def _left_by(self, pid: int, grace: float, keep: bool = False) -> list[str]:
+    def _left_by(self, pid: int, grace: float, keep: bool, images: bool) -> list[str]:
         """What a build left; removed unless ``keep`` (the containers, for a sweep to find)."""
-        found = self._processes(grace)
+        found = self._processes(self._marks[pid], grace)
         found += [f"file in TMPDIR: {p.name}" for p in sorted(self.tmp.iterdir())]
         for container in self.api.containers():
             names = container.get("Names") or []
-            labels = container.get("Labels") or {}
-            ours = any(n.startswith("buildpy-") and f"-p{pid}-" in n for n in names)
-            if ours or str(labels.get(SOURCE_LABEL, "")).startswith(str(self.dir)):
+            if any(n.startswith("buildpy-") and f"-p{pid}-" in n for n in names):
                 found.append(f"container {names}")
                 if not keep:
                     self.api.remove_container(str(container["Id"]))
-        if self._tripwire is None or self._tripwire.contacts:
+        if images and (self._tripwire is None or self._tripwire.contacts):
             found += self._images_left()
         found += [
             f"volume {name}"
@@ -694,11 +708,11 @@ class Case:
         image = self.api.image(ref)
         return str(image["Id"]) if image else None
 
-    def _processes(self, grace: float) -> list[str]:
+    def _processes(self, mark: str, grace: float) -> list[str]:
         """Live processes started by a build of this case (they carry its marker)."""
         deadline = time.monotonic() + grace
         while True:
-            alive = marked_processes(f"{MARKER}={self.marker}")
+            alive = marked_processes(f"{MARKER}={mark}")
             if not alive or time.monotonic() >= deadline:
                 break
             time.sleep(0.1)

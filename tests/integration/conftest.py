@@ -34,6 +34,7 @@ WHEELHOUSE = Path(
 BUILDPY = [sys.executable, "-m", "buildpy"]
 TEST_IMAGE_PREFIX = "localhost/buildpy-test/"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+BATTERY_SCRATCH = "/tmp/bpt-"  # where the failure battery's cases keep their sources
 
 if TYPE_CHECKING:
     from battery import Case
@@ -54,7 +55,7 @@ def no_leftovers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     from itest import build_containers, containers_named
 
     leaked = containers_named("buildpy-test-")
-    for under in (str(tmp_path_factory.getbasetemp()), str(ROOT)):
+    for under in (str(tmp_path_factory.getbasetemp()), str(ROOT), BATTERY_SCRATCH):
         leaked += build_containers(under)
     assert not leaked, f"containers left behind: {leaked}"
 
