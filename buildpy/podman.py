@@ -235,7 +235,7 @@ class PodmanEngine:
                 for chunk in _frames(response.raw):
                     output(chunk)
             return waiter.result()
-        except EngineError as exc:
+        except (EngineError, EngineUnavailable) as exc:
             if not self._answers():
                 raise EngineUnavailable(
                     "the Podman service stopped answering while the working container ran",

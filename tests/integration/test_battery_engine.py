@@ -87,24 +87,24 @@ def test_a_private_service_that_cannot_start(case: Case) -> None:
     )
 
 
+LOSING = "lost the connection to Podman while trying to "
 LOST = {
-    # call: (what buildpy was doing, a container exists by then)
-    "POST /libpod/containers/create": ("create a container from", False),
-    "PUT /libpod/containers/[0-9a-f]+/archive": ("copy the source into the container", True),
-    "POST /libpod/containers/[0-9a-f]+/start": ("start the working container", True),
-    "POST /libpod/commit": ("commit the working container", True),
+    # call: (what buildpy says, a container exists by then)
+    "POST /libpod/containers/create": (f"{LOSING}create a container from", False),
+    "PUT /libpod/containers/[0-9a-f]+/archive": (f"{LOSING}copy the source into", True),
+    "POST /libpod/containers/[0-9a-f]+/start": ("the Podman service stopped answering", True),
+    "POST /libpod/commit": (f"{LOSING}commit the working container", True),
 }
 
 
 @pytest.mark.parametrize("call", list(LOST), ids=["create", "upload", "start", "commit"])
 def test_the_service_dies_at_a_call(case: Case, call: str) -> None:
-    doing, container = LOST[call]
+    message, container = LOST[call]
     proxy = case.proxy()
     proxy.on(call, "drop")
     app = case.app({"app.py": APP_PY, ".s2i/bin/assemble": "#!/bin/sh\necho done\n"})
     running = case.start(str(app), "--builder", BUILDER, host=proxy.url)
     outcome = running.finish(keep=True)
-    message = f"lost the connection to Podman while trying to {doing}"
     assert outcome.code == 5 and message in outcome.errors[0], outcome.stderr
     if not container:
         outcome.expect(5, message, LOST_HINT)
