@@ -114,6 +114,36 @@ BUILDER_CASES = [
 ]
 
 
+ASSEMBLE_CASES = [
+    Failure(
+        "assemble-fails",
+        7,
+        "assemble exited with status 3; its last lines were:",
+        "fix the error shown above in the assemble output, then build again",
+        files={"app.py": APP_PY, ".s2i/bin/assemble": "#!/bin/sh\necho about to fail\nexit 3\n"},
+        args=("--builder", BUILDER),
+        host=None,
+    ),
+    Failure(
+        "assemble-killed",
+        7,
+        "assemble exited with status 137",
+        "assemble was killed (out of memory, or stopped from outside)",
+        # what the OOM killer leaves (assemble is PID 1 in its container, which no
+        # signal from inside it can kill)
+        files={"app.py": APP_PY, ".s2i/bin/assemble": "#!/bin/sh\nexit 137\n"},
+        args=("--builder", BUILDER),
+        host=None,
+    ),
+]
+
+
+@pytest.mark.parametrize("row", params(ASSEMBLE_CASES))
+def test_failing_assemble(case: Case, row: Failure) -> None:
+    outcome = row.check(case)
+    assert "  | about to fail" in outcome.stderr or row.id != "assemble-fails"
+
+
 @pytest.mark.parametrize("row", params(BUILDER_CASES))
 def test_unusable_builders(case: Case, row: Failure, builders: dict[str, str]) -> None:
     args = tuple(arg.format(**builders) if arg.startswith("{") else arg for arg in row.args)

@@ -210,8 +210,8 @@ ENV_FILE_CASES = [
         "dash-e-export",
         4,
         "-e: 'export' is not supported",
-        "drop 'export': write X=VALUE",
-        args=("-e", "export X=1"),
+        "drop 'export': write FOO=VALUE",
+        args=("-e", "export FOO=1"),
     ),
     Failure(
         "dash-e-space-before-equals",
