@@ -11,6 +11,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -106,3 +107,22 @@ def build_containers(under: str) -> list[str]:
         if location.startswith(under):
             found.append(name)
     return found
+
+
+@contextmanager
+def podman_service(sock: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A `podman system service` of the test's own on ``sock`` (to kill mid-build);
+    killed at the end of the block in any case."""
+    service = subprocess.Popen(
+        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield service
+    finally:
+        service.kill()
+        service.wait()

@@ -60,80 +60,72 @@ OWN_SCRIPTS = {
     ".s2i/bin/run": "#!/bin/sh\nexec python3 app.py\n",
 }
 
+
+def with_builder(id: str, code: int, message: str, hint: str, builder: str = "") -> Failure:
+    """A build with the builder ``builder`` (default: the variant named ``id``)."""
+    chosen = builder or "{" + id + "}"
+    return Failure(id, code, message, hint, args=("--builder", chosen), host=None)
+
+
+NO_LABEL = "has no io.openshift.s2i.scripts-url label and the source has no .s2i/bin/assemble"
+NOT_S2I = "use an S2I builder image, or add the script to the source's .s2i/bin"
 BUILDER_CASES = [
-    Failure(
+    with_builder(
         "not-an-s2i-builder",
         6,
-        "builder image localhost/buildpy/base-bookworm has no io.openshift.s2i.scripts-url"
-        " label and the source has no .s2i/bin/assemble",
-        "use an S2I builder image, or add the script to the source's .s2i/bin",
-        args=("--builder", "localhost/buildpy/base-bookworm"),
-        host=None,
+        f"builder image localhost/buildpy/base-bookworm {NO_LABEL}",
+        NOT_S2I,
+        "localhost/buildpy/base-bookworm",
     ),
-    Failure(
-        "no-scripts-url",
-        6,
-        "has no io.openshift.s2i.scripts-url label and the source has no .s2i/bin/assemble",
-        "use an S2I builder image, or add the script to the source's .s2i/bin",
-        args=("--builder", "{no-scripts-url}"),
-        host=None,
-    ),
-    Failure(
+    with_builder("no-scripts-url", 6, NO_LABEL, NOT_S2I),
+    with_builder(
         "http-scripts-url",
         6,
         "has io.openshift.s2i.scripts-url='http://127.0.0.1:1/s2i'; buildpy only uses"
         " image:///PATH scripts (it never downloads scripts during a build)",
         NOT_IMAGE_URL,
-        args=("--builder", "{http-scripts-url}"),
-        host=None,
     ),
-    Failure(
+    with_builder(
         "relative-scripts-url",
         6,
         "has io.openshift.s2i.scripts-url='image://usr/libexec/s2i'",
         NOT_IMAGE_URL,
-        args=("--builder", "{relative-scripts-url}"),
-        host=None,
     ),
-    Failure(
+    with_builder(
         "unknown-user",
         6,
         "runs as user 'nosuchuser', which /etc/passwd lacks",
         "use a numeric USER (e.g. 1001) in the builder image",
-        args=("--builder", "{unknown-user}"),
-        host=None,
     ),
-    Failure(
+    with_builder(
         "scripts-url-to-nothing",
         7,
         "assemble exited with status 127",
         "the assemble script could not be executed: check it exists and is executable",
-        args=("--builder", "{scripts-url-to-nothing}"),
-        host=None,
     ),
 ]
 
 
+def assembling(id: str, script: str, message: str, hint: str) -> Failure:
+    """A build whose own assemble is ``script``."""
+    files = {"app.py": APP_PY, ".s2i/bin/assemble": f"#!/bin/sh\n{script}"}
+    return Failure(id, 7, message, hint, files=files, args=("--builder", BUILDER), host=None)
+
+
 ASSEMBLE_CASES = [
-    Failure(
+    assembling(
         "assemble-fails",
-        7,
+        "echo about to fail\nexit 3\n",
         "assemble exited with status 3; its last lines were:",
         "fix the error shown above in the assemble output, then build again",
-        files={"app.py": APP_PY, ".s2i/bin/assemble": "#!/bin/sh\necho about to fail\nexit 3\n"},
-        args=("--builder", BUILDER),
-        host=None,
     ),
-    Failure(
+    # what the OOM killer leaves (assemble is PID 1 in its container, which no signal
+    # from inside it can kill)
+    assembling(
         "assemble-killed",
-        7,
+        "exit 137\n",
         "assemble exited with status 137",
         "assemble was killed (out of memory, or stopped from outside)",
-        # what the OOM killer leaves (assemble is PID 1 in its container, which no
-        # signal from inside it can kill)
-        files={"app.py": APP_PY, ".s2i/bin/assemble": "#!/bin/sh\nexit 137\n"},
-        args=("--builder", BUILDER),
-        host=None,
     ),
 ]
 

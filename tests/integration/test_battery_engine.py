@@ -8,12 +8,11 @@ service) and the next build on this machine removes it; the case checks both.
 
 from __future__ import annotations
 
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from battery import APP_PY, BUILDER, Case, Failure, params, swept
+from itest import podman_service
 
 SLOW_ASSEMBLE = "#!/bin/sh\ntrap '' TERM\necho assembling-now\nexec sleep 120\n"
 SLOW_APP = {"app.py": APP_PY, ".s2i/bin/assemble": SLOW_ASSEMBLE}
@@ -116,23 +115,12 @@ def test_the_service_dies_at_a_call(case: Case, call: str) -> None:
 
 def test_the_service_is_killed_mid_assemble(case: Case) -> None:
     sock = case.dir / "doomed.sock"
-    service = subprocess.Popen(
-        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with podman_service(sock) as service:
         app = case.app(SLOW_APP)
         running = case.start(str(app), "--builder", BUILDER, host=f"unix://{sock}")
         running.wait_for("assembling-now")
         service.kill()
         outcome = running.finish(keep=True)
-    finally:
-        service.kill()
-        service.wait()
     assert outcome.code == 5, outcome.stderr
     assert outcome.errors == [
         "the Podman service stopped answering while the working container ran"

@@ -17,6 +17,7 @@ from battery import APP_PY, BUILDER, Case, Failure, Outcome, params, unreadable
 KEY_HINT = "a key is letters, digits and underscores, and does not start with a digit"
 BIG = "x" * (128 * 1024)
 S2I = ".s2i/environment"
+ENV_FILE_ARGS = ("--env-file", "{app}/x.env")
 
 
 def s2i_env(content: str | bytes) -> dict[str, str | bytes]:
@@ -25,6 +26,17 @@ def s2i_env(content: str | bytes) -> dict[str, str | bytes]:
 
 def env_file(content: str | bytes) -> dict[str, str | bytes]:
     return {"app.py": APP_PY, "x.env": content}
+
+
+def in_env_file(id: str, content: str | bytes, message: str, hint: str) -> Failure:
+    """``content`` given with --env-file, refused with ``FILE, message``."""
+    files = env_file(content)
+    return Failure(id, 4, f"{{app}}/x.env, {message}", hint, files=files, args=ENV_FILE_ARGS)
+
+
+def argument(id: str, option: str, arg: str, problem: str, hint: str) -> Failure:
+    """``option arg`` on the command line, refused with ``option: problem``."""
+    return Failure(id, 4, f"{option}: {problem}", hint, args=(option, arg))
 
 
 ENV_FILE_CASES = [
@@ -105,21 +117,17 @@ ENV_FILE_CASES = [
         "no variable can hold a NUL byte (a file saved as UTF-16 is full of them",
         files=s2i_env(b"A=1\nFOO=a\0b\n"),
     ),
-    Failure(
+    in_env_file(
         "utf16-without-bom",
-        4,
-        "{app}/x.env, line 1: the line contains a NUL character",
+        "A=1\n".encode("utf-16-le"),
+        "line 1: the line contains a NUL character",
         "a file saved as UTF-16 is full of them: save it as UTF-8",
-        files=env_file("A=1\n".encode("utf-16-le")),
-        args=("--env-file", "{app}/x.env"),
     ),
-    Failure(
+    in_env_file(
         "utf16-with-bom",
-        4,
-        "{app}/x.env, line 1: not valid UTF-8 (byte 0xff)",
+        "A=1\n".encode("utf-16"),
+        "line 1: not valid UTF-8 (byte 0xff)",
         "save the file as UTF-8",
-        files=env_file("A=1\n".encode("utf-16")),
-        args=("--env-file", "{app}/x.env"),
     ),
     Failure(
         "latin1-value",
@@ -136,13 +144,11 @@ ENV_FILE_CASES = [
         "pass large data as a file in the source",
         files=s2i_env(f"BIG={BIG}\n"),
     ),
-    Failure(
+    in_env_file(
         "line-counted-through-bom-and-crlf",
-        4,
-        "{app}/x.env, line 3: expected KEY=VALUE, found no '='",
+        b"\xef\xbb\xbfA=1\r\nB=2\r\nC D\r\n",
+        "line 3: expected KEY=VALUE, found no '='",
         "write KEY=VALUE",
-        files=env_file(b"\xef\xbb\xbfA=1\r\nB=2\r\nC D\r\n"),
-        args=("--env-file", "{app}/x.env"),
     ),
     Failure(
         "env-file-missing",
@@ -185,54 +191,40 @@ ENV_FILE_CASES = [
         files={"app.py": APP_PY, "good.env": "A=1\n", "bad.env": "B=2\n#\nnope\n"},
         args=("--env-file", "{app}/good.env", "--env-file", "{app}/bad.env"),
     ),
-    Failure(
-        "dash-e-without-equals",
-        4,
-        "-e: expected KEY=VALUE, got 'FOO'",
-        "write -e KEY=VALUE",
-        args=("-e", "FOO"),
+    argument(
+        "dash-e-without-equals", "-e", "FOO", "expected KEY=VALUE, got 'FOO'", "write -e KEY=VALUE"
     ),
-    Failure(
-        "dash-e-key-starts-with-digit",
-        4,
-        "-e: key '1A' starts with a digit",
-        KEY_HINT,
-        args=("-e", "1A=b"),
+    argument(
+        "dash-e-key-starts-with-digit", "-e", "1A=b", "key '1A' starts with a digit", KEY_HINT
     ),
-    Failure(
-        "dash-e-missing-key",
-        4,
-        "-e: missing key before '='",
-        "write KEY=VALUE",
-        args=("-e", "=x"),
-    ),
-    Failure(
+    argument("dash-e-missing-key", "-e", "=x", "missing key before '='", "write KEY=VALUE"),
+    argument(
         "dash-e-export",
-        4,
-        "-e: 'export' is not supported",
+        "-e",
+        "export FOO=1",
+        "'export' is not supported",
         "drop 'export': write FOO=VALUE",
-        args=("-e", "export FOO=1"),
     ),
-    Failure(
+    argument(
         "dash-e-space-before-equals",
-        4,
-        "-e: space before '='",
+        "-e",
+        "FOO =1",
+        "space before '='",
         "write KEY=VALUE without spaces around '='",
-        args=("-e", "FOO =1"),
     ),
-    Failure(
+    argument(
         "build-env-without-equals",
-        4,
-        "--build-env: expected KEY=VALUE, got 'TOKEN'",
+        "--build-env",
+        "TOKEN",
+        "expected KEY=VALUE, got 'TOKEN'",
         "write --build-env KEY=VALUE",
-        args=("--build-env", "TOKEN"),
     ),
-    Failure(
+    argument(
         "build-env-key-with-space",
-        4,
-        "--build-env: key 'A B' contains ' ', which is not allowed in a key",
+        "--build-env",
+        "A B=c",
+        "key 'A B' contains ' ', which is not allowed in a key",
         KEY_HINT,
-        args=("--build-env", "A B=c"),
     ),
 ]
 

@@ -24,6 +24,19 @@ def dangling(app: Path) -> None:
     (app.parent / "dangling").symlink_to(app.parent / "nowhere")
 
 
+def unreadable_file(id: str, name: str, content: str, hint: str = HINT_CHMOD) -> Failure:
+    """A source whose file ``name`` nobody may read."""
+    return Failure(
+        f"unreadable-{id}",
+        3,
+        f"cannot read {{app}}/{name}: Permission denied",
+        hint,
+        files={"app.py": APP_PY, name: content},
+        setup=unreadable(name),
+        no_dac=True,
+    )
+
+
 SOURCE_CASES = [
     Failure(
         "missing-directory",
@@ -64,15 +77,7 @@ SOURCE_CASES = [
         setup=lambda app: app.chmod(0),
         no_dac=True,
     ),
-    Failure(
-        "unreadable-file",
-        3,
-        "cannot read {app}/secret.txt: Permission denied",
-        HINT_CHMOD,
-        files={"app.py": APP_PY, "secret.txt": "s3cr3t\n"},
-        setup=unreadable("secret.txt"),
-        no_dac=True,
-    ),
+    unreadable_file("file", "secret.txt", "s3cr3t\n"),
     Failure(
         "unreadable-subdirectory",
         3,
@@ -82,42 +87,10 @@ SOURCE_CASES = [
         setup=unreadable("private"),
         no_dac=True,
     ),
-    Failure(
-        "unreadable-own-assemble",
-        3,
-        "cannot read {app}/.s2i/bin/assemble: Permission denied",
-        HINT_CHMOD,
-        files={"app.py": APP_PY, ".s2i/bin/assemble": "#!/bin/sh\n"},
-        setup=unreadable(".s2i/bin/assemble"),
-        no_dac=True,
-    ),
-    Failure(
-        "unreadable-requirements",
-        3,
-        "cannot read {app}/requirements.txt: Permission denied",
-        HINT_CHMOD,
-        files={"app.py": APP_PY, "requirements.txt": "six\n"},
-        setup=unreadable("requirements.txt"),
-        no_dac=True,
-    ),
-    Failure(
-        "unreadable-pyproject",
-        3,
-        "cannot read {app}/pyproject.toml: Permission denied",
-        "make it readable (chmod u+r)",
-        files={"app.py": APP_PY, "pyproject.toml": "[project]\nname = 'x'\n"},
-        setup=unreadable("pyproject.toml"),
-        no_dac=True,
-    ),
-    Failure(
-        "unreadable-s2iignore",
-        3,
-        "cannot read {app}/.s2iignore: Permission denied",
-        "make it readable, or remove it",
-        files={"app.py": APP_PY, ".s2iignore": "*.log\n"},
-        setup=unreadable(".s2iignore"),
-        no_dac=True,
-    ),
+    unreadable_file("own-assemble", ".s2i/bin/assemble", "#!/bin/sh\n"),
+    unreadable_file("requirements", "requirements.txt", "six\n"),
+    unreadable_file("pyproject", "pyproject.toml", "[project]\n", "make it readable (chmod u+r)"),
+    unreadable_file("s2iignore", ".s2iignore", "*.log\n", "make it readable, or remove it"),
     Failure(
         "unreadable-but-ignored-file-passes",
         5,
