@@ -59,10 +59,17 @@ def _env_values(text: str) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- ignore rules
 
+# More runs of stars than this in one pattern backtrack polynomially in the length of a
+# name (an open bug, a strict xfail in test_source.py): such inputs are skipped, so that
+# a fuzz run stays bounded in time and finds what else there is.
+MAX_STARS = 3
+
 
 def ignore_rules(data: bytes) -> None:
     patterns, _, paths = data.partition(b"\0")
     text = patterns.decode("utf-8", "surrogateescape")
+    if any(len(re.findall(r"\*+", line)) > MAX_STARS for line in text.split("\n")):
+        return  # known slow: test_many_stars_in_one_segment_match_in_linear_time
     try:
         rules = source.IgnoreRules.from_text(text)
     except SourceError:

@@ -6,6 +6,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import warnings
@@ -728,3 +729,39 @@ def test_large_and_sparse_files_are_announced(tmp_path: Path) -> None:
     entries = list(walk(tmp_path, NO_RULES, warn=said.append))
     assert [e.relpath for e in entries] == ["small.txt", "sparse.img"]
     assert len(said) == 1 and "sparse.img is sparse" in said[0] and ".s2iignore" in said[0]
+
+
+def _matches_within(pattern: str, path: str, seconds: float) -> bool:
+    """Whether ``.s2iignore`` matching of ``path`` ends within ``seconds`` (in a child
+    process: a regex that backtracks forever cannot be interrupted in this one)."""
+    code = (
+        "import sys; from buildpy.source import IgnoreRules;"
+        " IgnoreRules.from_text(sys.argv[1]).ignored(sys.argv[2], False)"
+    )
+    try:
+        subprocess.run([sys.executable, "-c", code, pattern, path], timeout=seconds, check=True)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug (found by fuzzing): each * becomes [^/]*, so a run of them backtracks"
+    " exponentially: '******************[x' takes 13 s on a 13-character name",
+)
+def test_a_run_of_stars_matches_as_fast_as_one_star() -> None:
+    """Found by fuzzing: each star was a [^/]* of its own, and 18 of them took 13 s."""
+    assert IgnoreRules.from_text("a***b\n").ignored("a-anything-b", False)
+    assert not IgnoreRules.from_text("a***b\n").ignored("a/b", False)
+    assert _matches_within("*" * 30 + "[x", "N" * 40 + "y", seconds=5)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (found by fuzzing): stars separated by other characters still backtrack"
+    " polynomially in the name's length (degree: the number of stars); a linear matcher"
+    " would replace pathspec's regexes",
+)
+def test_many_stars_in_one_segment_match_in_linear_time() -> None:
+    assert _matches_within("*a" * 8 + "*b", "a" * 60, seconds=2)
