@@ -255,6 +255,8 @@ class Tripwire:
             self._open.append(conn)  # held open, unanswered, until close()
 
     def close(self) -> None:
+        _cut(self._server)  # wakes accept(); then nothing uses the sockets any more
+        self._thread.join(5)
         self._server.close()
         for conn in self._open:
             conn.close()
@@ -324,6 +326,7 @@ class EngineProxy:
                 upstream.connect(self._upstream)
             except OSError:
                 client.close()
+                upstream.close()
                 continue
             with self._lock:
                 self._sockets += [client, upstream]
@@ -352,8 +355,8 @@ class EngineProxy:
                 dst.sendall(data)
             except OSError:
                 break
-        for sock in (src, dst):
-            _shutdown(sock)
+        for sock in (src, dst):  # wakes the other pump; close() frees them, once
+            _cut(sock)
 
     def _watch(self, tail: bytes, data: bytes) -> str | None:
         """Record the calls that start in ``data``; the first rule's action they trigger."""
@@ -399,19 +402,24 @@ class EngineProxy:
     def kill(self) -> None:
         """Die as a service does: every connection cut, new ones refused."""
         self._dead = True
-        _shutdown(self._server)  # close() alone would leave a blocked accept() listening
+        _cut(self._server)  # close() would leave accept() listening
         with self._lock:
             for sock in self._sockets:
-                _shutdown(sock)
+                _cut(sock)
 
     def close(self) -> None:
         self.kill()
+        self._server.close()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
 
 
-def _shutdown(sock: socket.socket) -> None:
+def _cut(sock: socket.socket) -> None:
+    """Cut a connection, waking whichever thread waits on it; the descriptor is freed
+    (close) only once no thread uses the object, so it is never reused under one."""
     with suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    sock.close()
 
 
 class _IndexHandler(http.server.SimpleHTTPRequestHandler):
@@ -441,8 +449,6 @@ class SlowIndex:
         self._server = http.server.ThreadingHTTPServer(
             ("127.0.0.1", 0), functools.partial(handler, directory=str(WHEELHOUSE))
         )
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
         self.port = int(self._server.server_address[1])
         self.url = f"http://127.0.0.1:{self.port}/"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
