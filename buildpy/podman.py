@@ -14,6 +14,7 @@ import json
 import shutil
 import tarfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -65,6 +66,9 @@ _HOST_SETTING_HINTS = (
         ' "~/.local/share/containers/storage"; absolute paths), or remove the file' + _DOCTOR,
     ),
 )
+# Seconds to wait before asking again to remove a container in a transitional state.
+_REMOVE_RETRIES = (0.1, 0.3, 1.0)
+
 # Messages about the build's own options, and what to give instead.
 _NO_SUCH_NETWORK = (
     "--network names a network Podman does not have: use host, none, bridge (Podman's"
@@ -267,15 +271,24 @@ class PodmanEngine:
 
     def remove(self, container: str) -> None:
         """Kill and remove at once: podman-py's force removal waits out the stop timeout
-        (10 s here for an assemble that ignores SIGTERM; 0.2 s with timeout=0)."""
-        try:
-            with _translated("remove the working container"):
-                self._client.api.delete(
-                    f"/containers/{container}", params={"force": True, "timeout": 0}
-                ).raise_for_status()
-        except EngineError as exc:
-            if not _not_found(exc.__cause__):
-                raise
+        (10 s here for an assemble that ignores SIGTERM; 0.2 s with timeout=0).
+
+        A container caught between states (the upload it was receiving cut short) can
+        refuse once with "container state improper"; it is asked again, a little later.
+        """
+        for delay in (*_REMOVE_RETRIES, None):
+            try:
+                with _translated("remove the working container"):
+                    self._client.api.delete(
+                        f"/containers/{container}", params={"force": True, "timeout": 0}
+                    ).raise_for_status()
+                return
+            except EngineError as exc:
+                if _not_found(exc.__cause__):
+                    return
+                if delay is None or "state improper" not in exc.message:
+                    raise
+                time.sleep(delay)
 
     def images(self, repository: str) -> list[ImageSummary]:
         with _translated("list images"):
