@@ -524,9 +524,16 @@ class Running:
         find; ``images``: look for images it left, unless the case does it itself)."""
         assert self.proc.stdout is not None and self.proc.stderr is not None
         with self.proc.stdout, self.proc.stderr:
-            stdout = self.proc.stdout.read()
-            self.proc.wait(timeout)
+            try:
+                self.proc.wait(timeout)  # stdout holds one line at most: no pipe fills
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(
+                    f"the build did not end within {timeout} s:\n{''.join(self._lines)[-3000:]}"
+                ) from None
             seconds = time.monotonic() - self.started
+            stdout = self.proc.stdout.read()
             self._reader.join(timeout)
         stderr = "".join(self._lines)
         return self.case.outcome(

@@ -51,6 +51,7 @@ def at_stage(case: Case, stage: str, how: str, *extra: str) -> Iterator[Running]
             os.mkfifo(fifo)
             running = case.start(str(app), *args, "--env-file", str(fifo), host="tripwire")
             held.append(_await_reader(fifo))
+            _await(lambda: "pipe" in _blocked_in(running.pid), running)
             yield running
         elif stage == "connecting":
             app = case.app({"app.py": APP_PY})
@@ -96,6 +97,23 @@ def _await_reader(fifo: os.PathLike[str]) -> int:
         except OSError:
             time.sleep(0.05)
     raise AssertionError("the build never opened the --env-file")
+
+
+def _blocked_in(pid: int) -> str:
+    """The kernel function a process sleeps in (``anon_pipe_read``: reading a FIFO).
+
+    A signal that lands while the build is still inside open() of the FIFO is only
+    handled once a Python function is next entered, which the read that follows never
+    lets happen (CPython checks pending signals between bytecodes): signalled then, the
+    build would wait for the FIFO forever. Signalled inside the read, the read is
+    interrupted. A FIFO a shell made (`--env-file <(cmd)`) ends when Ctrl-C stops its
+    writer, so users are not caught by this.
+    """
+    try:
+        with open(f"/proc/{pid}/wchan") as handle:
+            return handle.read()
+    except OSError:
+        return ""
 
 
 def _await(ready: Callable[[], bool], running: Running, timeout: float = 120) -> None:
