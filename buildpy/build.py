@@ -165,7 +165,6 @@ def _placed_source(plan: BuildPlan, dest: str) -> ArchiveFactory:
             plan.root,
             rules=plan.rules,
             layout=source.Layout(dest, uid, gid, group_like_owner=True),
-            warn=_warn,
         )
 
     return archive
@@ -185,7 +184,6 @@ def source_archive(plan: BuildPlan, build_env: Mapping[str, str]) -> ArchiveFact
             rules=plan.rules,
             layout=source.Layout("src", uid, gid),
             extra=extra,
-            warn=_warn,
         )
 
     return archive
@@ -193,7 +191,3 @@ def source_archive(plan: BuildPlan, build_env: Mapping[str, str]) -> ArchiveFact
 
 def _read_script(plan: BuildPlan, name: str) -> bytes:
     return source.read_file(plan.source_scripts[name])
-
-
-def _warn(message: str) -> None:
-    _log.warning(message)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from buildpy import (
     __version__,
@@ -53,6 +53,7 @@ from buildpy.errors import (
     Interrupted,
     PublishFailed,
     TimedOut,
+    UsageError,
 )
 from buildpy.podman import PodmanEngine
 from buildpy.registry import PULL_POLICIES, S2I_PULL_POLICIES, PullPolicy, require_builder
@@ -60,8 +61,16 @@ from buildpy.service import connect
 from buildpy.usage import usage
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in buildpy's form: one ERROR line, a hint, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        _report(UsageError(message, f"see `{self.prog} --help`"))
+        sys.exit(UsageError.exit_code)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="buildpy",
         description="Build Python source into a runnable container image with Podman (S2I).",
     )

@@ -19,7 +19,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on RHEL 9's Python 3.9
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
-from buildpy.errors import UsageError
+from buildpy.errors import SourceError, UsageError
+from buildpy.image import check_reference
 from buildpy.registry import PullPolicy
 
 PREFIX_VARIABLE = "BUILDPY_BUILDER_PREFIX"
@@ -70,16 +71,26 @@ class BuildOptions:
 def pyproject_settings(source: Path) -> dict[str, str]:
     """``[tool.buildpy]`` from the source's pyproject.toml; empty when absent."""
     path = source / "pyproject.toml"
-    if not path.is_file():
-        return {}
     try:
         with open(path, "rb") as handle:
             data: dict[str, Any] = tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read [tool.buildpy]: {exc}") from exc
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return {}
+    except OSError as exc:  # as for every other file of the source
+        raise SourceError(
+            f"cannot read {path}: {exc.strerror or exc}", "make it readable (chmod u+r)"
+        ) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(
+            f"{path}: cannot read [tool.buildpy]: {exc}",
+            "fix the TOML syntax at the line and column shown",
+        ) from exc
     table = data.get("tool", {}).get("buildpy", {})
     if not isinstance(table, dict):
-        raise UsageError(f"{path}: [tool.buildpy] must be a table")
+        raise UsageError(
+            f"{path}: [tool.buildpy] must be a table",
+            'write [tool.buildpy] with builder = "...", tag = "..." or network = "..." under it',
+        )
     unknown = sorted(set(table) - set(PYPROJECT_KEYS))
     if unknown:
         raise UsageError(
@@ -88,7 +99,11 @@ def pyproject_settings(source: Path) -> dict[str, str]:
         )
     for key, value in table.items():
         if not isinstance(value, str):
-            raise UsageError(f"{path}: [tool.buildpy] {key} must be a string")
+            raise UsageError(
+                f"{path}: [tool.buildpy] {key} must be a string", f'quote it: {key} = "{value}"'
+            )
+    if "tag" in table:
+        check_reference(table["tag"], f"{path}: [tool.buildpy] tag")
     return dict(table)
 
 
@@ -109,5 +124,7 @@ def setting_origins(cli: BuildOptions, explicit: frozenset[str]) -> dict[str, st
 
 
 def _from_pyproject(cli: BuildOptions, explicit: frozenset[str]) -> dict[str, str]:
-    settings = pyproject_settings(cli.source) if cli.source.is_dir() else {}
+    # A source that is missing or cannot be listed is plan.make's to report.
+    readable = cli.source.is_dir() and os.access(cli.source, os.R_OK | os.X_OK)
+    settings = pyproject_settings(cli.source) if readable else {}
     return {k: v for k, v in settings.items() if k not in explicit}

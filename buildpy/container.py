@@ -28,7 +28,7 @@ from typing import Protocol
 
 from buildpy import environment, leftovers, log, redact, source
 from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo
-from buildpy.errors import AssembleFailed, BuilderImageError
+from buildpy.errors import AssembleFailed, BuilderImageError, EngineError
 
 _log = log.get(__name__)
 
@@ -173,9 +173,22 @@ class WorkingContainer:
         return Assembled(status, tuple(tail.lines()), time.monotonic() - started)
 
     def commit(self, spec: CommitSpec) -> Committed:
-        """Commit the container as an image."""
+        """Commit the container as an image.
+
+        The service finishes a commit whatever happens to the client, so a Ctrl-C,
+        SIGTERM or ``--timeout`` meanwhile gives the commit up to ``COMMIT_GRACE``
+        seconds more and then undoes it: the new image goes, and the tag names the
+        image it named before. A stopped build changes nothing (unless the service
+        hangs: then the build stops anyway, and says so).
+        """
         started = time.monotonic()
-        image_id = self._engine.commit(self.id, spec)
+        ref = f"{spec.repository}:{spec.tag or 'latest'}" if spec.repository else None
+        before = self._engine.find_image(ref) if ref else None
+        with _signals_held(said=None) as held:
+            image_id = _finish_within_grace(lambda: self._engine.commit(self.id, spec), held)
+            if held:
+                _undo_commit(self._engine, image_id, ref, before)
+        assert image_id is not None  # a build that gave up on its commit was stopped above
         return Committed(image_id, time.monotonic() - started)
 
     def run_quietly(self) -> tuple[int, bytes]:
@@ -247,25 +260,80 @@ def cleanup(action: Callable[[], object], failed: str, hint: str, **fields: str 
         _log.warning(failed, error=str(exc), hint=hint, **fields)
 
 
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGINT, SIGTERM and SIGALRM (``--timeout``) back for the block, then deliver
-    them. Only the main thread gets signals, so elsewhere this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+COMMIT_GRACE = 10.0  # seconds a commit may still take once the build is stopped
+
+
+def _finish_within_grace(call: Callable[[], str], held: list[int]) -> str | None:
+    """``call``'s result; None when a signal was held and it took COMMIT_GRACE more seconds
+    (it runs on a daemon thread, so a hung service never keeps this process alive)."""
+    result: list[str] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(call())
+        except BaseException as exc:  # handed to the caller
+            errors.append(exc)
+
+    worker = threading.Thread(target=work, name="buildpy-commit", daemon=True)
+    worker.start()
+    deadline: float | None = None
+    while worker.is_alive():
+        worker.join(0.05)
+        if held and deadline is None:
+            deadline = time.monotonic() + COMMIT_GRACE
+        if deadline is not None and time.monotonic() > deadline:
+            return None
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+def _undo_commit(
+    engine: Engine, image_id: str | None, ref: str | None, before: ImageInfo | None
+) -> None:
+    """Remove a commit the build was stopped during, and give the tag back."""
+    if image_id is None:
+        _log.warning(
+            f"stopped during the commit, which did not end within {COMMIT_GRACE:g} s;"
+            " its image may still appear",
+            hint="look for it with `podman images` and remove it",
+        )
         return
+    _log.warning("stopped during the commit: its image was removed")
+    try:
+        engine.remove_image(image_id, force=True)
+        if ref is not None and before is not None and before.id != image_id:
+            engine.tag(before.id, ref)
+    except Exception as exc:
+        _log.warning(
+            "could not undo the commit of a stopped build", image=image_id[:12], error=str(exc)
+        )
+
+
+@contextmanager
+def _signals_held(
+    said: str | None = "stopped again: the working container was removed first",
+) -> Iterator[list[int]]:
+    """Hold SIGINT, SIGTERM and SIGALRM (``--timeout``) back for the block, then deliver
+    them (after warning ``said``, if given); the block sees the ones held so far. Only
+    the main thread gets signals, so elsewhere this holds nothing."""
     held: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
     previous = {
         number: signal.signal(number, lambda signum, frame: held.append(signum))
         for number in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)
     }
     try:
-        yield
+        yield held
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
     if held:
-        _log.warning("stopped again: the working container was removed first")
+        if said:
+            _log.warning(said)
         signal.raise_signal(held[0])
 
 
@@ -328,8 +396,17 @@ def _lookup(engine: Engine, container: str, builder: ImageInfo) -> tuple[int, in
 
 
 def _passwd_entry(engine: Engine, container: str, user: str) -> tuple[int, int] | None:
-    """(uid, gid) of a user, by name or uid, from the container's /etc/passwd."""
-    passwd = engine.read_file(container, "/etc/passwd") or b""
+    """(uid, gid) of a user, by name or uid, from the container's /etc/passwd.
+
+    Podman resolves the container's user before it copies anything out of it, so for a
+    user /etc/passwd lacks the copy itself fails: that is the same answer, "no entry".
+    """
+    try:
+        passwd = engine.read_file(container, "/etc/passwd") or b""
+    except EngineError as exc:
+        if "unknown user" in exc.message:
+            return None
+        raise
     for line in passwd.decode(errors="replace").splitlines():
         fields = line.split(":")
         known = len(fields) >= 4 and fields[2].isdigit() and fields[3].isdigit()

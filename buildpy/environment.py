@@ -58,6 +58,10 @@ MAX_VARIABLE_BYTES = 128 * 1024
 _BLANK = " \t"
 _QUOTES = "'\""
 _KEY_HINT = "a key is letters, digits and underscores, and does not start with a digit"
+_NUL_HINT = (
+    "remove it: no variable can hold a NUL byte (a file saved as UTF-16 is full of"
+    " them: save it as UTF-8)"
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ def _parse_line(
     body: str, origin: str, lineno: int, warn: Callable[[str], None] | None
 ) -> tuple[str, str]:
     """Parse a non-blank, non-comment line (leading blanks removed) into (key, value)."""
+    if "=" not in body and "\0" in body:
+        raise EnvFileError(origin, lineno, "the line contains a NUL character", _NUL_HINT)
     if "=" not in body:
         raise EnvFileError(
             origin,
@@ -112,6 +118,8 @@ def _parse_line(
             "write KEY=VALUE, or start the line with '#' to make it a comment",
         )
     key, value = body.split("=", 1)
+    if "\0" in key:
+        raise EnvFileError(origin, lineno, "the line contains a NUL character", _NUL_HINT)
     key, value = _trim_around_equals(key, value, f"{origin}, line {lineno}", warn)
     if not _is_key(key):
         raise EnvFileError(origin, lineno, *_key_problem(key))
@@ -125,11 +133,7 @@ def _parse_line(
         raise EnvFileError(origin, lineno, f"unmatched quote {quote} in the value of {key}", hint)
     if "\0" in unquoted:
         raise EnvFileError(
-            origin,
-            lineno,
-            f"the value of {key} contains a NUL character",
-            "remove it: no variable can hold a NUL byte (a file saved as UTF-16 is full of"
-            " them: save it as UTF-8)",
+            origin, lineno, f"the value of {key} contains a NUL character", _NUL_HINT
         )
     _check_size(key, unquoted, origin, lineno)
     return key, unquoted
@@ -236,9 +240,14 @@ def read_env_layer(
 
 
 def parse_assignment(arg: str, origin: str) -> tuple[str, str]:
-    """Parse one ``-e KEY=VALUE`` argument; the value is kept verbatim (no unquoting)."""
+    """Parse one ``-e KEY=VALUE`` argument; the value is kept verbatim (no unquoting).
+
+    ``origin`` starts with the option's name (``-e``, ``--build-env``)."""
+    option = origin.split(" ", 1)[0]
     if "=" not in arg:
-        raise EnvFileError(origin, None, f"expected KEY=VALUE, got {arg!r}", "write -e KEY=VALUE")
+        raise EnvFileError(
+            origin, None, f"expected KEY=VALUE, got {arg!r}", f"write {option} KEY=VALUE"
+        )
     key, value = arg.split("=", 1)
     if not _is_key(key):
         problem, hint = _key_problem(key)

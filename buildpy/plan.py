@@ -5,8 +5,9 @@
 (``--build-env``, ``--index-url``) and files (the CA bundle, ``--secret``: read
 here, on the client, see ``buildfiles``), the wheelhouse, the ignore rules, the
 source's own S2I scripts, the output labels and the files that decide
-dependencies. Every user error that can be found without Podman is found here, so
-a bad option never costs a container.
+dependencies, and walks the source tree once (an unreadable file, a socket or a
+huge file is reported here, not halfway through the upload). Every user error that
+can be found without Podman is found here, so a bad option never costs a container.
 """
 
 from __future__ import annotations
@@ -82,13 +83,18 @@ def make(
         image.check_reference(options.tag, "--tag")
     if options.incremental and not options.tag:
         raise UsageError(
-            "--incremental needs --tag: the previous image under that tag gives the artifacts"
+            "--incremental needs --tag: the previous image under that tag gives the artifacts",
+            "add --tag NAME: the image to take the artifacts from, and the new image's name",
         )
     delivery = _delivery(options)
     layers = _env_layers(root, options)
     files, ca_env = _build_files(options, os.environ if environ is None else environ)
     build_layers = _build_layers(ca_env, options)
     rules = source.IgnoreRules.load(root)
+    source.check_tree(root, rules, warn=_warn)
+    own_scripts = scripts.source_scripts(root)
+    for path in own_scripts.values():  # read even when .s2iignore leaves them out
+        source.read_file(path)
     return BuildPlan(
         options=options,
         root=root,
@@ -96,7 +102,7 @@ def make(
         image_env=environment.merge(*(layer.values for layer in layers)),
         build_env=environment.merge(*(layer.values for layer in build_layers)),
         rules=rules,
-        source_scripts=scripts.source_scripts(root),
+        source_scripts=own_scripts,
         labels=image.output_labels(options.builder, str(root), describe(root)),
         files=files,
         dependencies=dependencies.select(root, rules),

@@ -14,6 +14,7 @@ import json
 import shutil
 import tarfile
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -73,13 +74,17 @@ _HOST_SETTING_HINTS = (
         ' "~/.local/share/containers/storage"; absolute paths), or remove the file' + _DOCTOR,
     ),
 )
+# Seconds to wait before asking again to remove a container in a transitional state.
+_REMOVE_RETRIES = (0.1, 0.3, 1.0)
+
 # Messages about the build's own options, and what to give instead.
+_NO_SUCH_NETWORK = (
+    "--network names a network Podman does not have: use host, none, bridge (Podman's"
+    " default), or one `podman network ls` lists"
+)
 _OPTION_HINTS = (
-    (
-        "network not found",
-        "--network names a network Podman does not have: use host, none, bridge (Podman's"
-        " default), or one `podman network ls` lists",
-    ),
+    ("network not found", _NO_SUCH_NETWORK),
+    ('invalid network "', _NO_SUCH_NETWORK),  # Podman 4.3's libpod create
 )
 
 
@@ -105,6 +110,14 @@ def host_setting_hint(message: str) -> str | None:
     return None
 
 
+def _lost(action: str, exc: BaseException) -> EngineUnavailable:
+    return EngineUnavailable(
+        f"lost the connection to Podman while trying to {action}: {exc}",
+        "check that the Podman service is running (`podman system service`)"
+        " or unset CONTAINER_HOST to let buildpy start a private one",
+    )
+
+
 @contextmanager
 def _translated(action: str) -> Iterator[None]:
     """Turn podman-py and requests failures into buildpy errors."""
@@ -115,12 +128,10 @@ def _translated(action: str) -> Iterator[None]:
         requests.exceptions.ChunkedEncodingError,  # the service went away mid-stream
         urllib3.exceptions.HTTPError,
     ) as exc:
-        raise EngineUnavailable(
-            f"lost the connection to Podman while trying to {action}: {exc}",
-            "check that the Podman service is running (`podman system service`)"
-            " or unset CONTAINER_HOST to let buildpy start a private one",
-        ) from exc
+        raise _lost(action, exc) from exc
     except (APIError, PodmanError) as exc:
+        if isinstance(exc.__cause__, OSError):  # podman-py's "POST operation failed"
+            raise _lost(action, exc.__cause__) from exc
         message = _api_message(exc)
         raise EngineError(
             f"Podman could not {action}: {message}", host_setting_hint(message)
@@ -260,7 +271,7 @@ class PodmanEngine:
                 for chunk in _frames(response.raw):
                     output(chunk)
             return waiter.result()
-        except EngineError as exc:
+        except (EngineError, EngineUnavailable) as exc:
             if not self._answers():
                 raise EngineUnavailable(
                     "the Podman service stopped answering while the working container ran",
@@ -292,15 +303,24 @@ class PodmanEngine:
 
     def remove(self, container: str) -> None:
         """Kill and remove at once: podman-py's force removal waits out the stop timeout
-        (10 s here for an assemble that ignores SIGTERM; 0.2 s with timeout=0)."""
-        try:
-            with _translated("remove the working container"):
-                self._client.api.delete(
-                    f"/containers/{container}", params={"force": True, "timeout": 0}
-                ).raise_for_status()
-        except EngineError as exc:
-            if not _not_found(exc.__cause__):
-                raise
+        (10 s here for an assemble that ignores SIGTERM; 0.2 s with timeout=0).
+
+        A container caught between states (the upload it was receiving cut short) can
+        refuse once with "container state improper"; it is asked again, a little later.
+        """
+        for delay in (*_REMOVE_RETRIES, None):
+            try:
+                with _translated("remove the working container"):
+                    self._client.api.delete(
+                        f"/containers/{container}", params={"force": True, "timeout": 0}
+                    ).raise_for_status()
+                return
+            except EngineError as exc:
+                if _not_found(exc.__cause__):
+                    return
+                if delay is None or "state improper" not in exc.message:
+                    raise
+                time.sleep(delay)
 
     def pull(self, ref: str, tls_verify: bool | None, progress: Progress) -> str:
         params = _tls_param({"reference": ref, "policy": "always"}, tls_verify)

@@ -46,6 +46,7 @@ __all__ = [
     "Member",
     "SourceStats",
     "TarStream",
+    "check_tree",
     "members_stream",
     "read_file",
     "source_root",
@@ -75,6 +76,29 @@ _TRAILING_STARS = re.compile(r"(^|/)\*\*(/?)\Z")
 _ESCAPE_OR_CLASS = re.compile(r"\\.|\[\^?\]?(?:\\.|[^]\\])*\]", re.DOTALL)
 
 
+# In a glob: an escaped character, a whole [...] class, or a run of two or more stars.
+_GLOB_STARS = re.compile(r"\\.|\[[!^]?\]?[^]]*\]|\*{2,}", re.DOTALL)
+
+
+def _collapse_stars(pattern: str) -> str:
+    """Each run of stars as git's wildmatch reads it: ``**`` when the run is a whole path
+    segment, else one ``*``. Each star would otherwise become a ``[^/]*`` of its own,
+    and a run of them backtracks exponentially (found by fuzzing: 18 stars took 13 s
+    on a 13-character name)."""
+    negated = pattern.startswith("!")
+    body = pattern[1:] if negated else pattern
+
+    def one(found: re.Match[str]) -> str:
+        run = found[0]
+        if not run.startswith("*"):
+            return run  # an escape or a class, kept as it is
+        start, end = found.span()
+        whole = (start == 0 or body[start - 1] == "/") and (end == len(body) or body[end] == "/")
+        return "**" if whole else "*"
+
+    return ("!" if negated else "") + _GLOB_STARS.sub(one, body)
+
+
 def _no_slash_in_classes(regex: str) -> str:
     """Keep every ``[...]`` in ``regex`` from matching ``/``.
 
@@ -99,7 +123,7 @@ def _compile(line: str, lineno: int) -> RegexPattern | None:
         text = text.rstrip()
     if text.startswith("#") or not text.removeprefix("!").strip("/"):
         return None  # blank, a comment, or only slashes (which match nothing in git either)
-    text = _TRAILING_STARS.sub(r"\1**/*\2", text)
+    text = _TRAILING_STARS.sub(r"\1**/*\2", _collapse_stars(text))
     try:
         regex, include = GitIgnoreBasicPattern.pattern_to_regex(text)
         if regex is None:
@@ -224,9 +248,19 @@ def read_file(path: Path) -> bytes:
 
 
 def source_root(path: Path) -> Path:
-    """The application's directory, resolved; SourceError when it is missing or no directory."""
+    """The application's directory, resolved; SourceError when it is missing, no directory,
+    or cannot be listed."""
     _check_root(path)
+    _list_dir(path)
     return path.resolve()
+
+
+def check_tree(root: Path, rules: IgnoreRules, *, warn: Warn | None = None) -> None:
+    """Walk the tree as the upload will: SourceError for what cannot be read, ``warn``
+    for what is skipped or huge. Done before any container exists, so such a tree costs
+    none; the upload walks it again (without warnings) and still fails on what changed."""
+    for _ in walk(root, rules, warn=warn):
+        pass
 
 
 def _list_dir(path: Path) -> list[os.DirEntry[str]]:
@@ -258,7 +292,7 @@ def _make_entry(item: os.DirEntry[str], relpath: str, warn: Warn | None) -> Entr
     if stat.S_ISREG(st.st_mode):
         if not os.access(path, os.R_OK):
             raise SourceError(
-                f"cannot read {path}: permission denied",
+                f"cannot read {path}: Permission denied",
                 f"make it readable (chmod u+r) {_SKIP_HINT}",
             )
         if warn is not None:

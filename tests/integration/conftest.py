@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from wheelhouses import AppsWheelhouse
@@ -51,6 +51,10 @@ TEST_IMAGE_PREFIX = "localhost/buildpy-test/"
 # `buildpy builder build` also honours (a branch's builders beside the shared ones).
 BUILDER_PREFIX = (os.environ.get("BUILDPY_BUILDER_PREFIX") or "localhost/buildpy").rstrip("/")
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+BATTERY_SCRATCH = "/tmp/bpt-"  # where the failure battery's cases keep their sources
+
+if TYPE_CHECKING:
+    from battery import Case
 
 pytestmark = pytest.mark.integration
 
@@ -68,8 +72,8 @@ def no_leftovers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     from itest import STARTED, build_containers, containers_named
 
     leaked = [name for name in containers_named("buildpy-test-") if name in STARTED]
-    for under in (tmp_path_factory.getbasetemp(), ROOT):
-        leaked += build_containers(f"{under}/")  # not /tmp/.../pytest-1234 for pytest-123
+    for under in (tmp_path_factory.getbasetemp(), ROOT, BATTERY_SCRATCH):
+        leaked += build_containers(f"{str(under).rstrip('/')}/")  # not .../pytest-1234 for -123
     assert not leaked, f"containers left behind: {leaked}"
 
 
@@ -98,7 +102,7 @@ def podman_url() -> Iterator[str]:
         yield url
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+def _report_service(terminalreporter: pytest.TerminalReporter) -> None:
     if not _USED:
         return
     who = "root" if os.getuid() == 0 else f"uid {os.getuid()} (rootless)"
@@ -310,3 +314,33 @@ def buildpy_build(podman_url: str, index_url: str, images: list[str]) -> BuildFn
 def apps_wheelhouse(podman_url: str, simple_index_url: str) -> AppsWheelhouse:
     """The scenario apps' wheelhouse (see ``wheelhouses``)."""
     return AppsWheelhouse(podman_url, simple_index_url)
+
+
+@pytest.fixture
+def case(podman_url: str) -> Iterator[Case]:
+    """A failure-battery case: a scratch directory and builds checked for leftovers."""
+    from battery import Case
+
+    made = Case(podman_url)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Which Podman service the session used; the failure battery's case count by class
+    (tests/integration/test_battery_*.py)."""
+    _report_service(terminalreporter)
+    counts: dict[str, int] = {}
+    for outcome in ("passed", "failed", "xfailed", "xpassed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if report.when != "call" and outcome != "error":
+                continue
+            name = Path(report.nodeid.split("::")[0]).stem
+            if name.startswith("test_battery_"):
+                kind = name.removeprefix("test_battery_")
+                counts[kind] = counts.get(kind, 0) + 1
+    if counts:
+        listed = ", ".join(f"{kind} {counts[kind]}" for kind in sorted(counts))
+        terminalreporter.write_line(f"battery: {sum(counts.values())} cases ({listed})")

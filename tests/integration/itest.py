@@ -203,3 +203,22 @@ def _wait_for_registry(url: str, proc: subprocess.Popen[bytes], log: Path) -> No
             pass
         time.sleep(0.1)
     pytest.fail(f"the registry at {url} did not start; its log:\n{log.read_text()[-2000:]}")
+
+
+@contextmanager
+def podman_service(sock: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A `podman system service` of the test's own on ``sock`` (to kill mid-build);
+    killed at the end of the block in any case."""
+    service = subprocess.Popen(
+        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield service
+    finally:
+        service.kill()
+        service.wait()

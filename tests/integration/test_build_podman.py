@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BUILDER_PREFIX, BUILDPY, HOST_CA, ROOT, BuildFn, Built
-from itest import build_containers, http_get, inspect_image, running
+from itest import build_containers, http_get, inspect_image, podman_service, running
 
 from buildpy import service
 
@@ -358,24 +358,13 @@ def test_a_service_that_dies_mid_assemble_is_exit_5_and_the_next_build_cleans_up
     buildpy_build: BuildFn, tmp_path: Path
 ) -> None:
     sock = tmp_path / "doomed.sock"
-    service = subprocess.Popen(
-        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with podman_service(sock) as service:
         app = write_app(tmp_path / "slow-orphaned", {".s2i/bin/assemble": SLOW_ASSEMBLE})
         proc = _start_slow_build(app, f"unix://{sock}")
         service.kill()
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 5, err
         assert "stopped answering" in err
-    finally:
-        service.kill()
-        service.wait()
     other = write_app(tmp_path / "after-the-crash", {"app.py": PLAIN_APP})
     buildpy_build(other, builder=BUILDER)
     assert build_containers(str(app)) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from buildpy import dependencies as deps
 from buildpy import plan as build_plan
 from buildpy.config import BuildOptions
 from buildpy.container import TAIL_LINES, WRAPPER
-from buildpy.engine import ContainerSpec, ImageInfo
+from buildpy.engine import CommitSpec, ContainerSpec, ImageInfo
 from buildpy.errors import (
     AssembleFailed,
     BuilderImageError,
@@ -115,6 +116,45 @@ def test_unknown_named_user_is_an_image_error(app: Path) -> None:
     with pytest.raises(BuilderImageError, match="ghost"):
         build.run(make_plan(app, builder="named"), engine, output=_Sink())
     assert engine.removed == ["ctr1"]
+
+
+class _UserlessEngine(FakeEngine):
+    """Podman 4.3: nothing can be copied out of a container whose user is unknown."""
+
+    def read_file(self, container: str, path: str) -> bytes | None:
+        raise EngineError(
+            f"Podman could not read {path} from the container: determining run uid: user:"
+            ' unknown user error looking up user "ghost"'
+        )
+
+
+def test_a_user_podman_cannot_resolve_is_an_image_error(app: Path) -> None:
+    named = ImageInfo(id="x", ref="named", user="ghost", labels=BUILDER.labels)
+    engine = _UserlessEngine(stored={"named": named})
+    with pytest.raises(BuilderImageError, match="ghost"):
+        build.run(make_plan(app, builder="named"), engine, output=_Sink())
+    assert engine.removed == ["ctr1"]
+
+
+class _StoppedDuringCommit(FakeEngine):
+    """Ctrl-C arrives while the service commits (it finishes the commit regardless)."""
+
+    def commit(self, container: str, spec: CommitSpec) -> str:
+        signal.raise_signal(signal.SIGINT)
+        return super().commit(container, spec)
+
+
+def test_a_build_stopped_during_its_commit_leaves_the_tag_as_it_was(app: Path) -> None:
+    stored = {**FakeEngine().stored, "localhost/app:v1": OLD_APP, OLD_APP.id: OLD_APP}
+    engine = _StoppedDuringCommit(stored=stored)
+    with pytest.raises(KeyboardInterrupt):
+        build.run(make_plan(app, tag="localhost/app:v1"), engine, output=_Sink())
+    assert engine.removed_images == ["sha256:result1"]
+    assert engine.stored["localhost/app:v1"].id == OLD_APP.id
+    assert engine.removed == ["ctr1"]
+
+
+OLD_APP = ImageInfo(id="sha256:old", ref="localhost/app:v1")
 
 
 def test_commit_sets_cmd_user_and_restores_entrypoint(app: Path) -> None:

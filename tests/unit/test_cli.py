@@ -160,3 +160,14 @@ def test_exporting_a_missing_source_exits_3(
     code, _, err = run(capsys, "cache", "export", str(tmp_path / "c"), str(tmp_path / "nope"))
     assert code == 3 and "does not exist" in err
     assert not (tmp_path / "c").exists()
+
+
+def test_argument_errors_are_an_error_line_and_a_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["build", ".", "--timeout", "soon"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "ERROR: argument --timeout: invalid duration value: 'soon'",
+        "  hint: see `buildpy build --help`",
+    ]

@@ -519,3 +519,17 @@ def test_env_file_warnings_reach_the_log(tmp_path: Path, logged: io.StringIO) ->
     resolved = environment.resolve(plan.env_layers)
     assert resolved["A"] == Resolved("3", ".s2i/environment", 3)
     assert resolved["C"] == Resolved("2", f"--env-file {env_file}", 2)
+
+
+@pytest.mark.parametrize("text", ["A\0=1\n", "\0\n", "A=1\n\0B=2\n"])
+def test_a_nul_outside_a_value_is_named_with_the_utf16_hint(text: str) -> None:
+    with pytest.raises(EnvFileError) as info:
+        parse_env_text(text, "env")
+    assert info.value.problem == "the line contains a NUL character"
+    assert "UTF-16" in (info.value.hint or "")
+
+
+def test_an_assignment_hint_names_its_own_option() -> None:
+    with pytest.raises(EnvFileError) as info:
+        parse_assignment("TOKEN", "--build-env")
+    assert info.value.hint == "write --build-env KEY=VALUE"

@@ -400,3 +400,66 @@ def test_a_private_service_keeps_its_large_temporary_files_apart(
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     if os.getuid() != 0:  # rootless without XDG_RUNTIME_DIR: TMPDIR decides Podman's run dir
         assert service._scratch_dir() is None
+
+
+def test_a_lost_connection_podman_py_wrapped_is_still_a_lost_connection() -> None:
+    from podman.errors import APIError
+
+    from buildpy.podman import _translated
+
+    def fail() -> None:
+        with _translated("commit the working container"):
+            try:
+                raise ConnectionRefusedError(111, "Connection refused")
+            except OSError as exc:  # what podman-py's client does with it
+                raise APIError("http://podman/commit", explanation="POST operation failed") from exc
+
+    with pytest.raises(EngineUnavailable, match="lost the connection to Podman while trying"):
+        fail()
+
+
+class _Refusing:
+    """podman-py's API client, refusing to remove a container ``times`` times first."""
+
+    def __init__(self, times: int, message: str) -> None:
+        self.times, self.message, self.calls = times, message, 0
+
+    def delete(self, path: str, params: object = None) -> _Refusing:
+        self.calls += 1
+        return self
+
+    def close(self) -> None:
+        pass
+
+    def raise_for_status(self) -> None:
+        from podman.errors import APIError
+
+        if self.calls <= self.times:
+            raise APIError("500", explanation=self.message)
+
+
+@pytest.mark.parametrize(
+    ("times", "message", "calls", "fails"),
+    [
+        (1, "container state improper: stopped", 2, False),  # asked again, removed
+        (9, "container state improper: stopped", 4, True),  # gives up after 3 more tries
+        (1, "no such thing went wrong", 1, True),  # any other refusal is at once an error
+    ],
+)
+def test_a_container_between_states_is_asked_to_go_again(
+    times: int, message: str, calls: int, fails: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from buildpy import podman
+    from buildpy.errors import EngineError
+
+    monkeypatch.setattr(podman, "_REMOVE_RETRIES", (0.0, 0.0, 0.0), raising=False)
+    engine = podman.PodmanEngine("unix:///nonexistent.sock")
+    refusing = _Refusing(times, message)
+    monkeypatch.setattr(engine._client, "api", refusing)
+    if fails:
+        with pytest.raises(EngineError):
+            engine.remove("c1")
+    else:
+        engine.remove("c1")
+    assert refusing.calls == calls
+    engine.close()

@@ -6,6 +6,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import warnings
@@ -736,3 +737,54 @@ def test_large_and_sparse_files_are_announced(tmp_path: Path) -> None:
     entries = list(walk(tmp_path, NO_RULES, warn=said.append))
     assert [e.relpath for e in entries] == ["small.txt", "sparse.img"]
     assert len(said) == 1 and "sparse.img is sparse" in said[0] and ".s2iignore" in said[0]
+
+
+def _matches_within(pattern: str, path: str, seconds: float) -> bool:
+    """Whether ``.s2iignore`` matching of ``path`` ends within ``seconds`` (in a child
+    process: a regex that backtracks forever cannot be interrupted in this one)."""
+    code = (
+        "import sys; from buildpy.source import IgnoreRules;"
+        " IgnoreRules.from_text(sys.argv[1]).ignored(sys.argv[2], False)"
+    )
+    try:
+        subprocess.run([sys.executable, "-c", code, pattern, path], timeout=seconds, check=True)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def test_a_run_of_stars_matches_as_fast_as_one_star() -> None:
+    """Found by fuzzing: each star was a [^/]* of its own, and 18 of them took 13 s."""
+    assert IgnoreRules.from_text("a***b\n").ignored("a-anything-b", False)
+    assert not IgnoreRules.from_text("a***b\n").ignored("a/b", False)
+    assert _matches_within("*" * 30 + "[x", "N" * 40 + "y", seconds=5)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "is_dir", "ignored"),
+    [
+        ("a/***/b", "a/x/y/b", False, True),  # a whole-segment run is **
+        ("***/b", "x/y/b", False, True),
+        ("!***", "a", False, False),
+        ("a**b", "a/b", False, False),  # within a segment, a run is one *
+        ("a**b", "axyb", False, True),
+        ("\\**x", "*yx", False, True),  # an escaped star stays a star
+        ("\\**x", "zyx", False, False),
+        ("[**]x", "*x", False, True),  # stars in a class are characters
+    ],
+)
+def test_runs_of_stars_read_as_git_reads_them(
+    pattern: str, path: str, is_dir: bool, ignored: bool
+) -> None:
+    rules = IgnoreRules.from_text(f"*\n{pattern}\n" if pattern.startswith("!") else pattern)
+    assert rules.ignored(path, is_dir) == ignored
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (found by fuzzing): stars separated by other characters still backtrack"
+    " polynomially in the name's length (degree: the number of stars); a linear matcher"
+    " would replace pathspec's regexes",
+)
+def test_many_stars_in_one_segment_match_in_linear_time() -> None:
+    assert _matches_within("*a" * 8 + "*b", "a" * 60, seconds=2)
