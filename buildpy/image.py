@@ -55,6 +55,14 @@ _REFERENCE = re.compile(
 )
 
 
+def is_image_name(reference: str) -> bool:
+    """Whether ``reference`` can name an image in a registry (with a tag or a digest)."""
+    name, _, digest = reference.partition("@")
+    return _REFERENCE.fullmatch(name.lower()) is not None and (
+        not digest or re.fullmatch(r"sha256:[0-9a-f]{64}", digest) is not None
+    )
+
+
 def check_reference(reference: str, option: str) -> str:
     """``reference`` when it can name an image; a ``UsageError`` saying why not otherwise."""
     if _REFERENCE.fullmatch(reference) and len(reference) <= 255:

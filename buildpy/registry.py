@@ -21,7 +21,7 @@ from typing import Literal
 from buildpy import log
 from buildpy.engine import Engine, ImageInfo
 from buildpy.errors import BuilderImageError, PullFailed
-from buildpy.image import split_tag
+from buildpy.image import is_image_name, split_tag
 
 _log = log.get(__name__)
 
@@ -46,9 +46,14 @@ def registry_host(ref: str) -> str | None:
 
 
 def is_local_only(ref: str) -> bool:
-    """Whether ``ref`` names something only local storage can have: an image ID, or
-    a name under ``localhost/`` (no port), where Podman's own builds and imports go."""
-    return _IMAGE_ID.fullmatch(ref) is not None or registry_host(ref) == "localhost"
+    """Whether ``ref`` names something only local storage can have: an image ID, a
+    name under ``localhost/`` (no port), where Podman's own builds and imports go, or
+    something no registry could hold (``Not An Image``: no pull is tried for it)."""
+    return (
+        _IMAGE_ID.fullmatch(ref) is not None
+        or registry_host(ref) == "localhost"
+        or not is_image_name(ref)
+    )
 
 
 def obtain(engine: Engine, ref: str, policy: PullPolicy, tls_verify: bool | None) -> ImageInfo:

@@ -60,7 +60,9 @@ def documented_codes() -> set[int]:
 def test_every_code_the_battery_sees_is_documented_and_every_documented_one_is_seen() -> None:
     seen = {code for code, _, _ in EXPECTED}
     assert seen <= documented_codes()
-    assert documented_codes() - seen == {1}  # an internal error is a bug: no case makes one
+    # 1: an internal error is a bug, no case makes one; 9, 10 (pull, publish) and 11 (cache
+    # import) have their own tests against a registry and a second storage
+    assert documented_codes() - seen == {1, 9, 10, 11}
     assert set(sections()) == seen
 
 

@@ -55,20 +55,6 @@ ENV_FILE_CASES = [
         files=s2i_env("export FOO=1\n"),
     ),
     Failure(
-        "space-before-equals",
-        4,
-        ".s2i/environment, line 1: space before '='",
-        "write KEY=VALUE without spaces around '='",
-        files=s2i_env("FOO =1\n"),
-    ),
-    Failure(
-        "space-after-equals",
-        4,
-        ".s2i/environment, line 1: space after '='",
-        "write FOO=VALUE without spaces around '=', or quote the value",
-        files=s2i_env("FOO= x\n"),
-    ),
-    Failure(
         "missing-key",
         4,
         ".s2i/environment, line 3: missing key before '='",
