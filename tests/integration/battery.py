@@ -279,9 +279,10 @@ class EngineProxy:
     """Forwards a unix socket to the real Podman service and watches the calls go by.
 
     ``on(pattern, ...)``: when a call whose ``METHOD /path`` (API version stripped)
-    matches ``pattern`` goes by, send ``signum`` to the build after ``delay`` seconds
-    (the call is forwarded), ``hold`` the call (never forwarded: a hung service), or
-    ``drop`` every connection and refuse new ones (a service that died).
+    matches ``pattern`` goes by, send ``signum`` to the build and forward the call
+    ``delay`` seconds later (so the signal lands while the build waits for the answer,
+    however fast the service is), ``hold`` the call (never forwarded: a hung service),
+    or ``drop`` every connection and refuse new ones (a service that died).
     """
 
     def __init__(self, path: Path, upstream: str) -> None:
@@ -343,8 +344,9 @@ class EngineProxy:
             if not data:
                 break
             if requests:
-                action = self._watch(tail, data)
+                action, pause = self._watch(tail, data)
                 tail = (tail + data)[-512:]
+                time.sleep(pause)
                 if action == "hold":
                     self._drain(src)
                     break
@@ -358,9 +360,11 @@ class EngineProxy:
         for sock in (src, dst):  # wakes the other pump; close() frees them, once
             _cut(sock)
 
-    def _watch(self, tail: bytes, data: bytes) -> str | None:
-        """Record the calls that start in ``data``; the first rule's action they trigger."""
+    def _watch(self, tail: bytes, data: bytes) -> tuple[str | None, float]:
+        """Record the calls that start in ``data``; the first rule's action they trigger,
+        and how long to wait before forwarding them (a signal rule's ``delay``)."""
         chosen = None
+        pause = 0.0
         buf = tail + data
         for found in _REQUEST.finditer(buf):
             if found.end() <= len(tail):
@@ -373,21 +377,16 @@ class EngineProxy:
                     rule.times -= 1
                     rule.hit.set()
                     if rule.action == "signal":
-                        self._signal_later(rule.signum, rule.delay)
+                        self._signal(rule.signum)
+                        pause = max(pause, rule.delay)
                     elif chosen is None:
                         chosen = rule.action
-        return chosen
+        return chosen, pause
 
-    def _signal_later(self, signum: int, delay: float) -> None:
-        pid = self.pid
-
-        def send() -> None:
-            time.sleep(delay)
-            if pid is not None:
-                with suppress(ProcessLookupError):
-                    os.kill(pid, signum)
-
-        threading.Thread(target=send, daemon=True).start()
+    def _signal(self, signum: int) -> None:
+        if self.pid is not None:
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
 
     @staticmethod
     def _drain(sock: socket.socket) -> None:
