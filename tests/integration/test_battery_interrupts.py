@@ -136,11 +136,7 @@ SIGNAL_STAGES = [
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("stage", SIGNAL_STAGES)
-def test_a_signal_at_each_stage(
-    case: Case, stage: str, how: str, request: pytest.FixtureRequest
-) -> None:
-    if stage == "commit":
-        request.node.add_marker(COMMIT_SIGNAL_OPEN)
+def test_a_signal_at_each_stage(case: Case, stage: str, how: str) -> None:
     with at_stage(case, stage, how) as running:
         if stage not in ("upload", "commit"):  # the proxy signals those itself
             running.signal(getattr(signal, how))
@@ -212,15 +208,6 @@ def test_sigterm_stops_the_private_service_too(case: Case) -> None:
     outcome.expect(130, INTERRUPTED, None)
 
 
-# Passed on the battery's branch; after its merge with main (plan, secrets, pull/push)
-# a signal the proxy sends during the commit ends the process with -2 after the build's
-# "built" line instead of exit 130. Open, see issue 10.
-COMMIT_SIGNAL_OPEN = pytest.mark.xfail(
-    strict=True, reason="a signal during the commit kills the process (-2) since the merge"
-)
-
-
-@COMMIT_SIGNAL_OPEN
 def test_ctrl_c_during_the_commit_leaves_the_tag_where_it_was(case: Case) -> None:
     app = case.app({"app.py": APP_PY, ".s2i/bin/assemble": "#!/bin/sh\necho done\n"})
     tag = case.tag()
