@@ -23,6 +23,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -938,8 +939,12 @@ def finish(
     render: Callable[[dict[str, Any]], str],
     json_path: Path | None,
 ) -> int:
-    """Measure (with the wheelhouse ready), then print markdown and JSON; the exit code."""
+    """Measure (with the wheelhouse ready), then print markdown and JSON; the exit code.
+
+    SIGTERM stops it as Ctrl-C does, so its Podman service (in a session of its own) and
+    what it made are removed: a terminated run used to leave the service running."""
     started = time.monotonic()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         ensure_wheelhouse()
         found = report()
