@@ -46,20 +46,16 @@ def registry_host(ref: str) -> str | None:
 
 
 def is_local_only(ref: str) -> bool:
-    """Whether ``ref`` names something only local storage can have: an image ID, a
-    name under ``localhost/`` (no port), where Podman's own builds and imports go, or
-    something no registry could hold (``Not An Image``: no pull is tried for it)."""
-    return (
-        _IMAGE_ID.fullmatch(ref) is not None
-        or registry_host(ref) == "localhost"
-        or not is_image_name(ref)
-    )
+    """Whether ``ref`` names something only local storage can have: an image ID, or
+    a name under ``localhost/`` (no port), where Podman's own builds and imports go."""
+    return _IMAGE_ID.fullmatch(ref) is not None or registry_host(ref) == "localhost"
 
 
 def obtain(engine: Engine, ref: str, policy: PullPolicy, tls_verify: bool | None) -> ImageInfo:
     """The builder image, pulled when the policy says so; ``BuilderImageError`` when it
-    is missing and may not be pulled, ``PullFailed`` when the registry does not give it."""
-    local_only = is_local_only(ref)
+    is missing and may not be pulled (or could not be: ``Not An Image`` is no name a
+    registry holds), ``PullFailed`` when the registry does not give it."""
+    local_only = is_local_only(ref) or not is_image_name(ref)
     if policy != "always" or local_only:
         found = engine.find_image(ref)
         if found is not None:
