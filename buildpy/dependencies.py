@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildpy import redact
 from buildpy.source import IgnoreRules, read_file
 
 # Names at the source root that installers read to decide what to install.
@@ -75,7 +76,6 @@ UNKEYED_VARIABLES = frozenset(
         "POETRY_CACHE_DIR",
     }
 )
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 
 _INCLUDE = re.compile(r"^\s*(?:-r|--requirement|-c|--constraint)(?:\s+|=)(\S+)")
 _EDITABLE = re.compile(r"^\s*(?:-e|--editable)(?:\s+|=)(\S+)")
@@ -191,9 +191,9 @@ def fetch_variables(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def key_variables(env: Mapping[str, str]) -> dict[str, str]:
-    """``layer_variables`` as the key sees them: credentials in URLs left out (a rotated
-    token reaches the same index, and the key is written into a label)."""
-    return {k: _USERINFO.sub("", v) for k, v in layer_variables(env).items()}
+    """``layer_variables`` as the key sees them: credentials in URLs masked as everything
+    buildpy shows masks them (a rotated token reaches the same index)."""
+    return {k: redact.mask(v) for k, v in layer_variables(env).items()}
 
 
 def key(builder_id: str, files: Sequence[tuple[str, bytes]], variables: Mapping[str, str]) -> str:
