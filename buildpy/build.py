@@ -136,7 +136,8 @@ def _can_place(session: BuildSession) -> bool:
     return (
         home.startswith("/")
         and home != "/"
-        and not plan.source_scripts
+        and not plan.uploaded_scripts
+        and plan.scripts_url is None
         and not plan.options.incremental
     )
 
@@ -171,10 +172,12 @@ def _placed_source(plan: BuildPlan, dest: str) -> ArchiveFactory:
 
 
 def source_archive(plan: BuildPlan, build_env: Mapping[str, str]) -> ArchiveFactory:
-    """The upload for /tmp: src/, scripts/ from .s2i/bin, and the build-only env file."""
+    """The upload for /tmp: src/, scripts/ (from --scripts-url file:// and .s2i/bin), and
+    the build-only env file."""
+    uploaded = plan.uploaded_scripts
     extra = [
-        source.Member(f"scripts/{name}", _read_script(plan, name), 0o755)
-        for name in sorted(plan.source_scripts)
+        source.Member(f"scripts/{name}", source.read_file(uploaded[name]), 0o755)
+        for name in sorted(uploaded)
     ]
     extra += build_env_member(build_env)
 
@@ -187,7 +190,3 @@ def source_archive(plan: BuildPlan, build_env: Mapping[str, str]) -> ArchiveFact
         )
 
     return archive
-
-
-def _read_script(plan: BuildPlan, name: str) -> bytes:
-    return source.read_file(plan.source_scripts[name])

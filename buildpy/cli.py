@@ -180,6 +180,12 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     )
     _add_index_options(parser)
     parser.add_argument(
+        "--scripts-url",
+        metavar="URL",
+        help="S2I scripts: image:///PATH in the builder, or file://DIR on this host (uploaded);"
+        " beats .s2i/bin and the builder's label, script by script (as s2i)",
+    )
+    parser.add_argument(
         "--wheelhouse",
         type=Path,
         metavar="DIR",
@@ -495,6 +501,7 @@ def _command_line(args: argparse.Namespace) -> BuildOptions:
         index_url=args.index_url,
         extra_index_urls=tuple(args.extra_index_url),
         trusted_hosts=tuple(args.trusted_host),
+        scripts_url=args.scripts_url,
     )
 
 

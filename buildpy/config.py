@@ -66,6 +66,7 @@ class BuildOptions:
     index_url: str | None = None
     extra_index_urls: tuple[str, ...] = ()
     trusted_hosts: tuple[str, ...] = ()
+    scripts_url: str | None = None  # --scripts-url, checked by the plan
 
 
 def pyproject_settings(source: Path) -> dict[str, str]:

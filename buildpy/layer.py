@@ -107,6 +107,8 @@ def split_reason(plan: BuildPlan, builder: ImageInfo) -> str | None:
         return "caching is off (--no-cache)"
     if "dependencies" not in phases:
         return f"builder {builder.ref} has no dependency phase (label {PHASES_LABEL})"
+    if plan.scripts_url is not None and plan.scripts_url.gives("assemble"):
+        return f"assemble comes from {plan.scripts_url.origin}, which has no dependency phase"
     if "assemble" in plan.source_scripts:
         return "the source brings its own assemble (.s2i/bin/assemble)"
     if plan.dependencies.needs_full_source:

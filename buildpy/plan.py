@@ -69,6 +69,17 @@ class BuildPlan:
     delivery: publish.Delivery
     build_layers: tuple[environment.EnvLayer, ...] = ()  # where build_env's values come from
     wheelhouse: indexes.Wheelhouse | None = None
+    scripts_url: scripts.ScriptsURL | None = None  # --scripts-url, checked
+
+    @property
+    def uploaded_scripts(self) -> dict[str, Path]:
+        """The scripts of this host that go to /tmp/scripts: --scripts-url file://
+        ones, then the source's .s2i/bin (see ``scripts.uploaded``)."""
+        return scripts.uploaded(self.scripts_url, self.source_scripts)
+
+    def script_origin(self, name: str) -> str | None:
+        """Where the script ``name`` comes from, None when from the builder's label."""
+        return scripts.origin(name, self.scripts_url, self.source_scripts)
 
 
 def make(
@@ -93,7 +104,8 @@ def make(
     rules = source.IgnoreRules.load(root)
     source.check_tree(root, rules, warn=_warn)
     own_scripts = scripts.source_scripts(root)
-    for path in own_scripts.values():  # read even when .s2iignore leaves them out
+    given = None if options.scripts_url is None else scripts.parse_url(options.scripts_url)
+    for path in scripts.uploaded(given, own_scripts).values():  # even if .s2iignore'd
         source.read_file(path)
     return BuildPlan(
         options=options,
@@ -109,6 +121,7 @@ def make(
         delivery=delivery,
         build_layers=build_layers,
         wheelhouse=_wheelhouse(options),
+        scripts_url=given,
     )
 
 

@@ -81,7 +81,9 @@ def make(plan: BuildPlan, engine: Engine, origins: Mapping[str, str]) -> Preview
     """The preview of ``plan``; ``origins`` says where builder, tag and network came from
     (``config.setting_origins``). Looks images up; starts nothing."""
     builder = require_builder(engine, plan.options.builder)
-    chosen = scripts.choose(builder.labels, set(plan.source_scripts), builder.ref)
+    chosen = scripts.choose(
+        builder.labels, set(plan.uploaded_scripts), builder.ref, plan.scripts_url
+    )
     split = layer.split_reason(plan, builder)
     ours = any(label in builder.labels for label in BUILDPY_BUILDER_LABELS)
     build_layers = _build_layers(plan, split is None)
@@ -129,14 +131,14 @@ def _mirrored(
         k for lay in build_layers if lay.origin in HIDDEN_ORIGINS for k in lay.values
     )
     at_build = Variables(resolve((*image, *build_layers)), hidden)
-    who = _decider(ours, "assemble" in plan.source_scripts)
+    who = _decider(ours, plan.script_origin("assemble"))
     if who == "buildpy":
         install = assemble_mirror.decide(view, at_build, files)
         reads = install.reads
     else:
         install = assemble_mirror.Install(decided_by=who, notes=(_cannot_tell(who, "assemble"),))
         reads = tuple(files)  # a guess: whatever the dependency files name
-    who = _decider(ours, "run" in plan.source_scripts)
+    who = _decider(ours, plan.script_origin("run"))
     if who != "buildpy":
         return install, run_mirror.Start(decided_by=who, notes=(_cannot_tell(who, "run"),))
     if install.error:
@@ -144,12 +146,18 @@ def _mirrored(
     return install, run_mirror.decide(view, Variables(resolve(image)), files, reads)
 
 
-def _decider(ours: bool, in_source: bool) -> str:
-    return "source" if in_source else "buildpy" if ours else "builder"
+def _decider(ours: bool, given: str | None) -> str:
+    """Who decides what a script does: the source (.s2i/bin), --scripts-url, buildpy's
+    own scripts, or another builder's."""
+    if given is not None:
+        return "scripts-url" if given.startswith(scripts.URL_OPTION) else "source"
+    return "buildpy" if ours else "builder"
 
 
 def _cannot_tell(who: str, script: str) -> str:
-    whose = "the source's own .s2i/bin/" if who == "source" else "the builder's own "
+    whose = {"source": "the source's own .s2i/bin/", "scripts-url": "the --scripts-url "}.get(
+        who, "the builder's own "
+    )
     return f"{whose}{script} decides; buildpy cannot tell what it will do"
 
 
@@ -162,13 +170,7 @@ def _scripts(plan: BuildPlan, builder: ImageInfo, chosen: scripts.Scripts) -> tu
         "save-artifacts": chosen.save_artifacts,
     }
     return tuple(
-        Script(
-            name,
-            path,
-            f"{scripts.SOURCE_SCRIPTS_DIR}/{name} in the source"
-            if name in plan.source_scripts
-            else from_image,
-        )
+        Script(name, path, plan.script_origin(name) or from_image)
         for name, path in paths.items()
         if path
     )

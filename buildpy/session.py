@@ -51,7 +51,9 @@ class BuildSession:
         ``with`` block is entered."""
         options = plan.options
         builder = registry.obtain(engine, options.builder, options.pull, options.tls_verify)
-        chosen = scripts.choose(builder.labels, set(plan.source_scripts), builder.ref)
+        chosen = scripts.choose(
+            builder.labels, set(plan.uploaded_scripts), builder.ref, plan.scripts_url
+        )
         volumes = (cache.downloads(engine),) if options.cache else ()
         files = BuildSecrets(engine, plan.files, builder.user)
         reaper = Reaper(engine)
