@@ -44,6 +44,12 @@ EXAMPLE = ROOT / "examples" / "hello-flask"
 SHOWN = {
     "README.md": ["localhost/myapp\n", "Hello from buildpy!\n"],
     "docs/tutorial.md": ["hello\n", "Hi\n", "Hey\n"],
+    "docs/how-to/migrate-from-s2i.md": [
+        "run from --scripts-url file://../s2iscripts",
+        "localhost/myapp\n",
+        "Hello from buildpy!\n",
+        "starting through --scripts-url's run",
+    ],
 }
 
 
