@@ -158,6 +158,7 @@ _TEMPLATES = {
     "pushed": "pushed {image}",
     "wrote the image": "wrote the image to {output} ({megabytes} MB)",
 }
+_DURATION_COLUMN = 64
 _ANSI = {"warning": "\033[33m", "error": "\033[31m", "dim": "\033[2m", "bold": "\033[1m"}
 _RESET = "\033[0m"
 
@@ -170,8 +171,8 @@ def render(level: str, event: str, fields: Mapping[str, Any], color: bool = Fals
     hint = fields.pop("hint", None) if level in ("warning", "error") else None
     seconds = fields.pop("seconds", None)
     text = _phrase(event, fields)
-    if isinstance(seconds, (int, float)):
-        text += _paint(f" ({seconds:.2f} s)", "dim", color)
+    if isinstance(seconds, (int, float)):  # in a column of its own where the line allows
+        text = f"{text:<{_DURATION_COLUMN}}" + _paint(f" {seconds:7.2f} s", "dim", color)
     if level in ("warning", "error"):
         text = _paint(f"{level.upper()}:", level, color) + f" {text}"
         if hint:
