@@ -285,3 +285,13 @@ def test_importing_the_cli_imports_no_engine_client_and_no_structlog() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_usage_of_a_missing_image_names_its_argument_not_builder(
+    capsys: pytest.CaptureFixture[str], engine: FakeEngine
+) -> None:
+    assert cli.main(["usage", "localhost/nope"]) == 6
+    out, err = capsys.readouterr()
+    assert out == "" and "ERROR: builder image localhost/nope is not in local storage" in err
+    hint = next(line for line in err.splitlines() if line.startswith("  hint: "))
+    assert "the IMAGE argument" in hint and "--builder" not in hint
