@@ -146,6 +146,7 @@ _TEMPLATES = {
     "pulling the builder": "pulling the builder {image}",
     "pulled": "pulled {image} ({id})",
     "builder ready": "builder {image} ({id})",
+    "building in one phase": "building in one phase: {reason}",
     "installing dependencies": "installing dependencies ({files})",
     "dependencies installed": "dependencies installed: layer {image}",
     "dependency layer reused": "dependency layer reused: {image}",
@@ -170,15 +171,16 @@ def render(level: str, event: str, fields: Mapping[str, Any], color: bool = Fals
         return _paint(_built(fields), "bold", color) + "\n"
     hint = fields.pop("hint", None) if level in ("warning", "error") else None
     seconds = fields.pop("seconds", None)
-    text = _phrase(event, fields)
+    prefix = {"warning": "WARNING: ", "error": "ERROR: ", "debug": "debug: "}.get(level, "")
+    text = prefix + _phrase(event, fields)
     if isinstance(seconds, (int, float)):  # in a column of its own where the line allows
         text = f"{text:<{_DURATION_COLUMN}}" + _paint(f" {seconds:7.2f} s", "dim", color)
-    if level in ("warning", "error"):
-        text = _paint(f"{level.upper()}:", level, color) + f" {text}"
-        if hint:
-            text += f"\n  hint: {hint}"
-    elif level == "debug":
-        text = _paint(f"debug: {text}", "dim", color)
+    if level == "debug":
+        text = _paint(text, "dim", color)
+    elif prefix:
+        text = _paint(prefix.rstrip(), level, color) + " " + text[len(prefix) :]
+    if hint:
+        text += f"\n  hint: {hint}"
     return text + "\n"
 
 
