@@ -64,7 +64,11 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         return value if top else argparse.SUPPRESS
 
     parser.add_argument(
-        "-v", "--verbose", action="count", default=default(0), help="debug log lines"
+        "-v",
+        "--verbose",
+        action="count",
+        default=default(0),
+        help="debug log lines too, and a traceback for an internal error",
     )
     parser.add_argument(
         "-q",
