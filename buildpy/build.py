@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from buildpy import artifacts, image, layer, log, scripts, source
-from buildpy.container import ArchiveFactory, Output, build_env_member
+from buildpy.container import (
+    ArchiveFactory,
+    Committed,
+    Output,
+    WorkingContainer,
+    build_env_member,
+)
 from buildpy.engine import CommitSpec, Engine
 from buildpy.plan import BuildPlan
 from buildpy.session import BuildSession
@@ -62,10 +68,14 @@ def run(plan: BuildPlan, engine: Engine, output: Output | None = None) -> BuildR
     started = time.monotonic()
     out = output if output is not None else sys.stderr.buffer
     with BuildSession.start(plan, engine, out) as session:
-        reason = layer.split_reason(plan, session.builder)
+        builder = session.builder
+        _log.info(
+            "builder ready", image=builder.ref, id=_short(builder.id), seconds=_since(started)
+        )
+        reason = layer.split_reason(plan, builder)
         if reason is not None:
             _log.info("building in one phase", reason=reason)
-        deps = layer.prepare(session) if reason is None else None
+        deps = _dependencies(session) if reason is None else None
         commit = _final_commit(session)
         if deps is not None and deps.application == "copy" and _can_place(session):
             final = _place(session, deps.image_id, commit)
@@ -80,6 +90,23 @@ def run(plan: BuildPlan, engine: Engine, output: Output | None = None) -> BuildR
         dependencies_reused=deps is not None and deps.reused,
         times=times,
     )
+
+
+def _dependencies(session: BuildSession) -> layer.DependencyLayer:
+    """The dependency layer, reused or installed, and one line that says which."""
+    started = time.monotonic()
+    deps = layer.prepare(session)
+    said = "dependency layer reused" if deps.reused else "dependencies installed"
+    _log.info(said, image=_short(deps.image_id), seconds=_since(started))
+    return deps
+
+
+def _short(image_id: str) -> str:
+    return image_id.split(":", 1)[-1][:12]
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 3)
 
 
 def _final_commit(session: BuildSession) -> CommitSpec:
@@ -105,24 +132,33 @@ def _assemble(
         seconds = container.upload(scripts.UPLOAD_DIR, upload)
         if saved is not None:
             seconds += container.upload(scripts.UPLOAD_DIR, saved)
+        _log.info("source uploaded", seconds=round(seconds, 3))
+        _log.info("running assemble", script=session.scripts.assemble)
         assembled = container.assemble(session.out).check()
-        committed = container.commit(commit)
+        _log.info("assembled", seconds=round(assembled.seconds, 3))
+        committed = _committed(container, commit)
     times = {"upload": seconds, "assemble": assembled.seconds, "commit": committed.seconds}
     return _Final(committed.image_id, times)
 
 
 def _place(session: BuildSession, start: str, commit: CommitSpec) -> _Final:
     """Put the source where assemble would leave it, in a container that never runs."""
-    _log.info("placing the source: the application phase has nothing to run")
     plan = session.plan
     home = PurePosixPath(session.builder.env["HOME"])
     session.reaper.release()  # nothing will run: the dependency container may go now
     with session.container(start, plan.image_env, plan.labels) as container:
         seconds = container.upload(str(home.parent), _placed_source(plan, home.name))
-        committed = container.commit(commit)
+        _log.info("source placed", path=str(home), seconds=round(seconds, 3))
+        committed = _committed(container, commit)
     return _Final(
         committed.image_id, {"upload": seconds, "assemble": 0.0, "commit": committed.seconds}
     )
+
+
+def _committed(container: WorkingContainer, commit: CommitSpec) -> Committed:
+    committed = container.commit(commit)
+    _log.info("committed", image=_short(committed.image_id), seconds=round(committed.seconds, 3))
+    return committed
 
 
 def _can_place(session: BuildSession) -> bool:

@@ -146,3 +146,17 @@ def ensure(
         context, builder.containerfile, builder.tag, args, {DIGEST_LABEL: wanted}
     )
     return image_id, True
+
+
+def state(engine: ImageBuilder, builder: Builder, context: bytes) -> str:
+    """Whether ``builder`` is built and current, for ``builder list``: ``current`` (its
+    digest label matches its inputs: ``context``, the build arguments, its base image's
+    ID), ``outdated`` (``ensure`` would build it again), ``missing``, or ``no base``."""
+    existing = engine.find_image(builder.tag)
+    if existing is None:
+        return "missing"
+    base_image = engine.find_image(builder.base)
+    if base_image is None:
+        return "no base"
+    wanted = digest(context, builder, base_image.id)
+    return "current" if existing.labels.get(DIGEST_LABEL) == wanted else "outdated"

@@ -7,44 +7,22 @@ captured; logs, build output and errors go to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from buildpy import (
-    __version__,
-    builders,
-    cache,
-    cachedir,
-    carry,
-    environment,
-    indexes,
-    leftovers,
-    log,
-    preview,
-    publish,
-    redact,
-    wheelhouse,
-)
-from buildpy import build as build_stage
-from buildpy import plan as build_plan
-from buildpy.config import (
-    PYPROJECT_KEYS,
-    BuildOptions,
-    default_builder,
-    setting_origins,
-    with_pyproject,
-)
+# Only what parsing the command line needs is imported here; each command imports what it
+# uses when it runs, so `buildpy --version` and a usage error start quickly, and podman-py
+# (with requests and urllib3) is imported only once an engine is needed.
+from buildpy import __version__, log, redact
+from buildpy.config import PYPROJECT_KEYS, default_builder
 from buildpy.errors import (
     BuilderImageError,
     BuildpyError,
@@ -55,50 +33,97 @@ from buildpy.errors import (
     TimedOut,
     UsageError,
 )
-from buildpy.podman import PodmanEngine
-from buildpy.registry import PULL_POLICIES, S2I_PULL_POLICIES, PullPolicy, require_builder
-from buildpy.service import connect
-from buildpy.usage import usage
+from buildpy.registry import PULL_POLICIES, S2I_PULL_POLICIES, PullPolicy
+
+if TYPE_CHECKING:
+    from buildpy import build as build_stage
+    from buildpy import carry
+    from buildpy import plan as build_plan
+    from buildpy.config import BuildOptions
+    from buildpy.podman import PodmanEngine
+
+REFERENCE = "docs/reference/cli.md"
+LOG_FORMATS = ("human", "json", "console", "auto")  # console, auto: older names of human
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors in buildpy's form: one ERROR line, a hint, exit 2."""
+    """argparse, with its errors in buildpy's form: one ERROR line, a hint, exit 2.
+    Subcommands' parsers are of this class too (``add_subparsers`` makes its own kind)."""
 
     def error(self, message: str) -> NoReturn:
         _report(UsageError(message, f"see `{self.prog} --help`"))
         sys.exit(UsageError.exit_code)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="buildpy",
-        description="Build Python source into a runnable container image with Podman (S2I).",
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """-v, -q, --log-format: on the top parser, and again on every subcommand's (``top``
+    False) so they may be typed after it; those copies default to SUPPRESS, so an option
+    given before the subcommand is not reset by the subcommand's parser."""
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default(0),
+        help="debug log lines too, and a traceback for an internal error",
     )
-    parser.add_argument("--version", action="version", version=f"buildpy {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument(
         "-q",
         "--quiet",
         action="store_true",
-        help="only warnings and errors; no assemble output (a failure still shows its end)",
+        default=default(False),
+        help="only warnings, errors and the result; no builder output (a failed assemble"
+        " still shows its last lines)",
     )
     parser.add_argument(
         "--log-format",
-        choices=("auto", "console", "json"),
-        default="auto",
-        help="log format on stderr (auto: console on a terminal, else JSON)",
+        choices=LOG_FORMATS,
+        default=default("human"),
+        metavar="human|json",
+        help="log lines on stderr: for people (default, also off a terminal) or structlog"
+        " JSON events, one per line",
     )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="buildpy",
+        description="Build Python source into a runnable container image with Podman (S2I).",
+        epilog=f"Each command's options: buildpy COMMAND --help. Global options (-v, -q,"
+        f" --log-format) go before or after the command. Reference: {REFERENCE} in"
+        " buildpy's source; exit codes: docs/reference/exit-codes.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"buildpy {__version__}")
+    _global_options(parser, top=True)
+    common = _Parser(add_help=False)
+    _global_options(common, top=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    add_build_options(commands.add_parser("build", help="build SOURCE into an image"))
-    p = commands.add_parser(
-        "plan", help="say what `build` would do with SOURCE, and why, starting no container"
+    def command(group: Any, name: str, says: str, **more: Any) -> argparse.ArgumentParser:
+        made: argparse.ArgumentParser = group.add_parser(
+            name,
+            help=says,
+            description=more.pop("description", says[:1].upper() + says[1:] + "."),
+            epilog=f"Reference: {REFERENCE}.",
+            parents=[common],
+            **more,
+        )
+        return made
+
+    add_build_options(command(commands, "build", "build SOURCE into an image"))
+    p = command(
+        commands, "plan", "say what `build` would do with SOURCE, and why, starting no container"
     )
     add_build_options(p)
     _add_format(p)
 
-    w = commands.add_parser(
-        "wheelhouse", help="collect what building SOURCE installs into DIR, for offline builds"
+    w = command(
+        commands,
+        "wheelhouse",
+        "collect what building SOURCE installs into DIR, for offline builds",
     )
     w.add_argument("source", type=Path, metavar="SOURCE", help="the application's directory")
     w.add_argument("dir", type=Path, metavar="DIR", help="the wheelhouse (made if missing)")
@@ -114,33 +139,52 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_index_options(w)
 
-    bb = commands.add_parser("builder", help="manage buildpy's own builder images")
+    bb = command(commands, "builder", "manage buildpy's own builder images")
     bsub = bb.add_subparsers(dest="builder_command", metavar="ACTION", required=True)
-    bbuild = bsub.add_parser("build", help="build builder images (only when their inputs changed)")
+    bbuild = command(bsub, "build", "build builder images (only when their inputs changed)")
     bbuild.add_argument("names", nargs="*", metavar="NAME", help="builders to build (default: all)")
     bbuild.add_argument("--base", help="base image to build on (default: the builder's own)")
     bbuild.add_argument("--force", action="store_true", help="rebuild even when up to date")
-    bsub.add_parser("list", help="list the builder images buildpy can build")
+    command(
+        bsub,
+        "list",
+        "list the builder images buildpy can build, and whether each is built and current",
+        description="List buildpy's builder images: name, Containerfile, base image, and"
+        " state: `current` (built from today's containerfiles/ and s2i/ on its base),"
+        " `outdated` (`buildpy builder build` would rebuild it), `missing` (not built),"
+        " `no base` (its base image is missing), or `unknown` (no Podman service answered).",
+    )
 
-    c = commands.add_parser(
-        "cache", help="list, remove, export or import what buildpy keeps between builds"
+    c = command(
+        commands, "cache", "list, remove, export or import what buildpy keeps between builds"
     )
     csub = c.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
-    csub.add_parser("ls", help="list cached dependency images and download volumes")
-    csub.add_parser("prune", help="remove all cached dependency images and download volumes")
-    ce = csub.add_parser(
-        "export", help="replace DIR with the cache SOURCE's next build can use (for CI)"
-    )
+    command(csub, "ls", "list cached dependency images and download volumes")
+    command(csub, "prune", "remove all cached dependency images and download volumes")
+    ce = command(csub, "export", "replace DIR with the cache SOURCE's next build can use (for CI)")
     ce.add_argument("directory", type=Path, metavar="DIR", help="the cache directory to write")
     ce.add_argument("source", type=Path, metavar="SOURCE", help="the application's directory")
     _input_options(ce)
-    ci = csub.add_parser("import", help="load a cache directory that `cache export` wrote")
+    ci = command(csub, "import", "load a cache directory that `cache export` wrote")
     ci.add_argument("directory", type=Path, metavar="DIR", help="missing or empty: nothing to do")
 
-    u = commands.add_parser("usage", help="show a builder image's usage text")
-    u.add_argument("image", nargs="?", default=default_builder(), metavar="IMAGE")
+    u = command(
+        commands,
+        "usage",
+        "show a builder image's usage text",
+        description="Run a builder image's S2I usage script (from its"
+        " io.openshift.s2i.scripts-url label) in a throwaway container and print what it"
+        " says: the variables and files the builder reads. The image is never pulled.",
+    )
+    u.add_argument(
+        "image",
+        nargs="?",
+        default=default_builder(),
+        metavar="IMAGE",
+        help=f"the builder image (default: {default_builder()})",
+    )
 
-    d = commands.add_parser("doctor", help="check what a build needs here and how to fix it")
+    d = command(commands, "doctor", "check what a build needs here and how to fix it")
     _add_format(d)
     return parser
 
@@ -173,7 +217,7 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="id=NAME,src=FILE",
         help="file (or env=VARIABLE's value) at /run/secrets/NAME during assemble only,"
-        " as with `podman build --secret` (repeatable)",
+        " as with `podman build --secret` (may be repeated)",
     )
     parser.add_argument(
         "--network", help="network for assemble: bridge, host, none, ... (Podman's default)"
@@ -195,7 +239,9 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--incremental",
         action="store_true",
-        help="restore the previous image's save-artifacts output into /tmp/artifacts (S2I)",
+        help="restore what the previous image under --tag (needed) saves with its"
+        " save-artifacts script into /tmp/artifacts (S2I); buildpy's own builders save"
+        " nothing (their download cache does that job)",
     )
     parser.add_argument(
         "--no-cache",
@@ -239,7 +285,8 @@ def _add_variable_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="variable for assemble and the image; beats --env-file and .s2i/environment",
+        help="variable for assemble and the image; beats --env-file and .s2i/environment"
+        " (may be repeated)",
     )
     parser.add_argument(
         "-E",
@@ -250,7 +297,8 @@ def _add_variable_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         type=Path,
         metavar="FILE",
-        help="file of KEY=VALUE lines for assemble and the image (repeatable, later wins);"
+        help="file of KEY=VALUE lines for assemble and the image (may be repeated, later"
+        " wins);"
         " -E and --environment-file are s2i's spellings",
     )
     parser.add_argument(
@@ -258,7 +306,7 @@ def _add_variable_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="variable for assemble only; never stored in the image",
+        help="variable for assemble only; never stored in the image (may be repeated)",
     )
 
 
@@ -299,13 +347,16 @@ def _registry_arguments(b: argparse.ArgumentParser) -> None:
 
 def _delivery_arguments(b: argparse.ArgumentParser) -> None:
     """Where the image goes besides local storage."""
-    b.add_argument("--push", action="store_true", help="push the image (--tag) after the build")
+    b.add_argument(
+        "--push", action="store_true", help="push the image after the build (needs --tag)"
+    )
     b.add_argument(
         "--output",
         action="append",
         default=[],
         metavar="TYPE:PATH",
-        help="also write the image to a file: oci-archive:PATH or docker-archive:PATH",
+        help="also write the image to a file: oci-archive:PATH or docker-archive:PATH"
+        " (may be repeated)",
     )
 
 
@@ -338,22 +389,21 @@ def _add_index_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="URL",
-        help="another index, with --index-url (repeatable)",
+        help="another index, with --index-url (may be repeated)",
     )
     p.add_argument(
         "--trusted-host",
         action="append",
         default=[],
         metavar="HOST",
-        help="an index host trusted without valid TLS, with --index-url (repeatable)",
+        help="an index host trusted without valid TLS, with --index-url (may be repeated)",
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run one command and return its exit code."""
     args = _parser().parse_args(argv)
-    json_logs = {"auto": None, "console": False, "json": True}[args.log_format]
-    log.configure(-1 if args.quiet else args.verbose, json=json_logs)
+    log.configure(-1 if args.quiet else args.verbose, json=args.log_format == "json")
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
         return _exit_code(args, debug=args.verbose > 0)
@@ -375,6 +425,8 @@ def _exit_code(args: argparse.Namespace, debug: bool) -> int:
         error = exc
     except Exception as exc:  # a bug: say so, with the traceback on request
         if debug:
+            import traceback
+
             traceback.print_exc()
         error = BuildpyError(
             f"internal error: {type(exc).__name__}: {exc}",
@@ -393,6 +445,9 @@ def _report(exc: BuildpyError) -> None:
 @contextmanager
 def _engine() -> Iterator[PodmanEngine]:
     """The Podman engine for one command: a service found or started, closed afterwards."""
+    from buildpy.podman import PodmanEngine  # podman-py, requests, urllib3: only now
+    from buildpy.service import connect
+
     with connect() as url, PodmanEngine(url) as engine:
         yield engine
 
@@ -454,16 +509,20 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _build_in_time(args: argparse.Namespace) -> int:
+    from buildpy import build as build_stage
+    from buildpy import environment, publish
+    from buildpy import plan as build_plan
+
     plan = build_plan.make(_build_options(args))
     logger = log.get("buildpy")
     origins = environment.origins(plan.env_layers)
     logger.debug("image variables", origins={key: where for key, (_, where) in origins.items()})
-    with _engine() as engine, open(os.devnull, "wb") as silent:
-        # -q: assemble's output is not shown; a failure still quotes its last lines
+    with _engine() as engine, _builder_output(args.quiet) as output:
         if args.cache_from is not None:
             _import_for_build(engine, args.cache_from)
-        result = build_stage.run(plan, engine, output=silent if args.quiet else None)
-        _log_built(result)
+        result = build_stage.run(plan, engine, output=output)
+        found = engine.find_image(result.image_id)
+        _log_built(result, found.size if found is not None else 0)
         try:
             publish.deliver(engine, plan.delivery, result.image_id, result.tag)
         except PublishFailed:
@@ -475,12 +534,31 @@ def _build_in_time(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _builder_output(quiet: bool) -> Iterator[Any]:
+    """Where the builder's output goes: set apart in the log, or (-q) nowhere; a failed
+    assemble still quotes its last lines in its ERROR."""
+    if quiet:
+        with open(os.devnull, "wb") as silent:
+            yield silent
+        return
+    lines = log.output()
+    try:
+        yield lines
+    finally:
+        lines.end_line()
+
+
 def _build_options(args: argparse.Namespace) -> BuildOptions:
     """The build options of `build` and `plan`: the command line over [tool.buildpy]."""
+    from buildpy.config import with_pyproject
+
     return with_pyproject(_command_line(args), _explicit(args))
 
 
 def _command_line(args: argparse.Namespace) -> BuildOptions:
+    from buildpy.config import BuildOptions
+
     return BuildOptions(
         source=args.source,
         builder=args.builder or default_builder(),
@@ -510,11 +588,12 @@ def _explicit(args: argparse.Namespace) -> frozenset[str]:
     return frozenset(k for k in PYPROJECT_KEYS if getattr(args, k) is not None)
 
 
-def _log_built(result: build_stage.BuildResult) -> None:
+def _log_built(result: build_stage.BuildResult, size: int) -> None:
     log.get("buildpy").info(
         "built",
-        image=result.image_id[:12],
+        image=result.image_id.split(":", 1)[-1][:12],
         tag=result.tag,
+        size=size,
         seconds=round(result.seconds, 3),
         assemble_seconds=round(result.assemble_seconds, 3),
         phases=result.phases,
@@ -526,6 +605,8 @@ def _log_built(result: build_stage.BuildResult) -> None:
 def _input_build_options(args: argparse.Namespace, **more: Any) -> BuildOptions:
     """The options that decide a build's inputs (``cache export``, ``wheelhouse``), and
     ``more``, over the source's [tool.buildpy]."""
+    from buildpy.config import BuildOptions, with_pyproject
+
     given = frozenset(k for k in ("builder", "network") if getattr(args, k, None) is not None)
     return with_pyproject(
         BuildOptions(
@@ -542,6 +623,11 @@ def _input_build_options(args: argparse.Namespace, **more: Any) -> BuildOptions:
 
 def _wheelhouse(args: argparse.Namespace) -> int:
     """`buildpy wheelhouse SOURCE DIR`: what building SOURCE installs, collected into DIR."""
+    from dataclasses import replace
+
+    from buildpy import indexes, wheelhouse
+    from buildpy import plan as build_plan
+
     options = _input_build_options(
         args,
         ca_bundle=args.ca_bundle,
@@ -553,8 +639,8 @@ def _wheelhouse(args: argparse.Namespace) -> int:
     )
     plan = build_plan.make(replace(options, tag=None))  # a wheelhouse makes no image
     target = indexes.wheelhouse_to_fill(args.dir)
-    with _engine() as engine:
-        filled = wheelhouse.fill(plan, target, engine, sys.stderr.buffer)
+    with _engine() as engine, _builder_output(args.quiet) as output:
+        filled = wheelhouse.fill(plan, target, engine, output)
     log.get("buildpy").info(
         "wheelhouse ready",
         path=str(filled.path),
@@ -568,12 +654,18 @@ def _wheelhouse(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     """What `build` would do with the same options, on stdout; nothing is built."""
+    from buildpy import plan as build_plan
+    from buildpy import preview
+    from buildpy.config import setting_origins
+
     with _deadline(args.timeout):
         plan = build_plan.make(_build_options(args))
         origins = setting_origins(_command_line(args), _explicit(args))
         with _engine() as engine:
             found = preview.make(plan, engine, origins)
     if args.format == "json":
+        import json
+
         print(json.dumps(preview.report(found), indent=2))
     else:
         sys.stdout.write(preview.render(found))
@@ -581,10 +673,10 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _builder(args: argparse.Namespace) -> int:
+    from buildpy import builders
+
     if args.builder_command == "list":
-        for _name, builder in sorted(builders.BUILDERS.items()):
-            print(f"{builder.tag}\t{builder.containerfile}\tbase={builder.base}")
-        return 0
+        return _builder_list()
     chosen = [builders.lookup(n) for n in args.names] or list(builders.BUILDERS.values())
     with _engine() as engine:
         for builder in chosen:
@@ -593,7 +685,29 @@ def _builder(args: argparse.Namespace) -> int:
     return 0
 
 
+def _builder_list() -> int:
+    """One line per builder: tag, Containerfile, base, and whether it is built and current
+    (``unknown`` when no Podman service answers or the checkout's files are missing)."""
+    from buildpy import builders
+
+    chosen = sorted(builders.BUILDERS.items())
+    states = {name: "unknown" for name, _ in chosen}
+    try:
+        context = builders.context_tar(builders.data_root())
+        with _engine() as engine:
+            states = {name: builders.state(engine, b, context) for name, b in chosen}
+    except (EngineUnavailable, BuilderImageError) as exc:
+        log.get("buildpy").warning(
+            "cannot tell which builders are built", error=exc.message, hint=exc.hint
+        )
+    for name, builder in chosen:
+        print(f"{builder.tag}\t{builder.containerfile}\tbase={builder.base}\t{states[name]}")
+    return 0
+
+
 def _usage(args: argparse.Namespace) -> int:
+    from buildpy.usage import usage
+
     with _engine() as engine:
         text = usage(engine, args.image or default_builder())
     sys.stdout.write(text)
@@ -601,6 +715,8 @@ def _usage(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
+    from buildpy import cache, leftovers
+
     if args.cache_command == "export":
         return _cache_export(args)
     if args.cache_command == "import":
@@ -628,6 +744,8 @@ def _doctor(args: argparse.Namespace) -> int:
 
     checks = doctor.diagnose(doctor.LocalHost())
     if args.format == "json":
+        import json
+
         print(json.dumps(doctor.report(checks), indent=2))
     else:
         sys.stdout.write(doctor.render(checks))
@@ -641,6 +759,8 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _cache_export(args: argparse.Namespace) -> int:
+    from buildpy import plan as build_plan
+
     plan = build_plan.make(_input_build_options(args))
     with _engine() as engine:
         exported = _export(engine, plan, args.directory)
@@ -655,6 +775,9 @@ def _cache_export(args: argparse.Namespace) -> int:
 
 
 def _export(engine: PodmanEngine, plan: build_plan.BuildPlan, directory: Path) -> carry.Exported:
+    from buildpy import carry
+    from buildpy.registry import require_builder
+
     started = time.monotonic()
     builder = require_builder(engine, plan.options.builder)
     exported = carry.export(engine, plan, builder, directory)
@@ -674,6 +797,8 @@ def _export(engine: PodmanEngine, plan: build_plan.BuildPlan, directory: Path) -
 
 
 def _cache_import(args: argparse.Namespace) -> int:
+    from buildpy import cachedir
+
     if cachedir.read(args.directory) is None:  # before any engine: a first CI run is quick
         log.get("buildpy").info("no cache to import", directory=str(args.directory))
         return 0
@@ -688,6 +813,8 @@ def _cache_import(args: argparse.Namespace) -> int:
 
 
 def _import(engine: PodmanEngine, directory: Path) -> carry.Imported:
+    from buildpy import carry
+
     started = time.monotonic()
     imported = carry.import_cache(engine, directory)
     log.get("buildpy").info(

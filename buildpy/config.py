@@ -14,11 +14,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on RHEL 9's Python 3.9
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
-
 from buildpy.errors import SourceError, UsageError
 from buildpy.image import check_reference
 from buildpy.registry import PullPolicy
@@ -71,6 +66,11 @@ class BuildOptions:
 
 def pyproject_settings(source: Path) -> dict[str, str]:
     """``[tool.buildpy]`` from the source's pyproject.toml; empty when absent."""
+    if sys.version_info >= (3, 11):  # imported here: the command line starts without it
+        import tomllib
+    else:  # pragma: no cover - exercised on RHEL 9's Python 3.9
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
     path = source / "pyproject.toml"
     try:
         with open(path, "rb") as handle:

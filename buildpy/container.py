@@ -74,7 +74,8 @@ class Assembled:
     def check(self) -> Assembled:
         """This result, or ``AssembleFailed`` when assemble did not exit 0."""
         if self.status != 0:
-            raise AssembleFailed(self.status, self.tail, _assemble_hint(self.status))
+            shown = [line for line in self.tail if not line.startswith(MARKER.decode())]
+            raise AssembleFailed(self.status, shown, _assemble_hint(self.status))
         return self
 
     def said(self, name: str) -> str | None:

@@ -27,6 +27,7 @@ class ImageInfo:
     labels: Mapping[str, str] = field(default_factory=dict)
     names: tuple[str, ...] = ()  # every name the image has in local storage
     layers: tuple[str, ...] = ()  # the diff IDs of its layers, base first (sha256:...)
+    size: int = 0  # bytes, as Podman reports it (0: not known)
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TYPE_CHECKING
 
 from buildpy.engine import ImageInfo
 from buildpy.errors import UsageError
-from buildpy.gitinfo import GitInfo
+
+if TYPE_CHECKING:  # gitinfo imports subprocess, which the command line need not pay for
+    from buildpy.gitinfo import GitInfo
 
 
 def output_labels(builder_ref: str, source_location: str, git: GitInfo | None) -> dict[str, str]:

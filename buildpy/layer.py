@@ -163,7 +163,7 @@ def _building(key: str) -> Iterator[None]:
 
 
 def _reuse(session: BuildSession, existing: ImageInfo, inputs: Inputs) -> DependencyLayer:
-    _log.info("dependency layer reused", image=inputs.tag)
+    _log.debug("dependency layer found", image=inputs.tag)  # build.run says it is reused
     session.owner.learn(existing.labels.get(cache.OWNER_LABEL))
     _give_names(session.engine, existing, inputs)  # grow from here next; compare with it
     return DependencyLayer(existing.id, True, existing.labels.get(APPLICATION_LABEL, "run"))

@@ -171,6 +171,7 @@ class PodmanEngine:
             labels=dict(config.get("Labels") or attrs.get("Labels") or {}),
             names=tuple(attrs.get("RepoTags") or ()),
             layers=tuple((attrs.get("RootFS") or {}).get("Layers") or ()),
+            size=int(attrs.get("Size") or 0),
         )
 
     def containers(self, prefix: str) -> list[tuple[str, str]]:

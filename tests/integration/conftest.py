@@ -202,7 +202,8 @@ class BuildFn:
     """The ``buildpy_build`` fixture: run `buildpy build` on a source directory, offline by
     default (the local index, host network; with ``wheelhouse``, that and no network),
     tagged uniquely unless ``args`` has a ``--tag``; the image is removed at the
-    session's end. ``plan`` runs `buildpy plan` with the options such a build gets."""
+    session's end. Logs are JSON (``built_event`` reads them) unless ``log_format`` says
+    ``human``. ``plan`` runs `buildpy plan` with the options such a build gets."""
 
     podman_url: str
     index_url: str
@@ -231,12 +232,14 @@ class BuildFn:
         timeout: float = 900,
         quiet: bool = False,
         wheelhouse: Path | None = None,
+        log_format: str = "json",
     ) -> Built:
         tag = _given_tag(args)
         if tag is None:
             tag = f"{TEST_IMAGE_PREFIX}{source.name.lower()}-{uuid.uuid4().hex[:8]}:latest"
             args = ("--tag", tag, *args)
-        cmd = [*BUILDPY, *(["-q"] if quiet else []), "build", str(source), *args]
+        cmd = [*BUILDPY, *(["-q"] if quiet else []), "--log-format", log_format]
+        cmd += ["build", str(source), *args]
         if wheelhouse is not None:  # air-gapped: no network at all
             cmd += ["--wheelhouse", str(wheelhouse), "--network", "none"]
             cmd += self._options(builder, offline=False)
@@ -279,7 +282,7 @@ class BuildFn:
 
 
 def built_event(built: Built) -> dict[str, Any]:
-    """buildpy's closing JSON log line (stderr is not a terminal, so logs are JSON)."""
+    """buildpy's closing JSON log line (``BuildFn`` asks for JSON logs)."""
     for line in reversed(built.stderr.splitlines()):
         if line.startswith("{") and '"event": "built"' in line:
             event: dict[str, Any] = json.loads(line)

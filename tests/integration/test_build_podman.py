@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
@@ -368,3 +370,31 @@ def test_a_service_that_dies_mid_assemble_is_exit_5_and_the_next_build_cleans_up
     other = write_app(tmp_path / "after-the-crash", {"app.py": PLAIN_APP})
     buildpy_build(other, builder=BUILDER)
     assert build_containers(str(app)) == []
+
+
+def test_the_log_for_people_has_stage_lines_the_builders_output_and_a_summary(
+    buildpy_build: BuildFn, tmp_path: Path
+) -> None:
+    """The default log format, of a real build that installs dependencies."""
+    app = tmp_path / "human-log"
+    shutil.copytree(EXAMPLE, app)
+    # a key of this test's own: the dependency phase runs, with pip's output
+    (app / "requirements.txt").write_text(f"# {tmp_path.name}\nflask\ngunicorn\n")
+    built = buildpy_build(app, log_format="human")
+    assert built.stdout == f"{built.tag}\n"
+    lines = built.stderr.splitlines()
+    stages = ("builder ", "installing dependencies", "dependencies installed", "committed ")
+    found = [next(i for i, line in enumerate(lines) if line.startswith(s)) for s in stages]
+    assert found == sorted(found), built.stderr
+    timed = [lines[i] for i in found if not lines[i].startswith("installing")]
+    assert all(re.search(r" \d+\.\d\d s$", line) for line in timed), timed
+    output = lines[found[1] + 1 : found[2]]
+    assert output and all(line.startswith("  | ") for line in output), output
+    assert any("Successfully installed" in line for line in output), output
+    assert re.fullmatch(
+        rf"built {re.escape(built.tag)}: image [0-9a-f]{{12}}, \d+\.\d MB, \d+\.\d\d s,"
+        " dependency layer installed",
+        lines[-1],
+    ), lines[-1]
+    assert not any(line.startswith("{") for line in lines)
+    assert "BUILDPY_APPLICATION_PHASE" not in built.stderr and "\033[" not in built.stderr

@@ -80,7 +80,8 @@ class AppsWheelhouse:
 
     def fill(self, app: Path, builder: str, *args: str) -> subprocess.CompletedProcess[str]:
         """`buildpy wheelhouse APP DIR` from the loopback index; fails the test when it fails."""
-        cmd = [*BUILDPY, "wheelhouse", str(app), str(DIRECTORY), "--builder", builder]
+        cmd = [*BUILDPY, "--log-format", "json", "wheelhouse", str(app), str(DIRECTORY)]
+        cmd += ["--builder", builder]
         cmd += ["--index-url", self.index_url, "--network", "host", *args]
         env = {**os.environ, "CONTAINER_HOST": self.podman_url}
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
