@@ -848,7 +848,7 @@ def standing_notes(apps: dict[str, Any], shared_host: bool) -> list[str]:
         for r in s["dependencies_reused"]
         if r is not None
     ]
-    if not reused:
+    if apps and not reused:
         notes.append(
             "buildpy logs no dependencies_reused: two-phase builds (dependency layer "
             "reuse) are not in this buildpy; these are 'before' figures"
@@ -989,7 +989,7 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             *foreign_table(report["foreign"]),
         ]
-    parts += ["", "### Targets (issue 4)", "", *targets_table(report["targets"])]
+    parts += ["", "### Targets (issues 4 and 13)", "", *targets_table(report["targets"])]
     http = [
         f"{a} {side}: {v}" for a, app in report["apps"].items() for side, v in app["http"].items()
     ]
