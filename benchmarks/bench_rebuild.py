@@ -490,11 +490,19 @@ def measure_app(ctx: Context, app: App, reps: int) -> AppResult:
 
 
 def dependency_images(ctx: Context, tags: list[str]) -> list[str]:
-    """The dependency images buildpy made for these images (named after their key label)."""
+    """The IDs of the dependency images buildpy made for these images (by their key label)."""
     form = '{{index .Config.Labels "' + DEPENDENCY_KEY_LABEL + '"}}'
     done = podman(ctx, "image", "inspect", "--format", form, *tags, check=False)
     keys = {key for key in done.stdout.split() if key and key != "<no value>"}
-    return [f"{DEPENDENCY_REPOSITORY}:{key[:32]}" for key in sorted(keys)]
+    # by ID: a layer also carries the name of its source (dependencies:from-...), and
+    # removing one name of several only untags it
+    found = set()
+    for key in sorted(keys):
+        listed = podman(
+            ctx, "images", "-q", "--filter", f"label={DEPENDENCY_KEY_LABEL}={key}", check=False
+        )
+        found.update(listed.stdout.split())
+    return sorted(found)
 
 
 def record(ctx: Context, result: AppResult, app: App, side: str, builds: dict[str, Build]) -> None:
