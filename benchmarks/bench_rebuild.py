@@ -2,13 +2,16 @@
 """Rebuild benchmark: buildpy against `podman build` of a dependency-first Containerfile.
 
     .venv/bin/python benchmarks/bench_rebuild.py [--reps N] [--apps flask,django]
-        [--upload-mib 256,512,1024] [--shared-host] [--json FILE]
+        [--upload-mib 256,512,1024] [--foreign-apps flask,django] [--shared-host] [--json FILE]
 
 In one run, on this machine, from one package source (the test wheelhouse served on 127.0.0.1):
 for each example app, a cold build, a rebuild after a source-only change and a rebuild after
 adding one dependency, by buildpy and by the baseline (benchmarks/baseline/Containerfile);
 image sizes; buildpy's own overhead; buildpy's peak RSS and time while uploading large source
-trees. Prints a markdown report and a JSON document. Timings are printed, never asserted.
+trees, next to `podman cp` of the same trees; and on a foreign builder (the same builder with
+buildpy's labels blanked, so its own scripts run as any S2I tool runs them), a source-only
+rebuild against its cold build. Prints a markdown report and a JSON document. Timings are
+printed, never asserted.
 Images live under localhost/buildpy-bench/ and are removed at the end, also on Ctrl-C.
 Standard library only.
 """
@@ -69,7 +72,13 @@ TARGETS = {
     "dependency_vs_cold": (0.5, "x"),
     "overhead": (0.3, "s"),
     "peak_rss_1gib": (80.0, "MiB"),
+    "upload_vs_podman_cp": (1.0, "x"),
+    "foreign_source_vs_cold": (0.3, "x"),
 }
+# A builder without buildpy's labels: the same image and scripts, as a foreign S2I builder.
+FOREIGN_CONTAINERFILE = (
+    'FROM {builder}\nLABEL io.buildpy.assemble-phases="" io.buildpy.builder.digest=""\n'
+)
 
 
 class BenchError(Exception):
@@ -300,7 +309,9 @@ def remove_images(ctx: Context, tags: list[str]) -> None:
 # ----------------------------------------------------------------------------- the two sides
 
 
-def buildpy_build(ctx: Context, src: Path, tag: str, cold: bool = False) -> Build:
+def buildpy_build(
+    ctx: Context, src: Path, tag: str, cold: bool = False, builder: str | None = None
+) -> Build:
     ctx.tags.append(tag)
     done = run(
         [
@@ -312,7 +323,7 @@ def buildpy_build(ctx: Context, src: Path, tag: str, cold: bool = False) -> Buil
             "--tag",
             tag,
             "--builder",
-            ctx.builder,
+            builder or ctx.builder,
             "--network",
             "host",
             "--build-env",
@@ -479,11 +490,19 @@ def measure_app(ctx: Context, app: App, reps: int) -> AppResult:
 
 
 def dependency_images(ctx: Context, tags: list[str]) -> list[str]:
-    """The dependency images buildpy made for these images (named after their key label)."""
+    """The IDs of the dependency images buildpy made for these images (by their key label)."""
     form = '{{index .Config.Labels "' + DEPENDENCY_KEY_LABEL + '"}}'
     done = podman(ctx, "image", "inspect", "--format", form, *tags, check=False)
     keys = {key for key in done.stdout.split() if key and key != "<no value>"}
-    return [f"{DEPENDENCY_REPOSITORY}:{key[:32]}" for key in sorted(keys)]
+    # by ID: a layer also carries the name of its source (dependencies:from-...), and
+    # removing one name of several only untags it
+    found = set()
+    for key in sorted(keys):
+        listed = podman(
+            ctx, "images", "-q", "--filter", f"label={DEPENDENCY_KEY_LABEL}={key}", check=False
+        )
+        found.update(listed.stdout.split())
+    return sorted(found)
 
 
 def record(ctx: Context, result: AppResult, app: App, side: str, builds: dict[str, Build]) -> None:
@@ -520,6 +539,17 @@ def make_tree(root: Path, mib: int) -> None:
     (scripts / "assemble").chmod(0o755)
 
 
+def podman_cp(ctx: Context, tree: Path) -> float:
+    """Seconds of `podman cp TREE/. CONTAINER:/tmp/src` into a created (not started)
+    container of the builder: the same tree to the same place, by Podman's own CLI."""
+    name = f"buildpy-bench-cp-{secrets.token_hex(4)}"
+    podman(ctx, "create", "--name", name, ctx.builder, "true")
+    try:
+        return podman(ctx, "cp", f"{tree}/.", f"{name}:/tmp/src").seconds
+    finally:
+        podman(ctx, "rm", "-f", "-t", "0", name, check=False)
+
+
 def measure_upload(ctx: Context, sizes_mib: list[int]) -> list[dict[str, Any]]:
     rows = []
     for mib in sizes_mib:
@@ -528,21 +558,98 @@ def measure_upload(ctx: Context, sizes_mib: list[int]) -> list[dict[str, Any]]:
         try:
             with timed(ctx, "making upload trees"):
                 make_tree(tree, mib)
-            build = buildpy_build(ctx, tree, f"{PREFIX}upload-{mib}")
+            # alternate which goes first: the second finds the tree in the page cache
+            if mib % 2:
+                cp = podman_cp(ctx, tree)
+                build = buildpy_build(ctx, tree, f"{PREFIX}upload-{mib}")
+            else:
+                build = buildpy_build(ctx, tree, f"{PREFIX}upload-{mib}")
+                cp = podman_cp(ctx, tree)
         finally:
             shutil.rmtree(tree, ignore_errors=True)
             remove_images(ctx, [f"{PREFIX}upload-{mib}"])
         costs = overhead(build.event, build.seconds)
+        upload = costs.get("phases", {}).get("upload", costs.get("in_process"))
         rows.append(
             {
                 "mib": mib,
                 "wall_seconds": round(build.seconds, 3),
-                "upload_seconds": costs.get("phases", {}).get("upload", costs.get("in_process")),
+                "upload_seconds": upload,
+                "podman_cp_seconds": round(cp, 3),
+                "upload_vs_podman_cp": div(upload, cp),
                 "peak_rss_mib": round(build.max_rss_kib / 1024, 1),
                 "event": build.event,
             }
         )
     return rows
+
+
+# ----------------------------------------------------------------------------- foreign builder
+
+
+def foreign_builder(ctx: Context) -> str:
+    """The builder with buildpy's labels blanked: buildpy treats it as any S2I builder."""
+    context = ctx.work / "foreign-builder"
+    context.mkdir(exist_ok=True)
+    (context / "Containerfile").write_text(FOREIGN_CONTAINERFILE.format(builder=ctx.builder))
+    tag = f"{PREFIX}foreign-builder"
+    ctx.tags.append(tag)
+    podman(ctx, "build", "-q", "-t", tag, str(context))
+    return image_id(tag, ctx.podman_env)
+
+
+def measure_foreign(ctx: Context, names: list[str], reps: int) -> dict[str, Any]:
+    """Per app: cold build and source-only rebuild on the foreign builder, and their ratio."""
+    if not names:
+        return {}
+    builder = foreign_builder(ctx)
+    found: dict[str, Any] = {}
+    for name in names:
+        app = APPS[name]
+        seconds: dict[str, list[float]] = {"cold": [], "source": []}
+        events: dict[str, list[dict[str, Any]]] = {"cold": [], "source": []}
+        http = ""
+        for rep in range(reps):
+            progress(f"{name}: foreign builder, repetition {rep + 1}/{reps}")
+            src = ctx.work / f"{name}-foreign-{rep}"
+            shutil.copytree(app.source, src, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            tag = f"{PREFIX}{name}-foreign-{rep}"
+            builds = {"cold": buildpy_build(ctx, src, f"{tag}-cold", True, builder)}
+            view = src / app.view
+            view.write_text(view.read_text().replace("buildpy!", f"buildpy (edit {rep})!", 1))
+            builds["source"] = buildpy_build(ctx, src, f"{tag}-source", builder=builder)
+            shutil.rmtree(src)
+            for step, build in builds.items():
+                seconds[step].append(build.seconds)
+                events[step].append(build.event)
+            if not http:
+                body = app.body.replace("buildpy!", f"buildpy (edit {rep})!", 1)
+                with timed(ctx, "HTTP checks"):
+                    http = check_http(ctx, builds["source"].image, body)
+            with timed(ctx, "removing images"):
+                tags = [b.image for b in builds.values()]
+                remove_images(ctx, tags + dependency_images(ctx, tags))
+        cold, source = stats(seconds["cold"]), stats(seconds["source"])
+        found[name] = {
+            "cold": cold,
+            "source": source,
+            "ratio": div(median(source), median(cold)),
+            "dependencies_reused": {
+                k: [e.get("dependencies_reused") for e in v] for k, v in events.items()
+            },
+            "phases_run": {k: [e.get("phases") for e in v] for k, v in events.items()},
+            "logged": {step: _logged(events[step]) for step in events},
+            "http": http,
+        }
+    return found
+
+
+def _logged(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stats of each *_seconds key the built events have."""
+    keys = sorted({k for e in events for k in e if k.endswith("_seconds")})
+    return {
+        k: stats([float(e[k]) for e in events if isinstance(e.get(k), (int, float))]) for k in keys
+    }
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -681,11 +788,28 @@ def app_targets(name: str, app: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def all_targets(apps: dict[str, Any], upload: dict[str, Any]) -> list[dict[str, Any]]:
+def all_targets(
+    apps: dict[str, Any], upload: dict[str, Any], foreign: dict[str, Any]
+) -> list[dict[str, Any]]:
     rows = [row for name, app in apps.items() for row in app_targets(name, app)]
+    rows += [
+        target(
+            f"{name}: foreign builder, source-only / its cold build",
+            "foreign_source_vs_cold",
+            f["ratio"],
+        )
+        for name, f in foreign.items()
+    ]
     biggest = [r for r in upload["rows"] if r["mib"] == 1024]
     if biggest:
         rows.append(target("peak RSS, 1 GiB upload", "peak_rss_1gib", biggest[0]["peak_rss_mib"]))
+        rows.append(
+            target(
+                "upload / podman cp, 1 GiB",
+                "upload_vs_podman_cp",
+                biggest[0]["upload_vs_podman_cp"],
+            )
+        )
     return rows
 
 
@@ -732,7 +856,7 @@ def standing_notes(apps: dict[str, Any], shared_host: bool) -> list[str]:
         for r in s["dependencies_reused"]
         if r is not None
     ]
-    if not reused:
+    if apps and not reused:
         notes.append(
             "buildpy logs no dependencies_reused: two-phase builds (dependency layer "
             "reuse) are not in this buildpy; these are 'before' figures"
@@ -803,17 +927,33 @@ def size_table(apps: dict[str, Any]) -> list[str]:
 
 def upload_table(upload: dict[str, Any]) -> list[str]:
     lines = [
-        "| source tree | buildpy wall s | upload s | upload s per GiB | peak RSS MiB |",
-        "|---|---|---|---|---|",
+        "| source tree | buildpy wall s | upload s | upload s per GiB | podman cp s"
+        " | upload / podman cp | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in upload["rows"]:
         lines.append(
             f"| {row['mib']} MiB | {row['wall_seconds']:.2f} "
             f"| {num(row['upload_seconds'])} | {num(row.get('seconds_per_gib'))} "
+            f"| {num(row.get('podman_cp_seconds'))} | {num(row.get('upload_vs_podman_cp'))} "
             f"| {row['peak_rss_mib']:.1f} |"
         )
     lines.append("")
     lines.append(f"Growth (least-squares slope): {num(upload['seconds_per_gib_fit'])} s per GiB.")
+    return lines
+
+
+def foreign_table(foreign: dict[str, Any]) -> list[str]:
+    lines = [
+        "| app | cold s | source-only s | source / cold | reused (cold; source) | GET / |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, f in foreign.items():
+        reused = f["dependencies_reused"]
+        lines.append(
+            f"| {name} | {fmt(f['cold'])} | {fmt(f['source'])} | {num(f['ratio'])} "
+            f"| {reused['cold']}; {reused['source']} | {f['http']} |"
+        )
     return lines
 
 
@@ -850,7 +990,14 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     if report["upload"]["rows"]:
         parts += ["", "### Source upload (buildpy)", "", *upload_table(report["upload"])]
-    parts += ["", "### Targets (issue 4)", "", *targets_table(report["targets"])]
+    if report.get("foreign"):
+        parts += [
+            "",
+            "### Foreign builder (no buildpy labels)",
+            "",
+            *foreign_table(report["foreign"]),
+        ]
+    parts += ["", "### Targets (issues 4 and 13)", "", *targets_table(report["targets"])]
     http = [
         f"{a} {side}: {v}" for a, app in report["apps"].items() for side, v in app["http"].items()
     ]
@@ -878,13 +1025,15 @@ def measure(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         name: summarize_app(measure_app(ctx, APPS[name], args.reps), builder_size)
         for name in args.apps
     }
+    foreign = measure_foreign(ctx, args.foreign_apps, args.reps)
     upload = summarize_upload(measure_upload(ctx, args.upload_mib))
     return {
         "machine": {**machine(ctx, builder_size), "loadavg_at_start": load},
         "reps": args.reps,
         "apps": apps,
         "upload": upload,
-        "targets": all_targets(apps, upload),
+        "foreign": foreign,
+        "targets": all_targets(apps, upload, foreign),
         "notes": ctx.notes + standing_notes(apps, ctx.shared_host),
         "housekeeping_seconds": ctx.spent,
     }
@@ -910,6 +1059,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="source tree sizes for the upload figures (default 256,512,1024; '' to skip)",
     )
     parser.add_argument(
+        "--foreign-apps",
+        type=_list(str),
+        default=list(APPS),
+        help="apps to build on the foreign builder (default: all; '' to skip)",
+    )
+    parser.add_argument(
         "--shared-host",
         action="store_true",
         help="do not run `buildpy cache prune` (it clears every user's cache);"
@@ -917,7 +1072,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON here")
     args = parser.parse_args(argv)
-    unknown = [a for a in args.apps if a not in APPS]
+    unknown = [a for a in [*args.apps, *args.foreign_apps] if a not in APPS]
     if unknown or args.reps < 1:
         parser.error(f"unknown apps {unknown}" if unknown else "--reps must be at least 1")
     return args

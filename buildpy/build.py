@@ -4,8 +4,10 @@
 carries a plan out against an ``Engine``:
 
 1. the session inspects the builder and chooses its scripts (``session``);
-2. when the builder supports it, the dependency layer is reused, grown or built
-   (``layer``); otherwise, and for builders such as sclorg's, there is one phase;
+2. unless the source or the options rule it out (``layer.split_reason``), the
+   dependency layer is reused, grown or built (``layer``); builders without buildpy's
+   dependency phase, such as sclorg's, get one made by their own assemble
+   (``foreign``), and one phase when that fails;
 3. the application phase: the source is *placed* into the dependency layer when
    nothing is left to run, else uploaded to ``/tmp/src`` for assemble (with the
    previous image's artifacts, for ``--incremental``);
@@ -35,6 +37,7 @@ from buildpy.container import (
     build_env_member,
 )
 from buildpy.engine import CommitSpec, Engine
+from buildpy.errors import AssembleFailed
 from buildpy.plan import BuildPlan
 from buildpy.session import BuildSession
 
@@ -79,6 +82,8 @@ def run(plan: BuildPlan, engine: Engine, output: Output | None = None) -> BuildR
         commit = _final_commit(session)
         if deps is not None and deps.application == "copy" and _can_place(session):
             final = _place(session, deps.image_id, commit)
+        elif deps is not None and deps.foreign:
+            final, deps = _assemble_on_foreign(session, deps, commit)
         else:
             final = _assemble(session, deps, commit)
     times = final.times if deps is None else {**final.times, "dependencies": deps.seconds}
@@ -92,10 +97,13 @@ def run(plan: BuildPlan, engine: Engine, output: Output | None = None) -> BuildR
     )
 
 
-def _dependencies(session: BuildSession) -> layer.DependencyLayer:
-    """The dependency layer, reused or installed, and one line that says which."""
+def _dependencies(session: BuildSession) -> layer.DependencyLayer | None:
+    """The dependency layer, reused or installed, and one line that says which; None when
+    a foreign builder's first run failed (``layer.prepare`` said so and why)."""
     started = time.monotonic()
     deps = layer.prepare(session)
+    if deps is None:
+        return None
     said = "dependency layer reused" if deps.reused else "dependencies installed"
     _log.info(said, image=_short(deps.image_id), seconds=_since(started))
     return deps
@@ -117,13 +125,29 @@ def _final_commit(session: BuildSession) -> CommitSpec:
     )
 
 
+def _assemble_on_foreign(
+    session: BuildSession, deps: layer.DependencyLayer, commit: CommitSpec
+) -> tuple[_Final, layer.DependencyLayer | None]:
+    """The builder's own assemble on its dependency layer; if it fails there, once more
+    on the builder (one phase), with a warning: a layer never makes a build fail that
+    would have passed without it."""
+    try:
+        return _assemble(session, deps, commit), deps
+    except AssembleFailed as exc:
+        _log.warning(
+            "the builder's assemble failed on its dependency layer; building in one phase",
+            status=exc.status,
+        )
+        return _assemble(session, None, commit), None
+
+
 def _assemble(
     session: BuildSession, deps: layer.DependencyLayer | None, commit: CommitSpec
 ) -> _Final:
     """Upload the source (and artifacts) to /tmp, run assemble, commit."""
     plan = session.plan
     start = session.builder.id if deps is None else deps.image_id
-    phase = None if deps is None else "application"
+    phase = None if deps is None or deps.foreign else "application"
     upload = source_archive(plan, session.build_env(phase))
     with (
         _incremental(session) as saved,

@@ -21,6 +21,12 @@ install, no Django collectstatic), else ``=run``; the answer is kept on the imag
 that decision and the install decision of the application phase in one place
 (``project_installer``).
 
+A builder without that label (sclorg's, any S2I builder) gets a dependency layer
+too, made by running its own assemble with only the dependency files (see
+``foreign``): such a layer is marked ``foreign.FOREIGN_LABEL``, never grows, and its
+application phase always runs assemble again. If that first run fails, ``prepare``
+returns None and the build keeps one phase.
+
 ``split_reason`` says why a build cannot use a dependency layer (one S2I assemble);
 ``names`` gives the names a plan's layer is found by (``buildpy cache export`` uses them).
 """
@@ -34,10 +40,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildpy import cache, dependencies, image, log, scripts, source
+from buildpy import cache, dependencies, foreign, image, log, scripts, source
 from buildpy.container import ArchiveFactory, build_env_member
 from buildpy.engine import CommitSpec, Engine, ImageInfo
-from buildpy.errors import EngineError
+from buildpy.errors import AssembleFailed, EngineError
 from buildpy.plan import S2I_ENVIRONMENT, BuildPlan
 from buildpy.session import BuildSession
 
@@ -58,6 +64,7 @@ class DependencyLayer:
     reused: bool
     application: str  # "copy": only place the source; "run": run assemble again
     seconds: float = 0.0  # spent making it (0 when reused)
+    foreign: bool = False  # made by a builder's own assemble, without buildpy's phases
 
 
 @dataclass(frozen=True)
@@ -85,8 +92,9 @@ class Inputs:
         # host keeps it does not count
         wheelhouse = {} if plan.wheelhouse is None else plan.wheelhouse.variables()
         variables = dependencies.key_variables({**plan.image_env, **plan.build_env, **wheelhouse})
-        key = dependencies.key(builder.id, files, variables)
-        fixed = dependencies.fixed_digest(builder.id, files, variables)
+        keyed = foreign.KEY_MARK + builder.id if is_foreign(builder) else builder.id
+        key = dependencies.key(keyed, files, variables)
+        fixed = dependencies.fixed_digest(keyed, files, variables)
         return cls(
             files=files,
             variables=variables,
@@ -100,13 +108,16 @@ class Inputs:
         )
 
 
+def is_foreign(builder: ImageInfo) -> bool:
+    """Whether the builder lacks buildpy's dependency phase (label ``PHASES_LABEL``)."""
+    phases = builder.labels.get(PHASES_LABEL, "").replace(",", " ").split()
+    return "dependencies" not in phases
+
+
 def split_reason(plan: BuildPlan, builder: ImageInfo) -> str | None:
     """Why this build cannot use a dependency layer, or None when it can."""
-    phases = builder.labels.get(PHASES_LABEL, "").replace(",", " ").split()
     if not plan.options.cache:
         return "caching is off (--no-cache)"
-    if "dependencies" not in phases:
-        return f"builder {builder.ref} has no dependency phase (label {PHASES_LABEL})"
     if plan.scripts_url is not None and plan.scripts_url.gives("assemble"):
         return f"assemble comes from {plan.scripts_url.origin}, which has no dependency phase"
     if "assemble" in plan.source_scripts:
@@ -115,6 +126,13 @@ def split_reason(plan: BuildPlan, builder: ImageInfo) -> str | None:
         return plan.dependencies.needs_full_source + ": dependencies need the whole source"
     if not set(plan.dependencies.files) - {S2I_ENVIRONMENT, ".python-version"}:
         return "no dependency files (requirements.txt, Pipfile, pyproject.toml, ...)"
+    if is_foreign(builder):
+        env = {**builder.env, **plan.image_env, **plan.build_env}
+        files = dict(plan.dependencies.contents)
+        home = builder.env.get("HOME", "")
+        reason = foreign.split_reason(files, env, home, builder.ref)
+        if reason is not None:
+            return f"builder {builder.ref} has no dependency phase of its own, and {reason}"
     return None
 
 
@@ -125,8 +143,9 @@ def names(plan: BuildPlan, builder: ImageInfo) -> tuple[str, str]:
     return inputs.tag, inputs.growth
 
 
-def prepare(session: BuildSession) -> DependencyLayer:
-    """The dependency layer for this session's plan: reused, grown or built.
+def prepare(session: BuildSession) -> DependencyLayer | None:
+    """The dependency layer for this session's plan: reused, grown or built; None when a
+    foreign builder's assemble failed with only the dependency files (build in one phase).
 
     Two builds on this machine that need the same new layer do not both install it:
     the second waits for the first (a lock per key) and then reuses its layer.
@@ -139,6 +158,8 @@ def prepare(session: BuildSession) -> DependencyLayer:
         existing = session.engine.find_image(inputs.tag)  # made while this build waited?
         if existing is not None:
             return _reuse(session, existing, inputs)
+        if is_foreign(session.builder):
+            return _build_foreign(session, inputs)
         parent = _growable(session.engine, inputs)
         return _build(session, inputs, parent)
 
@@ -166,7 +187,10 @@ def _reuse(session: BuildSession, existing: ImageInfo, inputs: Inputs) -> Depend
     _log.debug("dependency layer found", image=inputs.tag)  # build.run says it is reused
     session.owner.learn(existing.labels.get(cache.OWNER_LABEL))
     _give_names(session.engine, existing, inputs)  # grow from here next; compare with it
-    return DependencyLayer(existing.id, True, existing.labels.get(APPLICATION_LABEL, "run"))
+    application = existing.labels.get(APPLICATION_LABEL, "run")
+    return DependencyLayer(
+        existing.id, True, application, foreign=foreign.FOREIGN_LABEL in existing.labels
+    )
 
 
 def _growable(engine: Engine, inputs: Inputs) -> ImageInfo | None:
@@ -215,14 +239,50 @@ def _build(session: BuildSession, inputs: Inputs, parent: ImageInfo | None) -> D
     return DependencyLayer(committed.image_id, False, application, seconds)
 
 
-def _labels(inputs: Inputs, builder_ref: str) -> dict[str, str]:
+def _build_foreign(session: BuildSession, inputs: Inputs) -> DependencyLayer | None:
+    """Run the builder's own assemble with only the dependency files, in the environment a
+    one-phase assemble has, and commit the layer; None (and a warning) when it fails."""
+    _log.info(
+        "installing dependencies with the builder's own assemble",
+        files=[name for name, _ in inputs.files],
+        image=inputs.tag,
+    )
+    plan = session.plan
+    env = dependencies.layer_variables(plan.image_env)  # committed, as buildpy's layers have
+    rest = {k: v for k, v in plan.image_env.items() if k not in env}  # seen, not committed
+    archive = _archive(inputs, session.build_env(None, rest))
+    labels = {**_labels(inputs, session.builder.ref, lines=False), foreign.FOREIGN_LABEL: "1"}
+    files = dict(inputs.files)
+    command = foreign.dependency_command(session.scripts.assemble, files)
+    try:
+        with session.container(session.builder.id, env, labels, command=command) as container:
+            upload = container.upload(scripts.UPLOAD_DIR, archive)
+            assembled = container.assemble(session.out).check()
+            changes = [f"LABEL {APPLICATION_LABEL}=run"]
+            owner = session.owner.label()
+            if owner:
+                changes.append(f"LABEL {cache.OWNER_LABEL}={owner}")
+            repository, tag = image.split_tag(inputs.tag)
+            committed = container.commit(CommitSpec(tuple(changes), repository, tag))
+    except AssembleFailed as exc:
+        _log.warning(
+            "the builder's assemble failed with only the dependency files; building in one phase",
+            status=exc.status,
+        )
+        return None
+    _give_names(session.engine, ImageInfo(committed.image_id, inputs.tag, labels=labels), inputs)
+    seconds = upload + assembled.seconds + committed.seconds
+    return DependencyLayer(committed.image_id, False, "run", seconds, foreign=True)
+
+
+def _labels(inputs: Inputs, builder_ref: str, lines: bool = True) -> dict[str, str]:
     """The dependency image's bookkeeping: key, builder, digests; never a value."""
     labels = {
         cache.KEY_LABEL: inputs.key,
         cache.BUILDER_LABEL: builder_ref,
         cache.FIXED_LABEL: inputs.fixed,
     }
-    recorded = dependencies.record(inputs.lines)
+    recorded = dependencies.record(inputs.lines) if lines else None  # none: never grows
     if recorded is not None:
         labels[cache.LINES_LABEL] = recorded
     digests = inputs.digests.label()

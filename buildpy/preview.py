@@ -71,6 +71,7 @@ class Preview:
     files: tuple[BuildOnlyFile, ...]
     phases: int
     phase_reason: str | None
+    foreign: bool  # two phases by the builder's own assemble, run twice (see ``foreign``)
     install: assemble_mirror.Install
     start: run_mirror.Start
     reuse: reuse.Reuse
@@ -86,7 +87,8 @@ def make(plan: BuildPlan, engine: Engine, origins: Mapping[str, str]) -> Preview
     )
     split = layer.split_reason(plan, builder)
     ours = any(label in builder.labels for label in BUILDPY_BUILDER_LABELS)
-    build_layers = _build_layers(plan, split is None)
+    foreign = split is None and layer.is_foreign(builder)
+    build_layers = _build_layers(plan, split is None and not foreign)
     install, start = _mirrored(plan, builder, ours, build_layers)
     options = plan.options
     values = {"builder": options.builder, "tag": options.tag, "network": options.network}
@@ -101,6 +103,7 @@ def make(plan: BuildPlan, engine: Engine, origins: Mapping[str, str]) -> Preview
         files=tuple(BuildOnlyFile(f.origin, f.target) for f in plan.files),
         phases=1 if split else 2,
         phase_reason=split,
+        foreign=foreign,
         install=install,
         start=start,
         reuse=reuse.forecast(engine, plan, builder),
@@ -213,7 +216,11 @@ def report(preview: Preview) -> dict[str, Any]:
         "network": settings["network"],
         "scripts": {s.name: {"path": s.path, "origin": s.origin} for s in preview.scripts},
         "build_files": [asdict(found) for found in preview.files],
-        "phases": {"count": preview.phases, "reason": preview.phase_reason},
+        "phases": {
+            "count": preview.phases,
+            "reason": preview.phase_reason,
+            "foreign": preview.foreign,
+        },
         "installer": asdict(preview.install),
         "start": asdict(preview.start),
         "dependency_layer": {
@@ -265,7 +272,10 @@ def _build_rows(preview: Preview) -> Rows:
         ("scripts", f"{', '.join(names)} from {origin}") for origin, names in by_origin.items()
     ]
     rows += [("files", f"{f.target} from {f.origin}, assemble only") for f in preview.files]
-    if preview.phase_reason is None:
+    if preview.phase_reason is None and preview.foreign:
+        text = "2: the builder's own assemble, with the dependency files, then with the source"
+        rows.append(("phases", text))
+    elif preview.phase_reason is None:
         rows.append(("phases", "2: dependencies, then application"))
     else:
         rows.append(("phases", f"1: {preview.phase_reason}"))

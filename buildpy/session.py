@@ -76,16 +76,24 @@ class BuildSession:
         env: Mapping[str, str],
         labels: Mapping[str, str],
         user: str | None = None,
+        command: tuple[str, ...] | None = None,
     ) -> WorkingContainer:
         """A working container that runs assemble from ``image``, with the session's mounts,
-        as the builder's user unless ``user`` says otherwise.
+        as the builder's user unless ``user`` says otherwise (``command``, when given, runs
+        instead of assemble, after the same wrapper).
 
         ``env`` and ``labels`` are committed with it; build-only values are uploaded
         (see ``build_env``), never put here.
         """
         spec = ContainerSpec(
             image=image,
-            command=("/bin/sh", "-c", WRAPPER, "buildpy-assemble", self.scripts.assemble),
+            command=(
+                "/bin/sh",
+                "-c",
+                WRAPPER,
+                "buildpy-assemble",
+                *(command or (self.scripts.assemble,)),
+            ),
             user=self.builder.user if user is None else user,
             env=env,
             labels=labels,

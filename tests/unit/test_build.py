@@ -349,7 +349,6 @@ def test_the_dependency_layer_records_digests_of_its_inputs_never_values(app: Pa
     ("change", "reason"),
     [
         ({"cache": False}, "--no-cache"),
-        ({"builder": "localhost/buildpy/python-311"}, "no dependency phase"),
     ],
 )
 def test_one_phase_when_splitting_is_off_or_unsupported(

@@ -186,10 +186,20 @@ def test_scripts_and_phases_of_a_buildpy_builder(app: Path) -> None:
 
 def test_a_foreign_builder_decides_for_itself(app: Path) -> None:
     found = look(app, engine=FakeEngine(stored={"phased": BUILDER}))
-    assert found.phases == 1 and found.phase_reason and "no dependency phase" in found.phase_reason
+    assert found.phases == 2 and found.phase_reason is None and found.foreign
+    assert "builder's own assemble" in dict(preview._build_rows(found))["phases"]
     assert found.install.decided_by == "builder" and found.install.tool is None
     assert "builder's own assemble decides" in found.install.notes[0]
     assert found.start.decided_by == "builder" and found.start.command == ()
+
+
+def test_a_foreign_builder_with_a_project_to_install_keeps_one_phase(app: Path) -> None:
+    (app / "setup.py").write_text("from setuptools import setup\nsetup(name='app')\n")
+    found = look(app, engine=FakeEngine(stored={"phased": BUILDER}))
+    assert found.phases == 1 and not found.foreign
+    assert found.phase_reason and "no dependency phase of its own" in found.phase_reason
+    assert "setup.py" in found.phase_reason
+    assert found.reuse.status == "none"
 
 
 def test_the_sources_own_assemble_decides_but_run_is_mirrored(app: Path) -> None:
