@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 import time
@@ -27,6 +28,7 @@ from buildpy import (
     cache,
     cachedir,
     carry,
+    containerfile,
     environment,
     indexes,
     leftovers,
@@ -90,7 +92,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    add_build_options(commands.add_parser("build", help="build SOURCE into an image"))
+    b = commands.add_parser("build", help="build SOURCE into an image")
+    add_build_options(b)
+    b.add_argument(
+        "--as-containerfile",
+        type=Path,
+        metavar="DIR",
+        help="build nothing: write into DIR a Containerfile and context that `podman build`"
+        " or `buildah bud` turns into the same image (new, empty, or written before)",
+    )
     p = commands.add_parser(
         "plan", help="say what `build` would do with SOURCE, and why, starting no container"
     )
@@ -443,6 +453,8 @@ def _deadline(seconds: float | None) -> Iterator[None]:
 
 
 def _build(args: argparse.Namespace) -> int:
+    if args.as_containerfile is not None:
+        return _as_containerfile(args)
     with _deadline(args.timeout):
         return _build_in_time(args)
 
@@ -466,6 +478,22 @@ def _build_in_time(args: argparse.Namespace) -> int:
         print(result.tag or result.image_id, flush=True)
         if args.cache_to is not None:  # the image stays built and printed if this fails
             _export(engine, plan, args.cache_to)
+    return 0
+
+
+def _as_containerfile(args: argparse.Namespace) -> int:
+    """`build --as-containerfile DIR`: the build as a Containerfile; no Podman involved."""
+    given = {"--incremental": args.incremental, "--push": args.push, "--output": args.output}
+    given.update({"--cache-from": args.cache_from, "--cache-to": args.cache_to})
+    containerfile.refuse(name for name, value in given.items() if value)
+    written = containerfile.write(build_plan.make(_build_options(args)), args.as_containerfile)
+    log.get("buildpy").info(
+        "containerfile written",
+        directory=str(written.directory),
+        phases=written.phases,
+        build=shlex.join(written.command),
+    )
+    print(written.directory)
     return 0
 
 
