@@ -112,7 +112,8 @@ class Written:
 
 def refuse(given: Iterable[str]) -> None:
     """A UsageError for options a Containerfile cannot carry out (``given``: their names)."""
-    found = [name for name in REFUSED if name in set(given)]
+    names = set(given)
+    found = [name for name in REFUSED if name in names]
     if found:
         raise UsageError(
             f"--as-containerfile does not take {', '.join(found)}: no image is built here",
