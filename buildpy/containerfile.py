@@ -194,7 +194,13 @@ def _secrets(plan: BuildPlan) -> tuple[Secret, ...]:
         if item.target == CA_TARGET:
             found.append(Secret(CA_ID, CA_TARGET, item.data))
         else:
-            found.append(Secret(PurePosixPath(item.target).name, item.target, item.data))
+            ident = PurePosixPath(item.target).name
+            if ident in (BUILD_ENV_ID, CA_ID):
+                raise UsageError(
+                    f"{item.origin}: the id {ident} is buildpy's own in a Containerfile",
+                    "give the secret another id",
+                )
+            found.append(Secret(ident, item.target, item.data))
     return tuple(found)
 
 
@@ -300,18 +306,31 @@ def write(plan: BuildPlan, directory: Path) -> Written:
     command = build_command(plan, made)
     target = directory.resolve()
     _check_target(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise _unwritable(target, exc) from exc
     try:
         _fill(plan, made, command, scratch, skip=(target, scratch))
         if target.exists():
             shutil.rmtree(target)
         scratch.rename(target)
+    except OSError as exc:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise _unwritable(target, exc) from exc
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     phases = 1 if made.dependencies is None else 2
     return Written(target, phases, command)
+
+
+def _unwritable(target: Path, exc: OSError) -> UsageError:
+    return UsageError(
+        f"--as-containerfile {target}: cannot write it: {exc.strerror or exc}",
+        "name a directory you can write, with room for a copy of the source",
+    )
 
 
 def _check_target(target: Path) -> None:

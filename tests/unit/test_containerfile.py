@@ -238,3 +238,18 @@ def test_cli_refuses_what_a_containerfile_cannot_do(
     assert code == UsageError.exit_code == 2
     assert f"--as-containerfile does not take {extra[0]}" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_secret_with_buildpys_own_id_is_refused(app: Path, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t0k\n")
+    plan = make_plan(app, secrets=(f"id={containerfile.BUILD_ENV_ID},src={token}",))
+    with pytest.raises(UsageError, match="is buildpy's own"):
+        containerfile.recipe(plan)
+
+
+def test_an_unwritable_place_is_a_usage_error(app: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    with pytest.raises(UsageError, match="cannot write it"):
+        containerfile.write(make_plan(app), blocker / "out")
