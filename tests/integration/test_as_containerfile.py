@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +50,28 @@ def _write(buildpy_build: BuildFn, source: Path, out: Path, tag: str) -> dict[st
     raise AssertionError(f"no 'containerfile written' log line in:\n{done.stderr[-2000:]}")
 
 
-def _podman_build(command: str, out: Path) -> str:
-    """The logged `podman build` command, run in DIR; its output."""
+@pytest.fixture
+def layers() -> Iterator[list[str]]:
+    """The images (stages and steps) this test's `podman build`s made: removed at its end,
+    newest first, since Podman keeps each step's image for its layer cache."""
+    made: list[str] = []
+    yield made
+    for image in reversed(made):
+        subprocess.run(["podman", "rmi", image], capture_output=True, check=False)
+
+
+def _podman_build(command: str, out: Path, layers: list[str]) -> str:
+    """The logged `podman build` command, run in DIR; its output. The step images it made
+    (not those it took from the cache, which may be another test's) go to ``layers``."""
     argv = shlex.split(command)
     assert argv[:2] == ["podman", "build"]
     done = subprocess.run(argv, cwd=out, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    return done.stdout + done.stderr
+    said = done.stdout + done.stderr
+    cached = re.findall(r"^--> Using cache ([0-9a-f]+)$", said, re.M)
+    steps = re.findall(r"^--> ([0-9a-f]{11,})$", said, re.M)
+    layers += [s for s in steps if not any(c.startswith(s) for c in cached) and s not in layers]
+    assert done.returncode == 0, said[-4000:]
+    return said
 
 
 def _config(tag: str) -> dict[str, Any]:
@@ -84,7 +101,7 @@ def _answer(tag: str) -> tuple[int, str]:
 
 @pytest.mark.parametrize("app", sorted(BODIES))
 def test_containerfile_image_answers_like_buildpys(
-    app: str, buildpy_build: BuildFn, images: list[str], tmp_path: Path
+    app: str, buildpy_build: BuildFn, images: list[str], layers: list[str], tmp_path: Path
 ) -> None:
     source = tmp_path / app
     shutil.copytree(APPS / app, source)
@@ -97,7 +114,7 @@ def test_containerfile_image_answers_like_buildpys(
     assert "--network host" in event["build"] and "PIP_INDEX_URL" not in event["build"]
     containerfile = (out / "Containerfile").read_text()
     assert "PIP_INDEX_URL" not in containerfile  # build-only: in the secret, not the text
-    _podman_build(event["build"], out)
+    _podman_build(event["build"], out, layers)
 
     assert _answer(tag) == _answer(built.tag)
     status, body = _answer(tag)
@@ -124,18 +141,18 @@ def test_containerfile_image_answers_like_buildpys(
 
 
 def test_source_change_reuses_the_dependency_stage(
-    buildpy_build: BuildFn, images: list[str], tmp_path: Path
+    buildpy_build: BuildFn, images: list[str], layers: list[str], tmp_path: Path
 ) -> None:
     source = tmp_path / "app"
     shutil.copytree(APPS / "requirements", source)
     tag = f"{TEST_IMAGE_PREFIX}containerfile-rebuild-{uuid.uuid4().hex[:8]}:latest"
     images.append(tag)
     out = tmp_path / "out"
-    _podman_build(_write(buildpy_build, source, out, tag)["build"], out)
+    _podman_build(_write(buildpy_build, source, out, tag)["build"], out, layers)
     app = source / "wsgi.py"
     app.write_text(app.read_text().replace("flask via gunicorn", "changed source"))
 
-    again = _podman_build(_write(buildpy_build, source, out, tag)["build"], out)
+    again = _podman_build(_write(buildpy_build, source, out, tag)["build"], out, layers)
 
     # stage 1: FROM, COPY dependencies/, RUN assemble: both steps from the cache
     first_stage = again.split("[2/2]")[0]
