@@ -26,7 +26,7 @@ The builder is not inspected (no Podman here): buildpy's own builders
 (``BUILDPY_BUILDER_PREFIX``/python-*) are known; any other builder is taken to follow
 the S2I convention (scripts in /usr/libexec/s2i, user 1001 in group 0) and is built in
 one phase. USER, WORKDIR and ENTRYPOINT are the builder's, as buildpy's commit keeps
-them: written out for buildpy's builders, inherited from FROM for others.
+them: inherited from FROM (USER and WORKDIR also written out for buildpy's builders).
 """
 
 from __future__ import annotations
