@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import signal
 import sys
 import time
@@ -113,7 +114,15 @@ def _parser() -> argparse.ArgumentParser:
         )
         return made
 
-    add_build_options(command(commands, "build", "build SOURCE into an image"))
+    b = command(commands, "build", "build SOURCE into an image")
+    add_build_options(b)
+    b.add_argument(
+        "--as-containerfile",
+        type=Path,
+        metavar="DIR",
+        help="build nothing: write into DIR a Containerfile and context that `podman build`"
+        " or `buildah bud` turns into the same image (new, empty, or written before)",
+    )
     p = command(
         commands, "plan", "say what `build` would do with SOURCE, and why, starting no container"
     )
@@ -504,6 +513,8 @@ def _deadline(seconds: float | None) -> Iterator[None]:
 
 
 def _build(args: argparse.Namespace) -> int:
+    if args.as_containerfile is not None:
+        return _as_containerfile(args)
     with _deadline(args.timeout):
         return _build_in_time(args)
 
@@ -547,6 +558,26 @@ def _builder_output(quiet: bool) -> Iterator[Any]:
         yield lines
     finally:
         lines.end_line()
+
+
+def _as_containerfile(args: argparse.Namespace) -> int:
+    """`build --as-containerfile DIR`: the build as a Containerfile; no Podman involved."""
+    from buildpy import containerfile
+    from buildpy import plan as build_plan
+
+    given = {"--incremental": args.incremental, "--push": args.push, "--output": args.output}
+    given.update({"--cache-from": args.cache_from, "--cache-to": args.cache_to})
+    given["--scripts-url"] = args.scripts_url
+    containerfile.refuse(name for name, value in given.items() if value)
+    written = containerfile.write(build_plan.make(_build_options(args)), args.as_containerfile)
+    log.get("buildpy").info(
+        "containerfile written",
+        directory=str(written.directory),
+        phases=written.phases,
+        build=shlex.join(written.command),
+    )
+    print(written.directory)
+    return 0
 
 
 def _build_options(args: argparse.Namespace) -> BuildOptions:

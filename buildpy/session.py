@@ -117,16 +117,28 @@ class BuildSession:
         the image's variables set them), ``image`` (image variables that must not be
         committed with this container), cache locations, the plan's (CA bundle, index,
         ``--build-env``), the wheelhouse's, the phase, ``more``."""
-        values = {k: v for k, v in FAIL_FAST.items() if k not in self.plan.image_env}
-        values.update(image or {})
-        values.update(buildpy_variables(bool(self.volumes)))
-        values.update(self.plan.build_env)
-        if self.plan.wheelhouse is not None:
-            values.update(self.plan.wheelhouse.variables())
-        if phase is not None:
-            values[PHASE_VARIABLE] = phase
-        values.update(more)
-        return values
+        return build_variables(self.plan, bool(self.volumes), phase, image, **more)
+
+
+def build_variables(
+    plan: BuildPlan,
+    cache: bool,
+    phase: str | None,
+    image: Mapping[str, str] | None = None,
+    **more: str,
+) -> dict[str, str]:
+    """``BuildSession.build_env`` for a plan, with or without the download cache (the
+    Containerfile writer passes the same values to ``podman build``)."""
+    values = {k: v for k, v in FAIL_FAST.items() if k not in plan.image_env}
+    values.update(image or {})
+    values.update(buildpy_variables(cache))
+    values.update(plan.build_env)
+    if plan.wheelhouse is not None:
+        values.update(plan.wheelhouse.variables())
+    if phase is not None:
+        values[PHASE_VARIABLE] = phase
+    values.update(more)
+    return values
 
 
 def buildpy_variables(cache: bool) -> dict[str, str]:
