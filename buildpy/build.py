@@ -117,7 +117,7 @@ def _place(session: BuildSession, start: str, commit: CommitSpec) -> _Final:
     plan = session.plan
     home = PurePosixPath(session.builder.env["HOME"])
     session.reaper.release()  # nothing will run: the dependency container may go now
-    with session.container(start, plan.image_env, plan.labels) as container:
+    with session.container(start, plan.image_env, plan.labels, runs=False) as container:
         seconds = container.upload(str(home.parent), _placed_source(plan, home.name))
         committed = container.commit(commit)
     return _Final(

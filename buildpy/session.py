@@ -69,12 +69,8 @@ class BuildSession:
 
     def __enter__(self) -> BuildSession:
         self.files.__enter__()
-        try:
-            if self.wheels is not None:
-                self.wheels.__enter__()
-        except BaseException:
-            self.__exit__()  # the reaper's thread, and the secrets (the volume cleaned up)
-            raise
+        if self.wheels is not None:
+            self.wheels.__enter__()  # made when a container first needs it
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -94,9 +90,11 @@ class BuildSession:
         env: Mapping[str, str],
         labels: Mapping[str, str],
         user: str | None = None,
+        runs: bool = True,
     ) -> WorkingContainer:
         """A working container that runs assemble from ``image``, with the session's mounts,
-        as the builder's user unless ``user`` says otherwise.
+        as the builder's user unless ``user`` says otherwise. One that never ``runs`` (the
+        source is placed into it) needs no wheelhouse, so none is uploaded for it.
 
         ``env`` and ``labels`` are committed with it; build-only values are uploaded
         (see ``build_env``), never put here.
@@ -108,7 +106,7 @@ class BuildSession:
             env=env,
             labels=labels,
             mounts=self.mounts(),
-            volumes=self.volumes + (self.wheels.mounts if self.wheels is not None else ()),
+            volumes=self.volumes + (self.wheels.mounts() if self.wheels and runs else ()),
             secrets=self.files.mounts,
             network=self.plan.options.network,
             name=container_name(),

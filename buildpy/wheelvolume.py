@@ -11,6 +11,10 @@ container then mounts the volume read-only at ``WHEELHOUSE_TARGET``, the place
 the installers' variables name (under /dev/shm, so not even the mount point
 reaches an image).
 
+The volume is made and filled when a container that runs first asks for it
+(``mounts``): a rebuild that reuses the dependency layer and only places the
+source runs nothing, and uploads nothing.
+
 The volume and the helper are named like working containers
 (``leftovers.container_name``: host, PID and start time of this process), and the
 volume carries ``VOLUME_LABEL``, so when buildpy is killed outright the next build
@@ -49,23 +53,22 @@ class WheelhouseVolume:
         self._image = image  # what the helper container is created from (never run)
         self._name: str | None = None
 
-    @property
-    def mounts(self) -> tuple[VolumeMount, ...]:
-        """What every working container mounts (empty until the block is entered)."""
-        if self._name is None:
-            return ()
-        return (VolumeMount(self._name, WHEELHOUSE_TARGET, read_only=True),)
-
     def __enter__(self) -> WheelhouseVolume:
-        name = container_name(VOLUME_KIND)
-        self._engine.ensure_volume(name, {VOLUME_LABEL: "wheelhouse"})
-        self._name = name
-        try:
-            self._fill(name)
-        except BaseException:
-            self.__exit__()
-            raise
         return self
+
+    def mounts(self) -> tuple[VolumeMount, ...]:
+        """What a working container that runs assemble mounts: the volume, made and
+        filled on the first call."""
+        if self._name is None:
+            name = container_name(VOLUME_KIND)
+            self._engine.ensure_volume(name, {VOLUME_LABEL: "wheelhouse"})
+            self._name = name
+            try:
+                self._fill(name)
+            except BaseException:
+                self.__exit__()
+                raise
+        return (VolumeMount(self._name, WHEELHOUSE_TARGET, read_only=True),)
 
     def _fill(self, volume: str) -> None:
         helper = ContainerSpec(

@@ -28,6 +28,7 @@ from buildpy.engine import (
 from buildpy.errors import BuildpyError, EngineError, PublishFailed, PullFailed
 from buildpy.registry import registry_hint, registry_host
 
+ENGINE_DEFAULTS = {"TERM": "xterm", "container": "podman"}  # what Podman adds to every container
 BUILDER = ImageInfo(
     id="sha256:builder",
     ref="localhost/buildpy/python-311",
@@ -221,19 +222,25 @@ class FakeEngine:
         return self.status
 
     def commit(self, container: str, spec: CommitSpec) -> str:
+        """Podman's rules: the image keeps its parent's labels and variables (a commit
+        cannot remove one), with the container's over them; the container has the
+        engine's own variables (``ENGINE_DEFAULTS``) unless its spec unsets them."""
         self.commits.append(spec)
         image_id = f"sha256:result{len(self.commits)}"
         if spec.repository:
             created = self.created[int(container[3:]) - 1]
-            labels = dict(created.labels)
+            parent = self.find_image(created.image)
+            labels = {**(parent.labels if parent else {}), **created.labels}
             for change in spec.changes:
                 if change.startswith("LABEL "):
                     key, _, value = change[len("LABEL ") :].partition("=")
                     labels[key] = value
-            parent = self.find_image(created.image)
+            defaults = {k: v for k, v in ENGINE_DEFAULTS.items() if k not in created.unset_env}
+            env = {**defaults, **(parent.env if parent else {}), **created.env}
             self.stored[f"{spec.repository}:{spec.tag}"] = ImageInfo(
                 id=image_id,
                 ref=spec.repository,
+                env=env,
                 labels=labels,
                 layers=(*(parent.layers if parent else ()), f"sha256:layer-{image_id[7:]}"),
             )

@@ -13,7 +13,7 @@ import pytest
 from fakes import BUILDER, FakeEngine
 from hypothesis import given
 from hypothesis import strategies as st
-from test_build import PHASED, _Sink, make_plan, phased_app
+from test_build import PHASED, PLACING, _Sink, make_plan, phased_app
 from test_build import app as app  # the fixture: a source with .s2i/environment
 
 from buildpy import build, cli, indexes, leftovers, log, redact, wheelhouse, wheelvolume
@@ -85,6 +85,20 @@ def test_a_wheelhouse_is_uploaded_to_a_volume_mounted_read_only_and_used_with_no
     assert "export UV_NO_INDEX='1'" in script
     assert str(wheels) not in script  # the host's path is not assemble's business
     assert not any(key.startswith(("PIP_", "UV_")) for key in spec.env)
+
+
+def test_a_rebuild_that_only_places_the_source_uploads_no_wheelhouse(
+    app: Path, wheels: Path
+) -> None:
+    engine = FakeEngine(stored={"placing": PLACING}, output=[b"BUILDPY_APPLICATION_PHASE=copy\n"])
+    build.run(make_plan(phased_app(app), builder="placing", wheelhouse=wheels), engine, _Sink())
+    uploads = len([path for path, _ in engine.uploads if path == indexes.WHEELHOUSE_TARGET])
+    assert uploads == 1  # for the dependency phase
+    (app / "app.py").write_text("print('again')\n")
+    rebuilt = build.run(make_plan(app, builder="placing", wheelhouse=wheels), engine, _Sink())
+    assert rebuilt.dependencies_reused
+    assert [path for path, _ in engine.uploads].count(indexes.WHEELHOUSE_TARGET) == 1
+    assert [name for name in engine.volumes_made if "wheelhouse" in name] == []
 
 
 def test_assemble_reads_the_wheelhouse_from_the_volume(app: Path, wheels: Path) -> None:
