@@ -66,7 +66,7 @@ def run(plan: BuildPlan, engine: Engine, output: Output | None = None) -> BuildR
         if reason is not None:
             _log.info("building in one phase", reason=reason)
         deps = layer.prepare(session) if reason is None else None
-        commit = _final_commit(session)
+        commit = _final_commit(session, deps)
         if deps is not None and deps.application == "copy" and _can_place(session):
             final = _place(session, deps.image_id, commit)
         else:
@@ -82,12 +82,15 @@ def run(plan: BuildPlan, engine: Engine, output: Output | None = None) -> BuildR
     )
 
 
-def _final_commit(session: BuildSession) -> CommitSpec:
+def _final_commit(session: BuildSession, deps: layer.DependencyLayer | None) -> CommitSpec:
+    """CMD and the rest (``image.commit_changes``); on a dependency layer, its bookkeeping
+    labels emptied: they belong to dependency images, not to the application's."""
     tag = session.plan.options.tag
     repository, version = image.split_tag(tag) if tag else (None, None)
-    return CommitSpec(
-        image.commit_changes(session.builder, session.scripts.run), repository, version
-    )
+    changes = image.commit_changes(session.builder, session.scripts.run)
+    if deps is not None:
+        changes += layer.cleared_labels(session.builder)
+    return CommitSpec(changes, repository, version)
 
 
 def _assemble(
