@@ -3,11 +3,11 @@
 A ``BuildSession`` holds the plan, the engine, the inspected builder and its
 scripts, the owner of uploaded files, where assemble's output goes, the reaper
 that removes finished containers, and what every working container mounts
-(the download cache volume; the wheelhouse, as a volume of its own; the build-only
-files, as Podman secrets; both made when the session's ``with`` block is entered and
-removed when it ends). Steps ask it for a working container (``container``) and for the
-build-only variables (``build_env``), so a new mount or a new build-only value is
-added here, in one place.
+(the download cache volume; the wheelhouse, as a volume of its own made when the
+first container that runs needs it; the build-only files, as Podman secrets made when
+the session's ``with`` block is entered; both removed when it ends). Steps ask it
+for a working container (``container``) and for the build-only variables
+(``build_env``), so a new mount or a new build-only value is added here, in one place.
 """
 
 from __future__ import annotations
@@ -106,13 +106,16 @@ class BuildSession:
             env=env,
             labels=labels,
             mounts=self.mounts(),
-            volumes=self.volumes + (self.wheels.mounts() if self.wheels and runs else ()),
+            volumes=self.volumes + self._wheelhouse(runs),
             secrets=self.files.mounts,
             network=self.plan.options.network,
             name=container_name(),
             unset_env=self.engine_variables(env),
         )
         return WorkingContainer(self.engine, spec, self.owner, self.reaper)
+
+    def _wheelhouse(self, runs: bool) -> tuple[VolumeMount, ...]:
+        return self.wheels.mounts() if self.wheels is not None and runs else ()
 
     def mounts(self) -> tuple[Mount, ...]:
         """Bind mounts of every working container: the wheelhouse ``buildpy wheelhouse``
