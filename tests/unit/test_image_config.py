@@ -12,7 +12,8 @@ from test_build import PHASED, PLACING, _Sink, make_plan, phased_app
 from test_build import app as app  # the fixture: a source with .s2i/environment
 
 from buildpy import build, cache, layer
-from buildpy.engine import ENGINE_VARIABLES
+from buildpy.engine import ENGINE_VARIABLES, ContainerSpec, VolumeMount
+from buildpy.podman import create_payload
 
 TAG = "localhost/app:latest"
 TOKEN = "s3cr3t-t0ken"
@@ -66,3 +67,37 @@ def test_a_one_phase_build_clears_nothing(app: Path) -> None:
     engine = FakeEngine()
     build.run(make_plan(app, tag=TAG), engine, _Sink())
     assert not any(change.startswith("LABEL") for change in engine.commits[0].changes)
+
+
+def test_the_libpod_create_payload_unsets_and_mounts_read_only() -> None:
+    """What podman.py posts: podman-py's rendering (empty values left out, so an empty
+    entrypoint is the image's) with ``unsetenv`` and read-only volumes."""
+    spec = ContainerSpec(
+        image="sha256:img",
+        command=("/bin/sh", "-c", "true"),
+        user="1001",
+        env={"A": "1"},
+        volumes=(VolumeMount("cache", "/dev/shm/c"), VolumeMount("wheels", "/dev/shm/w", True)),
+        network="none",
+        name="buildpy-build-x",
+        unset_env=ENGINE_VARIABLES,
+    )
+    assert create_payload(spec) == {
+        "image": "sha256:img",
+        "command": ["/bin/sh", "-c", "true"],
+        "env": {"A": "1"},
+        "volumes": [
+            {"Name": "cache", "Dest": "/dev/shm/c", "Options": ["rw"]},
+            {"Name": "wheels", "Dest": "/dev/shm/w", "Options": ["ro"]},
+        ],
+        "unsetenv": ["TERM", "container"],
+        "user": "1001",
+        "name": "buildpy-build-x",
+        "netns": {"nsmode": "none"},
+    }
+    bare = create_payload(ContainerSpec("img", ("true",), network="ns:/run/netns/x"))
+    assert bare == {
+        "image": "img",
+        "command": ["true"],
+        "netns": {"nsmode": "path", "value": "/run/netns/x"},
+    }
