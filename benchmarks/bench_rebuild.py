@@ -53,7 +53,6 @@ CONTAINERFILE = ROOT / "benchmarks" / "baseline" / "Containerfile"
 BUILDER = "localhost/buildpy/python-311"
 PREFIX = "localhost/buildpy-bench/"
 DEPENDENCY_REPOSITORY = "localhost/buildpy-cache/dependencies"  # buildpy's dependency images
-DEPENDENCY_KEY_LABEL = "io.buildpy.dependencies.key"
 NEW_DEPENDENCY = "six"
 NEEDED_WHEELS = ("flask", "django", "gunicorn", NEW_DEPENDENCY)
 STEPS = ("cold", "source", "dependency")
@@ -490,19 +489,13 @@ def measure_app(ctx: Context, app: App, reps: int) -> AppResult:
 
 
 def dependency_images(ctx: Context, tags: list[str]) -> list[str]:
-    """The IDs of the dependency images buildpy made for these images (by their key label)."""
-    form = '{{index .Config.Labels "' + DEPENDENCY_KEY_LABEL + '"}}'
-    done = podman(ctx, "image", "inspect", "--format", form, *tags, check=False)
-    keys = {key for key in done.stdout.split() if key and key != "<no value>"}
-    # by ID: a layer also carries the name of its source (dependencies:from-...), and
-    # removing one name of several only untags it
-    found = set()
-    for key in sorted(keys):
-        listed = podman(
-            ctx, "images", "-q", "--filter", f"label={DEPENDENCY_KEY_LABEL}={key}", check=False
-        )
-        found.update(listed.stdout.split())
-    return sorted(found)
+    """The dependency images buildpy made for these images: their parents, where those are
+    dependency images (an application image keeps no key label with content)."""
+    done = podman(ctx, "image", "inspect", "--format", "{{.Parent}}", *tags, check=False)
+    parents = set(done.stdout.split())
+    listed = podman(ctx, "images", "--no-trunc", "-q", DEPENDENCY_REPOSITORY, check=False)
+    ours = {line.strip().removeprefix("sha256:") for line in listed.stdout.split()}
+    return sorted(parents & ours)
 
 
 def record(ctx: Context, result: AppResult, app: App, side: str, builds: dict[str, Build]) -> None:

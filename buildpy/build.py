@@ -79,7 +79,7 @@ def run(plan: BuildPlan, engine: Engine, output: Output | None = None) -> BuildR
         if reason is not None:
             _log.info("building in one phase", reason=reason)
         deps = _dependencies(session) if reason is None else None
-        commit = _final_commit(session)
+        commit = _final_commit(session, deps)
         if deps is not None and deps.application == "copy" and _can_place(session):
             final = _place(session, deps.image_id, commit)
         elif deps is not None and deps.foreign:
@@ -117,12 +117,15 @@ def _since(started: float) -> float:
     return round(time.monotonic() - started, 3)
 
 
-def _final_commit(session: BuildSession) -> CommitSpec:
+def _final_commit(session: BuildSession, deps: layer.DependencyLayer | None) -> CommitSpec:
+    """CMD and the rest (``image.commit_changes``); on a dependency layer, its bookkeeping
+    labels emptied: they belong to dependency images, not to the application's."""
     tag = session.plan.options.tag
     repository, version = image.split_tag(tag) if tag else (None, None)
-    return CommitSpec(
-        image.commit_changes(session.builder, session.scripts.run), repository, version
-    )
+    changes = image.commit_changes(session.builder, session.scripts.run)
+    if deps is not None:
+        changes += layer.cleared_labels(session.builder)
+    return CommitSpec(changes, repository, version)
 
 
 def _assemble_on_foreign(
@@ -138,7 +141,7 @@ def _assemble_on_foreign(
             "the builder's assemble failed on its dependency layer; building in one phase",
             status=exc.status,
         )
-        return _assemble(session, None, commit), None
+        return _assemble(session, None, _final_commit(session, None)), None
 
 
 def _assemble(
@@ -170,7 +173,7 @@ def _place(session: BuildSession, start: str, commit: CommitSpec) -> _Final:
     plan = session.plan
     home = PurePosixPath(session.builder.env["HOME"])
     session.reaper.release()  # nothing will run: the dependency container may go now
-    with session.container(start, plan.image_env, plan.labels) as container:
+    with session.container(start, plan.image_env, plan.labels, runs=False) as container:
         seconds = container.upload(str(home.parent), _placed_source(plan, home.name))
         _log.info("source placed", path=str(home), seconds=round(seconds, 3))
         committed = _committed(container, commit)

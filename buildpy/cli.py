@@ -760,7 +760,7 @@ def _cache(args: argparse.Namespace) -> int:
         else:
             sections = [("cached", cache.listing(engine))]
     for name in swept:
-        print(f"removed\tcontainer\t{name}")
+        print(f"removed\t{'volume' if leftovers.is_volume(name) else 'container'}\t{name}")
     for verb, found in sections:
         for item in found.images:
             tags = ",".join(item.tags) or item.id[:12]

@@ -199,7 +199,9 @@ def key_variables(env: Mapping[str, str]) -> dict[str, str]:
 def key(builder_id: str, files: Sequence[tuple[str, bytes]], variables: Mapping[str, str]) -> str:
     """The dependency layer's key: same inputs, same key; any change, another key."""
     h = hashlib.sha256()
-    h.update(b"buildpy-dependencies-v1\0")
+    # v2: layers made since working containers lack Podman's TERM and container
+    # variables; a v1 layer has them in its image config, where every commit keeps them.
+    h.update(b"buildpy-dependencies-v2\0")
     h.update(builder_id.encode() + b"\0")
     for name, data in sorted(files):
         h.update(f"file\0{name}\0{len(data)}\0".encode())

@@ -57,10 +57,11 @@ class SecretMount:
 
 @dataclass(frozen=True)
 class VolumeMount:
-    """A named volume mounted into the working container only."""
+    """A named volume mounted into the working container only (read-only when asked)."""
 
     name: str
     target: str
+    read_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,16 @@ class ImageSummary:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
+# What a container engine adds to every container's environment (Podman: TERM=xterm,
+# container=podman), which a commit would keep in the image.
+ENGINE_VARIABLES = ("TERM", "container")
+
+
 @dataclass(frozen=True)
 class ContainerSpec:
-    """A working container. ``env`` and ``labels`` are committed into the image."""
+    """A working container. ``env`` and ``labels`` are committed into the image;
+    ``unset_env`` names variables the container must not have from its image or from
+    the engine's defaults (``ENGINE_VARIABLES``), so the commit cannot keep them."""
 
     image: str
     command: tuple[str, ...]
@@ -88,6 +96,7 @@ class ContainerSpec:
     secrets: tuple[SecretMount, ...] = ()
     network: str | None = None
     name: str | None = None
+    unset_env: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,12 @@ one build. It becomes build-only variables that every installer reads (pip,
 pipenv, micropipenv, uv), never part of the image; buildpy's assemble also
 redirects lock files whose sources name public PyPI to it (see s2i/assemble).
 
-``--wheelhouse DIR`` is a directory made by ``buildpy wheelhouse``. It is
-bind-mounted read-only under /dev/shm (a tmpfs: not even its mount point is
-committed) and installers use it with no index. The variables name only that
-fixed path, so the host directory never enters the dependency layer's key.
-``buildpy wheelhouse`` mounts it writable and fills it.
+``--wheelhouse DIR`` is a directory made by ``buildpy wheelhouse``. A build
+uploads it into a volume of its own (``wheelvolume``), mounted read-only under
+/dev/shm (a tmpfs: not even its mount point is committed), and installers use it
+with no index. The variables name only that fixed path, so the host directory
+never enters the dependency layer's key. ``buildpy wheelhouse`` bind-mounts the
+directory writable there and fills it.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class Wheelhouse:
     writable: bool = False
 
     def mount(self) -> Mount:
+        """The bind mount ``buildpy wheelhouse`` fills the directory through."""
         return Mount(str(self.path), WHEELHOUSE_TARGET, read_only=not self.writable)
 
     def variables(self) -> dict[str, str]:

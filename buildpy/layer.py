@@ -54,6 +54,26 @@ PHASES_LABEL = "io.buildpy.assemble-phases"
 APPLICATION_MARKER = "BUILDPY_APPLICATION_PHASE"  # printed by the dependency phase
 APPLICATION_LABEL = "io.buildpy.application-phase"  # copy: nothing to run but placing source
 ADDED_VARIABLE = "BUILDPY_ADDED_REQUIREMENTS"  # what a grown dependency layer adds
+# A dependency layer's bookkeeping, read from dependency images only (found by name):
+# nothing reads it from an application image, which would inherit it.
+BOOKKEEPING_LABELS = (
+    cache.KEY_LABEL,
+    cache.BUILDER_LABEL,
+    cache.FIXED_LABEL,
+    cache.LINES_LABEL,
+    cache.OWNER_LABEL,
+    cache.INPUTS_LABEL,
+    APPLICATION_LABEL,
+    foreign.FOREIGN_LABEL,
+)
+
+
+def cleared_labels(builder: ImageInfo) -> tuple[str, ...]:
+    """Commit changes that empty the bookkeeping labels an application image built on a
+    dependency layer inherits. A commit cannot remove an inherited label (Podman 4.3:
+    ``LABEL key=`` leaves the key with an empty value), so they stay as empty keys;
+    a label the builder itself carries is left as the layer has it."""
+    return tuple(f"LABEL {name}=" for name in BOOKKEEPING_LABELS if name not in builder.labels)
 
 
 @dataclass(frozen=True)

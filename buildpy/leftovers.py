@@ -1,4 +1,5 @@
-"""Working containers that outlive their build, and how the next build finds them.
+"""Working containers (and build volumes) that outlive their build, and how the next build
+finds them.
 
 Every exit path of a build removes its working containers, except the ones no
 process can handle: SIGKILL, the OOM killer, a power cut. For those, each working
@@ -7,9 +8,13 @@ HOST is a digest of this machine's name, PID the building process and START that
 process's start time (so a reused PID is not mistaken for the builder). A name is
 used, not a label, because a container's labels are committed into the image.
 
-``sweep`` removes the working containers made on this machine by a process that is
-gone, and never one of a build still running (same PID and start time). Builds run
-it in the background as they start, and ``buildpy cache prune`` runs it too.
+A volume one build makes for itself (its ``--wheelhouse``, see ``wheelvolume``) is
+named the same way and carries ``VOLUME_LABEL``.
+
+``sweep`` removes the working containers, then the build volumes, made on this
+machine by a process that is gone, and never one of a build still running (same PID
+and start time). Builds run it in the background as they start, and ``buildpy cache
+prune`` runs it too.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from buildpy.errors import EngineError
 
 _log = log.get(__name__)
 
+VOLUME_LABEL = "io.buildpy.build-volume"  # not io.buildpy.cache: never listed or pruned as cache
+VOLUME_KIND = "wheelhouse"  # build volumes are named container_name(VOLUME_KIND)
 _NAME = re.compile(r"^buildpy-[a-z]+-h([0-9a-f]{8})-p([0-9]+)-s([0-9]+)-[0-9a-f]+$")
 
 
@@ -67,6 +74,11 @@ def container_name(kind: str = "build", maker: Maker | None = None) -> str:
     return f"buildpy-{kind}-{owner}-{secrets.token_hex(4)}"
 
 
+def is_volume(name: str) -> bool:
+    """Whether a name ``sweep`` returns is a build volume's (else a working container's)."""
+    return name.startswith(f"buildpy-{VOLUME_KIND}-")
+
+
 def maker_of(name: str) -> Maker | None:
     """Who made a working container, from its name; None for any other name."""
     found = _NAME.match(name)
@@ -95,10 +107,35 @@ def is_alive(maker: Maker) -> bool:
 
 
 def sweep(engine: Engine) -> list[str]:
-    """Remove the working containers left on this machine by builds that are gone.
+    """Remove the working containers, then the build volumes, left on this machine by
+    builds that are gone.
 
     Returns their names. Never raises: a sweep that fails costs disk space, not a build.
     """
+    return _sweep_containers(engine) + _sweep_volumes(engine)
+
+
+def _sweep_volumes(engine: Engine) -> list[str]:
+    try:
+        found = engine.volumes(VOLUME_LABEL)
+        left = orphans([(name, name) for name, _ in found], host_digest(), is_alive)
+    except EngineError as exc:
+        _log.warning("could not look for leftover build volumes", error=str(exc))
+        return []
+    removed = []
+    for name, _ in left:
+        try:
+            gone = engine.remove_volume(name, force=False)  # a container still using it: later
+        except EngineError as exc:
+            _log.warning("could not remove a leftover build volume", volume=name, error=str(exc))
+            continue
+        if gone:
+            _log.info("removed a build volume left by a killed build", volume=name)
+            removed.append(name)
+    return removed
+
+
+def _sweep_containers(engine: Engine) -> list[str]:
     try:
         left = orphans(engine.containers("buildpy-"), host_digest(), is_alive)
     except EngineError as exc:

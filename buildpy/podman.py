@@ -181,31 +181,16 @@ class PodmanEngine:
         return [(cid, name) for cid, name in named if name.startswith(prefix)]
 
     def create(self, spec: ContainerSpec) -> str:
-        kwargs: dict[str, Any] = {
-            "command": list(spec.command),
-            "entrypoint": [],
-            "environment": dict(spec.env),
-            "labels": dict(spec.labels),
-            "mounts": [
-                {"type": "bind", "source": m.source, "target": m.target, "read_only": m.read_only}
-                for m in spec.mounts
-            ],
-        }
-        if spec.secrets:
-            kwargs["secrets"] = [
-                {"source": m.name, "target": m.target, "uid": m.uid, "gid": m.gid, "mode": m.mode}
-                for m in spec.secrets
-            ]
-        if spec.volumes:
-            kwargs["volumes"] = {v.name: {"bind": v.target, "mode": "rw"} for v in spec.volumes}
-        if spec.user:
-            kwargs["user"] = spec.user
-        if spec.network:
-            kwargs["network_mode"] = spec.network
-        if spec.name:
-            kwargs["name"] = spec.name
+        """libpod's create, with the payload written here: podman-py's ``create`` cannot
+        pass ``unsetenv`` (nor would it return without inspecting the container again)."""
         with _translated(f"create a container from {spec.image}"):
-            return str(self._client.containers.create(spec.image, **kwargs).id)
+            response = self._client.api.post(
+                "/containers/create",
+                data=json.dumps(create_payload(spec)),
+                headers={"content-type": "application/json"},
+            )
+            response.raise_for_status()
+            return str(response.json()["Id"])
 
     def create_secret(self, name: str, data: bytes) -> None:
         # The libpod endpoint: the bytes are the body, so they travel over ssh:// as well.
@@ -479,6 +464,43 @@ class PodmanEngine:
     def _container(self, container: str) -> Any:
         """A podman-py handle for a container ID, without another inspect round trip."""
         return self._client.containers.prepare_model({"Id": container})
+
+
+def create_payload(spec: ContainerSpec) -> dict[str, Any]:
+    """libpod's SpecGenerator for a working container, as podman-py 5.8 renders its create
+    arguments (empty values left out, so an empty entrypoint is the image's), plus
+    ``unsetenv``: what Podman must not give the container (see ``ContainerSpec``)."""
+    payload: dict[str, Any] = {
+        "image": spec.image,
+        "command": list(spec.command),
+        "env": dict(spec.env),
+        "labels": dict(spec.labels),
+        "mounts": [
+            {
+                "type": "bind",
+                "source": m.source,
+                "destination": m.target,
+                "options": ["ro"] if m.read_only else [],
+            }
+            for m in spec.mounts
+        ],
+        "secrets": [
+            {"source": m.name, "target": m.target, "uid": m.uid, "gid": m.gid, "mode": m.mode}
+            for m in spec.secrets
+        ],
+        "volumes": [
+            {"Name": v.name, "Dest": v.target, "Options": ["ro" if v.read_only else "rw"]}
+            for v in spec.volumes
+        ],
+        "unsetenv": list(spec.unset_env),
+        "user": spec.user,
+        "name": spec.name,
+    }
+    if spec.network:
+        kind, sep, path = spec.network.partition(":")
+        netns = {"nsmode": "path", "value": path} if sep and kind == "ns" else None
+        payload["netns"] = netns or {"nsmode": spec.network}
+    return {key: value for key, value in payload.items() if value}
 
 
 class _Refused(Exception):

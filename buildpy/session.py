@@ -3,11 +3,11 @@
 A ``BuildSession`` holds the plan, the engine, the inspected builder and its
 scripts, the owner of uploaded files, where assemble's output goes, the reaper
 that removes finished containers, and what every working container mounts
-(the download cache volume; the wheelhouse; the build-only files, as Podman
-secrets made when the session's ``with`` block is entered and removed when it
-ends). Steps ask it for a working container (``container``) and for the
-build-only variables (``build_env``), so a new mount or a new build-only value is
-added here, in one place.
+(the download cache volume; the wheelhouse, as a volume of its own made when the
+first container that runs needs it; the build-only files, as Podman secrets made when
+the session's ``with`` block is entered; both removed when it ends). Steps ask it
+for a working container (``container``) and for the build-only variables
+(``build_env``), so a new mount or a new build-only value is added here, in one place.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from buildpy import cache, registry, scripts
 from buildpy.buildfiles import BuildSecrets
 from buildpy.cache import DOWNLOAD_VARIABLES
 from buildpy.container import WRAPPER, Output, Owner, Reaper, WorkingContainer
-from buildpy.engine import ContainerSpec, Engine, ImageInfo, Mount, VolumeMount
+from buildpy.engine import ENGINE_VARIABLES, ContainerSpec, Engine, ImageInfo, Mount, VolumeMount
 from buildpy.leftovers import container_name
 from buildpy.plan import BuildPlan
+from buildpy.wheelvolume import WheelhouseVolume
 
 PHASE_VARIABLE = "BUILDPY_ASSEMBLE_PHASE"
 # pip's defaults (5 retries with back-off, for every file) keep a build on an unreachable
@@ -43,6 +44,7 @@ class BuildSession:
     reaper: Reaper
     volumes: tuple[VolumeMount, ...]
     files: BuildSecrets
+    wheels: WheelhouseVolume | None = None
 
     @classmethod
     def start(cls, plan: BuildPlan, engine: Engine, out: Output) -> BuildSession:
@@ -58,17 +60,31 @@ class BuildSession:
         files = BuildSecrets(engine, plan.files, builder.user)
         reaper = Reaper(engine)
         reaper.sweep()
-        return cls(plan, engine, builder, chosen, Owner(builder), out, reaper, volumes, files)
+        wheelhouse = plan.wheelhouse
+        wheels = (
+            WheelhouseVolume(engine, wheelhouse.path, builder.id)
+            if wheelhouse is not None and not wheelhouse.writable
+            else None
+        )
+        owner = Owner(builder)
+        return cls(plan, engine, builder, chosen, owner, out, reaper, volumes, files, wheels)
 
     def __enter__(self) -> BuildSession:
         self.files.__enter__()
+        if self.wheels is not None:
+            self.wheels.__enter__()  # made when a container first needs it
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        """Containers first (the reaper waits for its removals), then what they mounted."""
         try:
             self.reaper.__exit__(*exc_info)
         finally:
-            self.files.__exit__(*exc_info)
+            try:
+                if self.wheels is not None:
+                    self.wheels.__exit__(*exc_info)
+            finally:
+                self.files.__exit__(*exc_info)
 
     def container(
         self,
@@ -77,10 +93,12 @@ class BuildSession:
         labels: Mapping[str, str],
         user: str | None = None,
         command: tuple[str, ...] | None = None,
+        runs: bool = True,
     ) -> WorkingContainer:
         """A working container that runs assemble from ``image``, with the session's mounts,
         as the builder's user unless ``user`` says otherwise (``command``, when given, runs
-        instead of assemble, after the same wrapper).
+        instead of assemble, after the same wrapper). One that never ``runs`` (the source
+        is placed into it) needs no wheelhouse, so none is uploaded for it.
 
         ``env`` and ``labels`` are committed with it; build-only values are uploaded
         (see ``build_env``), never put here.
@@ -98,17 +116,32 @@ class BuildSession:
             env=env,
             labels=labels,
             mounts=self.mounts(),
-            volumes=self.volumes,
+            volumes=self.volumes + self._wheelhouse(runs),
             secrets=self.files.mounts,
             network=self.plan.options.network,
             name=container_name(),
+            unset_env=self.engine_variables(env),
         )
         return WorkingContainer(self.engine, spec, self.owner, self.reaper)
 
+    def _wheelhouse(self, runs: bool) -> tuple[VolumeMount, ...]:
+        return self.wheels.mounts() if self.wheels is not None and runs else ()
+
     def mounts(self) -> tuple[Mount, ...]:
-        """Bind mounts of every working container: the wheelhouse, when there is one."""
+        """Bind mounts of every working container: the wheelhouse ``buildpy wheelhouse``
+        fills (a build's own wheelhouse is a volume: ``wheels``)."""
         wheelhouse = self.plan.wheelhouse
-        return () if wheelhouse is None else (wheelhouse.mount(),)
+        return (wheelhouse.mount(),) if wheelhouse is not None and wheelhouse.writable else ()
+
+    def engine_variables(self, env: Mapping[str, str]) -> tuple[str, ...]:
+        """The variables the engine adds to every container (TERM, container) that neither
+        the builder's own ENV nor ``env`` sets: the container must not have them, or the
+        commit would keep them in the image. (A commit keeps what its container's image
+        has even so: dependency layers made before buildpy unset them have another key,
+        see ``dependencies.key``.)"""
+        return tuple(
+            name for name in ENGINE_VARIABLES if name not in self.builder.env and name not in env
+        )
 
     def build_env(
         self, phase: str | None, image: Mapping[str, str] | None = None, **more: str

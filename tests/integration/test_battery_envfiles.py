@@ -297,11 +297,6 @@ def test_duplicate_keys_warn(parsed: tuple[Outcome, dict[str, str], Case], warni
     assert any(warning in said for said in outcome.warnings()), outcome.warnings()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: Podman adds TERM=xterm and container=podman to every container, and the"
-    " commit keeps them in the image's Env",
-)
 @pytest.mark.parametrize("key", ["TERM", "container"])
 def test_no_variable_the_build_did_not_ask_for(
     parsed: tuple[Outcome, dict[str, str], Case], key: str

@@ -116,6 +116,17 @@ def test_requirement_line_credentials_are_in_no_label(saved: Saved, image: str) 
     assert not any(LINE_SECRET in f"{key}={value}" for key, value in labels.items())
 
 
+def test_the_application_image_keeps_no_dependency_bookkeeping(saved: Saved) -> None:
+    """The layer's labels are read from dependency images only; the application image
+    inherits them, emptied by its commit (Podman cannot remove an inherited label)."""
+    saved.outcome.expect_success(saved.tag)
+    assert saved.dependency_labels.get("io.buildpy.dependencies.key")
+    bookkeeping = ("io.buildpy.dependencies.", "io.buildpy.application-phase")
+    kept = {k: v for k, v in saved.labels.items() if k.startswith(bookkeeping) and v}
+    assert kept == {}
+    assert saved.labels.get("io.openshift.s2i.build.image") == BUILDER
+
+
 def test_the_secrets_are_in_the_build_log_only_as_asked(saved: Saved) -> None:
     """buildpy itself never prints a build-only value (assemble may; this one does not)."""
     saved.outcome.expect_success(saved.tag)

@@ -167,6 +167,9 @@ set -e
 echo "token-sha256=$(sha256sum < /run/secrets/token | cut -d' ' -f1)"
 echo "ca-sha256=$(sha256sum < "$PIP_CERT" | cut -d' ' -f1)"
 echo "client-paths-mounted=$(grep -c "$CLIENT_DIR" /proc/self/mountinfo || true)"
+wheel="$BUILDPY_WHEELHOUSE/sub/demo-1.0-py3-none-any.whl"
+echo "wheel-sha256=$(sha256sum < "$wheel" | cut -d' ' -f1)"
+touch "$BUILDPY_WHEELHOUSE/w" 2>/dev/null && echo wheelhouse=writable || echo wheelhouse=read-only
 mkdir -p "$HOME" && cp -R /tmp/src/. "$HOME/"
 """
 
@@ -175,8 +178,9 @@ def test_remote_build_over_ssh_gets_everything_from_the_client(
     sshd: Sshd, podman_url: str, images: list[str], tmp_path: Path
 ) -> None:
     """CONTAINER_HOST=ssh://root@127.0.0.1:PORT/SOCKET with CONTAINER_SSHKEY: the source,
-    the CA bundle and a secret all travel through the tunnel; the working container
-    mounts nothing from the client's directory (its mountinfo names no such path)."""
+    the CA bundle, a secret and the wheelhouse all travel through the tunnel; the working
+    container mounts nothing from the client's directory (its mountinfo names no such
+    path), reads the wheelhouse and cannot write it; its volume is gone afterwards."""
     client = tmp_path / "client"
     app = write_app(
         client / "app",
@@ -186,6 +190,9 @@ def test_remote_build_over_ssh_gets_everything_from_the_client(
     token.write_bytes(os.urandom(64))
     bundle = client / "ca.crt"
     bundle.write_bytes(HOST_CA.read_bytes() if HOST_CA.is_file() else b"# no host CA\n")
+    wheel = client / "wheels" / "sub" / "demo-1.0-py3-none-any.whl"
+    wheel.parent.mkdir(parents=True)
+    wheel.write_bytes(os.urandom(4096))
     tag = f"localhost/buildpy-test/remote-{uuid.uuid4().hex[:8]}:latest"
     images.append(tag)
     socket_path = podman_url[len("unix://") :]
@@ -199,12 +206,18 @@ def test_remote_build_over_ssh_gets_everything_from_the_client(
     cmd = [*BUILDPY, "build", str(app), "--tag", tag, "--builder", MINIMAL]
     cmd += ["--secret", f"id=token,src={token}", "--ca-bundle", str(bundle)]
     cmd += ["--build-env", f"CLIENT_DIR={client}", "--network", "none"]
+    cmd += ["--wheelhouse", str(client / "wheels")]
+    volumes_before = podman_lines("volume", "ls", "-q")
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == tag
     assert f"token-sha256={hashlib.sha256(token.read_bytes()).hexdigest()}" in done.stderr
     assert f"ca-sha256={hashlib.sha256(bundle.read_bytes()).hexdigest()}" in done.stderr
     assert "client-paths-mounted=0" in done.stderr
+    assert f"wheel-sha256={hashlib.sha256(wheel.read_bytes()).hexdigest()}" in done.stderr
+    assert "wheelhouse=read-only" in done.stderr
+    made = set(podman_lines("volume", "ls", "-q")) - set(volumes_before)
+    assert not [name for name in made if name.startswith("buildpy-wheelhouse-")]
     assert inspect_image(tag)["Config"]["Labels"]["io.openshift.s2i.build.source-location"]
     assert secret_names() <= secrets_before
     tunnels = subprocess.run(["pgrep", "-f", f"ssh://root@127.0.0.1:{sshd.port}"], text=True)

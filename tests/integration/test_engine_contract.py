@@ -17,14 +17,23 @@ import tarfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from conftest import BUILDER_PREFIX
 from fakes import FakeEngine, tar_of
 from itest import free_port
 
-from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageArchives, ImageInfo, SecretMount
+from buildpy.engine import (
+    ENGINE_VARIABLES,
+    CommitSpec,
+    ContainerSpec,
+    Engine,
+    ImageArchives,
+    ImageInfo,
+    SecretMount,
+    VolumeMount,
+)
 from buildpy.errors import EngineError, PublishFailed, PullFailed
 from buildpy.podman import PodmanEngine
 
@@ -168,6 +177,65 @@ def test_volumes_are_made_once_listed_by_label_and_removed(subject: Subject) -> 
         assert engine.remove_volume(name) is True
     assert engine.volumes(label) == []
     assert engine.remove_volume(name) is True
+
+
+def test_a_volume_gives_one_containers_upload_to_another_read_only(subject: Subject) -> None:
+    """What the wheelhouse relies on: an upload into a container that never runs lands in
+    the volume it mounts; another container mounting it read-only reads it and cannot
+    write; without force, a volume a container mounts stays; then it goes."""
+    engine = subject.engine
+    name = f"buildpy-test-contract-{uuid.uuid4().hex[:8]}"
+    label = f"io.buildpy.test.{uuid.uuid4().hex[:8]}"
+    engine.ensure_volume(name, {label: "yes"})
+    script = (
+        "cat /dev/shm/contract-r/sub/wheel.whl;"
+        " touch /dev/shm/contract-r/x 2>/dev/null && echo writable || echo read-only"
+    )
+    made: list[str] = []
+    try:
+        writer = spec(subject, ("true",))
+        made.append(engine.create(replace(writer, volumes=(VolumeMount(name, "/dev/shm/w"),))))
+        engine.upload(made[0], "/dev/shm/w", [tar_of({"sub/wheel.whl": b"wheel\n"})])
+        reader = spec(subject, ("/bin/sh", "-c", script))
+        mount = VolumeMount(name, "/dev/shm/contract-r", read_only=True)
+        made.append(engine.create(replace(reader, volumes=(mount,))))
+        assert engine.read_file(made[1], "/dev/shm/contract-r/sub/wheel.whl") == b"wheel\n"
+        assert engine.remove_volume(name, force=False) is False
+        subject.will_print(b"wheel\nread-only\n", 0)
+        chunks: list[bytes] = []
+        assert engine.run(made[1], chunks.append) == 0
+        assert b"".join(chunks) == b"wheel\nread-only\n"
+    finally:
+        for container in made:
+            engine.remove(container)
+    assert engine.remove_volume(name, force=False) is True
+    assert engine.volumes(label) == []
+
+
+def test_unset_engine_variables_stay_out_of_the_commit(subject: Subject) -> None:
+    """Podman gives every container TERM and container, and a commit keeps them, unless
+    the container was made with them unset; the container's own variables stay."""
+    engine = subject.engine
+    repository = unique("env")
+    assert not set(ENGINE_VARIABLES) & set(subject.base.env)
+    env = {"CONTRACT": "kept", "TERM": "asked-for"}
+    for tag, unset in (("plain", ()), ("unset", ENGINE_VARIABLES)):
+        made = replace(spec(subject, ("true",)), env=env, unset_env=unset)
+        container = engine.create(made)
+        try:
+            engine.commit(container, CommitSpec((), repository, tag))
+        finally:
+            engine.remove(container)
+    try:
+        plain, unset_image = (engine.find_image(f"{repository}:{t}") for t in ("plain", "unset"))
+        assert plain is not None and unset_image is not None
+        assert plain.env.get("container") == "podman"
+        assert unset_image.env.get("CONTRACT") == "kept"
+        assert unset_image.env.get("TERM") == "asked-for"  # -e TERM=... is the user's own
+        assert "container" not in unset_image.env
+    finally:
+        for tag in ("plain", "unset"):
+            engine.remove_image(f"{repository}:{tag}")
 
 
 def test_secrets_are_files_at_their_targets_and_are_removed(subject: Subject) -> None:

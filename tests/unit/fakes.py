@@ -28,6 +28,7 @@ from buildpy.engine import (
 from buildpy.errors import BuildpyError, EngineError, PublishFailed, PullFailed
 from buildpy.registry import registry_hint, registry_host
 
+ENGINE_DEFAULTS = {"TERM": "xterm", "container": "podman"}  # what Podman adds to every container
 BUILDER = ImageInfo(
     id="sha256:builder",
     ref="localhost/buildpy/python-311",
@@ -54,6 +55,9 @@ class FakeEngine:
     removed: list[str] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
     volumes_made: dict[str, dict[str, str]] = field(default_factory=dict)
+    # what each volume holds: volume -> path inside it -> content, shared by every container
+    # that mounts it (as Podman's are)
+    volume_files: dict[str, dict[str, bytes]] = field(default_factory=dict)
     removed_images: list[str] = field(default_factory=list)
     in_use: set[str] = field(default_factory=set)
     reads: list[tuple[str, str]] = field(default_factory=list)
@@ -128,15 +132,34 @@ class FakeEngine:
         return [(n, f"/vol/{n}") for n, labels in self.volumes_made.items() if label in labels]
 
     def remove_volume(self, name: str, force: bool = True) -> bool:
-        if name in self.in_use and not force:
+        """Podman's rules: without force, a volume a container mounts (even one never
+        started) stays (status 409, False)."""
+        mounted = any(v.name == name for _, spec in self._live() for v in spec.volumes)
+        if (name in self.in_use or mounted) and not force:
             return False
         self.volumes_made.pop(name, None)
+        self.volume_files.pop(name, None)
         return True
 
-    def containers(self, prefix: str) -> list[tuple[str, str]]:
+    def _live(self) -> list[tuple[str, ContainerSpec]]:
         gone = set(self.removed)
-        made = [(f"ctr{i}", spec.name or "") for i, spec in enumerate(self.created, 1)]
-        return [(cid, name) for cid, name in made if cid not in gone and name.startswith(prefix)]
+        made = [(f"ctr{i}", spec) for i, spec in enumerate(self.created, 1)]
+        return [(cid, spec) for cid, spec in made if cid not in gone]
+
+    def _in_volume(self, container: str, path: str) -> tuple[str, str] | None:
+        """(volume, path inside it) when ``path`` lies in a volume the container mounts."""
+        if not container.startswith("ctr"):
+            return None
+        spec = self.created[int(container[3:]) - 1]
+        for volume in spec.volumes:
+            target = volume.target.rstrip("/")
+            if path.startswith(f"{target}/"):
+                return volume.name, path[len(target) + 1 :]
+        return None
+
+    def containers(self, prefix: str) -> list[tuple[str, str]]:
+        named = [(cid, spec.name or "") for cid, spec in self._live()]
+        return [(cid, name) for cid, name in named if name.startswith(prefix)]
 
     def create_secret(self, name: str, data: bytes) -> None:
         """Podman's rules: a name is used once, and a secret holds 1 to 511999 bytes."""
@@ -153,6 +176,8 @@ class FakeEngine:
         missing = [m.name for m in spec.secrets if m.name not in self.secrets]
         if missing:
             raise EngineError(f"no secret with name {missing[0]}")
+        for volume in spec.volumes:  # Podman makes a named volume a container mounts
+            self.volumes_made.setdefault(volume.name, {})
         self.created.append(spec)
         return f"ctr{len(self.created)}"
 
@@ -162,15 +187,27 @@ class FakeEngine:
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             for member in tar.getmembers():
                 handle = tar.extractfile(member) if member.isfile() else None
-                if handle is not None:
-                    self.placed[(container, f"{path.rstrip('/')}/{member.name}")] = handle.read()
+                if handle is None:
+                    continue
+                full = f"{path.rstrip('/')}/{member.name}"
+                inside = self._in_volume(container, full)
+                if inside is not None:
+                    self.volume_files.setdefault(inside[0], {})[inside[1]] = handle.read()
+                else:
+                    self.placed[(container, full)] = handle.read()
+
+    def _file(self, container: str, path: str) -> bytes | None:
+        inside = self._in_volume(container, path)
+        if inside is not None:
+            return self.volume_files.get(inside[0], {}).get(inside[1])
+        return self.placed.get((container, path), self.files.get(path))
 
     def read_file(self, container: str, path: str) -> bytes | None:
         self.reads.append((container, path))
-        return self.placed.get((container, path), self.files.get(path))
+        return self._file(container, path)
 
     def copy_file(self, container: str, path: str, dest: BinaryIO) -> bool:
-        found = self.placed.get((container, path), self.files.get(path))
+        found = self._file(container, path)
         if found is None:
             return False
         dest.write(found)
@@ -185,19 +222,25 @@ class FakeEngine:
         return self.status
 
     def commit(self, container: str, spec: CommitSpec) -> str:
+        """Podman's rules: the image keeps its parent's labels and variables (a commit
+        cannot remove one), with the container's over them; the container has the
+        engine's own variables (``ENGINE_DEFAULTS``) unless its spec unsets them."""
         self.commits.append(spec)
         image_id = f"sha256:result{len(self.commits)}"
         if spec.repository:
             created = self.created[int(container[3:]) - 1]
-            labels = dict(created.labels)
+            parent = self.find_image(created.image)
+            labels = {**(parent.labels if parent else {}), **created.labels}
             for change in spec.changes:
                 if change.startswith("LABEL "):
                     key, _, value = change[len("LABEL ") :].partition("=")
                     labels[key] = value
-            parent = self.find_image(created.image)
+            defaults = {k: v for k, v in ENGINE_DEFAULTS.items() if k not in created.unset_env}
+            env = {**defaults, **(parent.env if parent else {}), **created.env}
             self.stored[f"{spec.repository}:{spec.tag}"] = ImageInfo(
                 id=image_id,
                 ref=spec.repository,
+                env=env,
                 labels=labels,
                 layers=(*(parent.layers if parent else ()), f"sha256:layer-{image_id[7:]}"),
             )

@@ -8,7 +8,7 @@ import subprocess
 from fakes import FakeEngine
 
 from buildpy import leftovers
-from buildpy.engine import ContainerSpec
+from buildpy.engine import ContainerSpec, VolumeMount
 from buildpy.leftovers import Maker
 
 
@@ -52,3 +52,21 @@ def test_sweep_removes_orphans_and_keeps_a_running_build() -> None:
     assert leftovers.sweep(engine) == [engine.created[1].name]
     assert engine.removed == ["ctr2"]
     assert os.getpid() == me.pid
+
+
+def test_sweep_removes_build_volumes_of_gone_builds_once_no_container_uses_them() -> None:
+    engine = FakeEngine()
+    me = Maker.this_process()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = Maker(me.host, dead.pid, 5)
+    mine, left = (leftovers.container_name(leftovers.VOLUME_KIND, m) for m in (me, gone))
+    other = leftovers.container_name(leftovers.VOLUME_KIND, Maker(me.host, dead.pid, 6))
+    for name in (mine, left, other):
+        engine.ensure_volume(name, {leftovers.VOLUME_LABEL: "wheelhouse"})
+    engine.ensure_volume("buildpy-downloads", {"io.buildpy.cache": "downloads"})
+    # a container of a running build still mounts `other`: kept until it is gone
+    engine.create(ContainerSpec("img", ("true",), volumes=(VolumeMount(other, "/w", True),)))
+    assert leftovers.sweep(engine) == [left]
+    assert set(engine.volumes_made) == {mine, other, "buildpy-downloads"}
+    assert leftovers.is_volume(left) and not leftovers.is_volume(leftovers.container_name())

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import io
 import json
+import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 from fakes import BUILDER, FakeEngine
 from hypothesis import given
 from hypothesis import strategies as st
-from test_build import PHASED, _Sink, make_plan, phased_app
+from test_build import PHASED, PLACING, _Sink, make_plan, phased_app
 from test_build import app as app  # the fixture: a source with .s2i/environment
 
-from buildpy import build, cli, indexes, log, redact, wheelhouse
+from buildpy import build, cli, indexes, leftovers, log, redact, wheelhouse, wheelvolume
 from buildpy.engine import ImageInfo
-from buildpy.errors import AssembleFailed, BuilderImageError, UsageError
+from buildpy.errors import AssembleFailed, BuilderImageError, EngineError, UsageError
 from buildpy.plan import BuildPlan
 
 TOKEN = "s3cr3t-t0ken"
@@ -54,19 +56,111 @@ def env_file(engine: FakeEngine) -> str:
 # ------------------------------------------------------------------ --wheelhouse
 
 
-def test_a_wheelhouse_is_mounted_read_only_and_used_with_no_index(app: Path, wheels: Path) -> None:
+def test_a_wheelhouse_is_uploaded_to_a_volume_mounted_read_only_and_used_with_no_index(
+    app: Path, wheels: Path
+) -> None:
+    """No host path in any container: one upload through a helper that never runs fills a
+    volume of this build's own, which assemble mounts read-only; gone after the build."""
+    (wheels / "sub").mkdir()
+    (wheels / "sub" / "six-1.0-py3-none-any.whl").write_bytes(b"six")
     engine = FakeEngine()
     build.run(make_plan(app, wheelhouse=wheels), engine, output=_Sink())
-    spec = engine.created[0]
-    assert [(m.source, m.target, m.read_only) for m in spec.mounts] == [
-        (str(wheels), indexes.WHEELHOUSE_TARGET, True)
+    helper, spec = engine.created
+    (volume,) = helper.volumes
+    assert helper.name and helper.name.startswith("buildpy-upload-")
+    assert (volume.target, volume.read_only) == (indexes.WHEELHOUSE_TARGET, False)
+    assert "ctr1" not in engine.started and "ctr1" in engine.removed
+    wheel_uploads = [path for path, _ in engine.uploads if path == indexes.WHEELHOUSE_TARGET]
+    assert len(wheel_uploads) == 1
+    assert spec.mounts == ()
+    assert [(v.name, v.target, v.read_only) for v in spec.volumes if v.name == volume.name] == [
+        (volume.name, indexes.WHEELHOUSE_TARGET, True)
     ]
+    assert leftovers.maker_of(volume.name) == leftovers.Maker.this_process()
+    # the volume is gone with the build: its content was there for assemble only
+    assert volume.name not in engine.volumes_made and volume.name not in engine.volume_files
     script = env_file(engine)
     assert "export PIP_NO_INDEX='1'" in script
     assert f"export PIP_FIND_LINKS='{indexes.WHEELHOUSE_TARGET}'" in script
     assert "export UV_NO_INDEX='1'" in script
     assert str(wheels) not in script  # the host's path is not assemble's business
     assert not any(key.startswith(("PIP_", "UV_")) for key in spec.env)
+
+
+def test_a_rebuild_that_only_places_the_source_uploads_no_wheelhouse(
+    app: Path, wheels: Path
+) -> None:
+    engine = FakeEngine(stored={"placing": PLACING}, output=[b"BUILDPY_APPLICATION_PHASE=copy\n"])
+    build.run(make_plan(phased_app(app), builder="placing", wheelhouse=wheels), engine, _Sink())
+    uploads = len([path for path, _ in engine.uploads if path == indexes.WHEELHOUSE_TARGET])
+    assert uploads == 1  # for the dependency phase
+    (app / "app.py").write_text("print('again')\n")
+    rebuilt = build.run(make_plan(app, builder="placing", wheelhouse=wheels), engine, _Sink())
+    assert rebuilt.dependencies_reused
+    assert [path for path, _ in engine.uploads].count(indexes.WHEELHOUSE_TARGET) == 1
+    assert [name for name in engine.volumes_made if "wheelhouse" in name] == []
+
+
+def test_assemble_reads_the_wheelhouse_from_the_volume(app: Path, wheels: Path) -> None:
+    engine = FakeEngine()
+    seen: list[bytes | None] = []
+
+    def look() -> None:
+        running = f"ctr{len(engine.created)}"
+        target = f"{indexes.WHEELHOUSE_TARGET}/flask-3.0-py3-none-any.whl"
+        seen.append(engine.read_file(running, target))
+
+    engine.on_run = look
+    build.run(make_plan(app, wheelhouse=wheels), engine, output=_Sink())
+    assert seen == [b"wheel"]
+
+
+@pytest.mark.parametrize("failure", ["assemble", "interrupt"])
+def test_the_wheelhouse_volume_goes_when_the_build_fails(
+    app: Path, wheels: Path, failure: str
+) -> None:
+    engine = FakeEngine(status=1)
+    if failure == "interrupt":
+
+        def interrupt() -> None:
+            raise KeyboardInterrupt
+
+        engine.on_run = interrupt
+    with pytest.raises((AssembleFailed, KeyboardInterrupt)):
+        build.run(make_plan(app, wheelhouse=wheels), engine, output=_Sink())
+    assert [name for name in engine.volumes_made if "wheelhouse" in name] == []
+    assert {f"ctr{i}" for i in range(1, len(engine.created) + 1)} <= set(engine.removed)
+
+
+def test_a_failed_wheelhouse_upload_leaves_no_volume(app: Path, wheels: Path) -> None:
+    class Refusing(FakeEngine):
+        def upload(self, container: str, path: str, archive: Iterable[bytes]) -> None:
+            raise EngineError("Podman refused the source archive")
+
+    engine = Refusing()
+    with pytest.raises(EngineError):
+        build.run(make_plan(app, wheelhouse=wheels), engine, output=_Sink())
+    assert [name for name in engine.volumes_made if "wheelhouse" in name] == []
+    assert engine.removed == ["ctr1"] and engine.started == []
+
+
+def test_the_wheelhouse_archive_holds_every_file_readable_by_anyone(wheels: Path) -> None:
+    (wheels / "flask-3.0-py3-none-any.whl").chmod(0o600)
+    (wheels / "nested").mkdir(mode=0o700)
+    (wheels / "nested" / "x.tar.gz").write_bytes(b"sdist" * 300)
+    (wheels / "link.whl").symlink_to(wheels / "nested" / "x.tar.gz")
+    data = b"".join(chunk for chunk, _ in wheelvolume.wheelhouse_stream(wheels))
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        members = {m.name: m for m in archive.getmembers()}
+        link = archive.extractfile("link.whl")
+        assert link is not None and link.read() == b"sdist" * 300
+    assert list(members) == sorted(members)  # parents first, sorted: deterministic
+    assert {m.name: (m.mode, m.uid) for m in members.values()} == {
+        "flask-3.0-py3-none-any.whl": (0o644, 0),
+        "link.whl": (0o644, 0),
+        "nested": (0o755, 0),
+        "nested/x.tar.gz": (0o644, 0),
+    }
 
 
 def test_where_the_wheelhouse_lies_does_not_change_the_dependency_layer(
