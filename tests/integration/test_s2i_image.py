@@ -150,13 +150,27 @@ def test_buildpy_usage(builder: str, podman_url: str) -> None:
 
 def test_variant_packages(builder: str) -> None:
     _, variant = BUILDERS[builder]
-    script = "for t in gcc node npm apxs tini; do command -v $t >/dev/null && echo $t; done"
+    tools = "gcc node npm apxs krb5-config gfortran mariadb_config msgfmt rsync tini"
+    script = f"for t in {tools}; do command -v $t >/dev/null && echo $t; done"
     done = podman_run(builder, "sh", "-c", script)
     found = done.stdout.split()
     if variant == "full":
-        assert found == ["gcc", "node", "npm", "apxs", "tini"]
+        assert found == tools.split()
     else:
         assert found == ["tini"]
+
+
+def test_full_builders_have_sclorgs_libraries(builder: str) -> None:
+    """The -dev packages of docs/reference/builder-packages.md, found as a build finds them."""
+    _, variant = BUILDERS[builder]
+    modules = "krb5-gssapi openblas lapack mariadb sqlite3 libcurl"
+    script = f"for m in {modules}; do pkg-config --exists $m && echo $m; done;"
+    script += " ldconfig -p | grep -o -e 'libenchant-2.so.2' -e 'libltdl.so.7' | sort -u"
+    found = podman_run(builder, "sh", "-c", script).stdout.split()
+    if variant == "full":
+        assert found == [*modules.split(), "libenchant-2.so.2", "libltdl.so.7"]
+    else:
+        assert found == []
 
 
 def test_scripts_are_in_place(builder: str) -> None:
