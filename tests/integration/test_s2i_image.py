@@ -177,3 +177,18 @@ def test_scripts_are_in_place(builder: str) -> None:
     done = podman_run(builder, "sh", "-c", "cd /usr/libexec/s2i && ls")
     scripts = {"assemble", "run", "usage", "save-artifacts", "fix-permissions"}
     assert scripts <= set(done.stdout.split())
+
+
+def test_run_names_a_bare_setup_py_after_setup_cfg(builder: str) -> None:
+    """`setup()` with the name in setup.cfg: gunicorn gets that name, setuptools or not
+    (Python 3.13 virtualenvs have none, so `setup.py --name` cannot answer there)."""
+    script = (
+        "mkdir -p /tmp/app /tmp/bin && cd /tmp/app"
+        " && printf 'from setuptools import setup\\nsetup()\\n' > setup.py"
+        " && printf '[metadata]\\nname = cfgname\\n' > setup.cfg"
+        " && printf '#!/bin/sh\\necho gunicorn \"$@\"\\n' > /tmp/bin/gunicorn"
+        " && chmod +x /tmp/bin/gunicorn"
+        " && HOME=/tmp/app PATH=/tmp/bin:$PATH /usr/libexec/s2i/run"
+    )
+    done = podman_run(builder, "bash", "-c", script)
+    assert "gunicorn cfgname --bind=0.0.0.0:8080" in done.stdout, done.stdout + done.stderr
