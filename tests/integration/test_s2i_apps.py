@@ -16,9 +16,10 @@ directory).
 
 Builders: every scenario on python-311 (full, Debian bookworm) and python-313-minimal
 (Debian trixie): both Python versions and both variants, each scenario twice. The apps that
-need the full image (mod_wsgi) also run on python-313, the other full image. Running every
-scenario on all four images would double the time and add little: the two variants share
-the scripts and differ only in OS packages, which the full-only apps exercise.
+need the full image (mod_wsgi; sdists compiled against its -dev packages) also run on
+python-313, the other full image. Running every scenario on all four images would double the
+time and add little: the two variants share the scripts and differ only in OS packages,
+which the full-only apps exercise.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ SCENARIOS = [
     Scenario("locale", "en_US.UTF-8 preferred=UTF-8 fs=utf-8 stdout=utf-8 text=Grüße, 世界 ✓"),
     Scenario("numpy", "numpy: sum=45"),
     Scenario("mod-wsgi", "mod-wsgi: served by Apache mod_wsgi=yes", full_only=True),
+    Scenario(
+        "native-sdists", "native-sdists: kerberos=True mysqlclient=2 enchant=2.", full_only=True
+    ),
 ]
 
 BOTH_VERSIONS = (f"{BUILDER_PREFIX}/python-311", f"{BUILDER_PREFIX}/python-313-minimal")

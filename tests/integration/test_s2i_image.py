@@ -150,16 +150,45 @@ def test_buildpy_usage(builder: str, podman_url: str) -> None:
 
 def test_variant_packages(builder: str) -> None:
     _, variant = BUILDERS[builder]
-    script = "for t in gcc node npm apxs tini; do command -v $t >/dev/null && echo $t; done"
+    tools = "gcc node npm apxs krb5-config gfortran mariadb_config msgfmt rsync tini"
+    script = f"for t in {tools}; do command -v $t >/dev/null && echo $t; done"
     done = podman_run(builder, "sh", "-c", script)
     found = done.stdout.split()
     if variant == "full":
-        assert found == ["gcc", "node", "npm", "apxs", "tini"]
+        assert found == tools.split()
     else:
         assert found == ["tini"]
+
+
+def test_full_builders_have_sclorgs_libraries(builder: str) -> None:
+    """The -dev packages of docs/reference/builder-packages.md, found as a build finds them."""
+    _, variant = BUILDERS[builder]
+    modules = "krb5-gssapi openblas lapack mariadb sqlite3 libcurl"
+    script = f"for m in {modules}; do pkg-config --exists $m && echo $m; done;"
+    script += " ldconfig -p | grep -o -e 'libenchant-2.so.2' -e 'libltdl.so.7' | sort -u"
+    found = podman_run(builder, "sh", "-c", script).stdout.split()
+    if variant == "full":
+        assert found == [*modules.split(), "libenchant-2.so.2", "libltdl.so.7"]
+    else:
+        assert found == []
 
 
 def test_scripts_are_in_place(builder: str) -> None:
     done = podman_run(builder, "sh", "-c", "cd /usr/libexec/s2i && ls")
     scripts = {"assemble", "run", "usage", "save-artifacts", "fix-permissions"}
     assert scripts <= set(done.stdout.split())
+
+
+def test_run_names_a_bare_setup_py_after_setup_cfg(builder: str) -> None:
+    """`setup()` with the name in setup.cfg: gunicorn gets that name, setuptools or not
+    (Python 3.13 virtualenvs have none, so `setup.py --name` cannot answer there)."""
+    script = (
+        "mkdir -p /tmp/app /tmp/bin && cd /tmp/app"
+        " && printf 'from setuptools import setup\\nsetup()\\n' > setup.py"
+        " && printf '[metadata]\\nname = cfgname\\n' > setup.cfg"
+        " && printf '#!/bin/sh\\necho gunicorn \"$@\"\\n' > /tmp/bin/gunicorn"
+        " && chmod +x /tmp/bin/gunicorn"
+        " && HOME=/tmp/app PATH=/tmp/bin:$PATH /usr/libexec/s2i/run"
+    )
+    done = podman_run(builder, "bash", "-c", script)
+    assert "gunicorn cfgname --bind=0.0.0.0:8080" in done.stdout, done.stdout + done.stderr
