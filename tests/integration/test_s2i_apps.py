@@ -57,6 +57,10 @@ SCENARIOS = [
     Scenario(
         "micropipenv-pypi-python-org", "micropipenv-pypi-python-org: installed from a lock naming"
     ),
+    # Locks pinning versions older than the newest: exactly those, no dev group, and the
+    # project itself only where it is not virtual.
+    Scenario("uv-lock", "uv-lock: flask=3.0.0 werkzeug=3.0.1 six=none\n"),
+    Scenario("poetry-lock", "poetry-lock: flask=3.0.0 werkzeug=3.0.1 six=none project=1.0.0\n"),
     Scenario("app-home", "app-home: served from the APP_HOME subdirectory"),
     Scenario("app-module", "app-module: mypkg.server:app"),
     Scenario("app-config-port", "app-config-port: original", port=8081),
