@@ -6,8 +6,8 @@ In s2i/assemble's order: both ``ENABLE_PIPENV`` and ``ENABLE_MICROPIPENV`` set s
 ``requirements.txt``, the first found), pip (``requirements.txt``), uv (``uv.lock``) or
 pip with poetry.lock's pins (``poetry.lock``); then the project itself (``setup.py``/
 ``setup.cfg``, or a ``pyproject.toml`` with a ``[build-system]``, ``[project]`` or
-``[tool.poetry]`` table, unless uv.lock marks the project virtual) unless ``DISABLE_*``; then Django's
-collectstatic unless ``DISABLE_COLLECTSTATIC``. s2i/ must not change for this module's
+``[tool.poetry]`` table, unless uv.lock marks the project virtual) unless
+``DISABLE_*``; then Django's collectstatic unless ``DISABLE_COLLECTSTATIC``. s2i/ must not change for this module's
 sake (the builders' digests would); when it changes, this follows.
 """
 
@@ -225,9 +225,7 @@ def _project(view: SourceView, env: Variables, draft: _Draft) -> str | None:
             draft.notes.append(
                 f"pyproject.toml not installed: {env.cite('DISABLE_PYPROJECT_TOML_PROCESSING')}"
             )
-        elif (
-            project is None and draft.file == "uv.lock" and _VIRTUAL.search(view.text("uv.lock"))
-        ):
+        elif project is None and draft.file == "uv.lock" and _VIRTUAL.search(view.text("uv.lock")):
             draft.notes.append(
                 "the project itself is not installed: uv.lock marks it virtual (no"
                 " [build-system]), as uv would"

@@ -1,7 +1,6 @@
 from importlib.metadata import version
 
 from flask import Flask
-
 from poetry_lock_app import report
 
 application = Flask(__name__)
