@@ -7,8 +7,9 @@ In s2i/assemble's order: both ``ENABLE_PIPENV`` and ``ENABLE_MICROPIPENV`` set s
 pip with poetry.lock's pins (``poetry.lock``); then the project itself (``setup.py``/
 ``setup.cfg``, or a ``pyproject.toml`` with a ``[build-system]``, ``[project]`` or
 ``[tool.poetry]`` table, unless uv.lock marks the project virtual) unless
-``DISABLE_*``; then Django's collectstatic unless ``DISABLE_COLLECTSTATIC``. s2i/ must not change for this module's
-sake (the builders' digests would); when it changes, this follows.
+``DISABLE_*``; then Django's collectstatic unless ``DISABLE_COLLECTSTATIC``. s2i/ must
+not change for this module's sake (the builders' digests would); when it changes, this
+follows.
 """
 
 from __future__ import annotations
