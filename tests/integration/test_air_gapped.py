@@ -86,8 +86,9 @@ def test_a_lock_naming_pypi_python_org_builds_through_a_mirror_with_credentials(
 def test_a_uv_or_poetry_lock_naming_pypi_builds_through_a_mirror(
     buildpy_build: BuildFn, simple_index_url: str, app: str, lock: str
 ) -> None:
-    """The lock names https://pypi.org/simple; the mirror (the loopback index, with
-    credentials that must show nowhere) serves exactly the locked, older versions."""
+    """The lock names https://pypi.org/simple (poetry.lock: PyPI by naming no source); the
+    mirror (the loopback index, with credentials that must show nowhere) serves exactly the
+    locked, older versions."""
     mirror = simple_index_url.replace("http://", f"http://ci:{TOKEN}@")
     built = buildpy_build(
         APPS / app, "--index-url", mirror, "--network", "host", builder=MINIMAL, offline=False
@@ -96,7 +97,9 @@ def test_a_uv_or_poetry_lock_naming_pypi_builds_through_a_mirror(
         status, body = http_get(url + "/", timeout=90, name=name)
     assert status == 200 and body.startswith(f"{app}: flask=3.0.0 werkzeug=3.0.1 six=none")
     assert TOKEN not in built.stderr + built.stdout
-    assert "https://pypi.org/simple" in (APPS / app / lock).read_text()  # as it was
+    text = (APPS / app / lock).read_text()  # as it was: naming PyPI (poetry: implicitly)
+    assert "127.0.0.1" not in text
+    assert ("https://pypi.org/simple" in text) is (lock == "uv.lock")
     assert TOKEN not in repr(inspect_image(built.tag))
 
 
