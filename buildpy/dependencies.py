@@ -73,6 +73,7 @@ UNKEYED_VARIABLES = frozenset(
         "PIPENV_INSTALL_TIMEOUT",
         "UV_CACHE_DIR",
         "UV_HTTP_TIMEOUT",
+        "UV_HTTP_RETRIES",
         "UV_NO_PROGRESS",
         "POETRY_CACHE_DIR",
     }

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fakes import tree
 
-from buildpy import assemble_mirror, cache, dependencies
+from buildpy import assemble_mirror, cache, dependencies, session
 from buildpy.environment import Resolved
 from buildpy.mirror import SourceView, Variables
 
@@ -231,3 +231,9 @@ lock-version = "2.1"
         "private-lib==1.0",  # pip checks every line's hashes or none
         "public-lib==2.0",
     ]
+
+
+def test_uv_gives_up_as_quickly_as_pip_and_that_is_not_keyed() -> None:
+    assert session.FAIL_FAST["UV_HTTP_RETRIES"] == session.FAIL_FAST["PIP_RETRIES"]
+    assert session.FAIL_FAST["UV_HTTP_TIMEOUT"] == session.FAIL_FAST["PIP_TIMEOUT"]
+    assert dependencies.layer_variables(session.FAIL_FAST) == {}
