@@ -24,6 +24,7 @@ from buildpy.mirror import SourceView, Step, Variables, names
 MICROPIPENV_FILES = ("Pipfile.lock", "poetry.lock", "requirements.txt")
 LOCK_FILES = ("uv.lock", "poetry.lock")  # installed natively, after requirements.txt
 _VIRTUAL = re.compile(r'^source = \{ virtual = "\." \}', re.MULTILINE)
+_NOT_A_PACKAGE = re.compile(r"^[ \t]*package-mode[ \t]*=[ \t]*false", re.MULTILINE)
 _INSTALLABLE = re.compile(r"^[ \t]*\[(build-system|project|tool\.poetry)\]", re.MULTILINE)
 
 
@@ -230,6 +231,16 @@ def _project(view: SourceView, env: Variables, draft: _Draft) -> str | None:
             draft.notes.append(
                 "the project itself is not installed: uv.lock marks it virtual (no"
                 " [build-system]), as uv would"
+            )
+        elif (
+            project is None
+            and draft.file == "poetry.lock"
+            and draft.tool == "pip"
+            and _NOT_A_PACKAGE.search(view.text("pyproject.toml"))
+        ):
+            draft.notes.append(
+                "the project itself is not installed: pyproject.toml sets package-mode ="
+                " false, as poetry would"
             )
         elif _INSTALLABLE.search(view.text("pyproject.toml")):
             project = project or "pyproject.toml"

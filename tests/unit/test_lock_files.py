@@ -76,6 +76,15 @@ def test_poetry_lock_means_pip_with_its_pins_then_the_project(tmp_path: Path) ->
     assert "no micropipenv" in found.steps[0].reason
 
 
+def test_a_poetry_application_not_a_package_is_not_installed(tmp_path: Path) -> None:
+    pyproject = "[tool.poetry]\npackage-mode = false\n[build-system]\nrequires = ['poetry-core']\n"
+    found = install(tree(tmp_path, {"pyproject.toml": pyproject, "poetry.lock": ""}))
+    assert (found.tool, found.file, found.project) == ("pip", "poetry.lock", None)
+    assert any("package-mode = false" in note for note in found.notes)
+    # micropipenv (as sclorg's image) leaves the project to pip install ., as before.
+    assert install(tmp_path, ENABLE_MICROPIPENV="1").project == "pyproject.toml"
+
+
 @pytest.mark.parametrize(
     ("files", "tool", "file", "note"),
     [
