@@ -3,11 +3,13 @@
 In s2i/assemble's order: both ``ENABLE_PIPENV`` and ``ENABLE_MICROPIPENV`` set stops it
 (exit 3); ``UPGRADE_PIP_TO_LATEST`` upgrades pip first; then exactly one of pipenv
 (``Pipfile``, else ``requirements.txt``), micropipenv (``Pipfile.lock``, ``poetry.lock``,
-``requirements.txt``, the first found) or pip (``requirements.txt``); then the project
-itself (``setup.py``/``setup.cfg``, or a ``pyproject.toml`` with a ``[build-system]``,
-``[project]`` or ``[tool.poetry]`` table) unless ``DISABLE_*``; then Django's
-collectstatic unless ``DISABLE_COLLECTSTATIC``. s2i/ must not change for this module's
-sake (the builders' digests would); when it changes, this follows.
+``requirements.txt``, the first found), pip (``requirements.txt``), uv (``uv.lock``) or
+pip with poetry.lock's pins (``poetry.lock``); then the project itself (``setup.py``/
+``setup.cfg``, or a ``pyproject.toml`` with a ``[build-system]``, ``[project]`` or
+``[tool.poetry]`` table, unless uv.lock marks the project virtual) unless
+``DISABLE_*``; then Django's collectstatic unless ``DISABLE_COLLECTSTATIC``. s2i/ must
+not change for this module's sake (the builders' digests would); when it changes, this
+follows.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from buildpy import dependencies
 from buildpy.mirror import SourceView, Step, Variables, names
 
 MICROPIPENV_FILES = ("Pipfile.lock", "poetry.lock", "requirements.txt")
+LOCK_FILES = ("uv.lock", "poetry.lock")  # installed natively, after requirements.txt
+_VIRTUAL = re.compile(r'^source = \{ virtual = "\." \}', re.MULTILINE)
+_NOT_A_PACKAGE = re.compile(r"^[ \t]*package-mode[ \t]*=[ \t]*false", re.MULTILINE)
 _INSTALLABLE = re.compile(r"^[ \t]*\[(build-system|project|tool\.poetry)\]", re.MULTILINE)
 
 
@@ -28,7 +33,7 @@ class Install:
     """What assemble will run, in order, and the files and variables that chose it."""
 
     decided_by: str = "buildpy"  # "buildpy": mirrored here; "builder"/"source": cannot tell
-    tool: str | None = None  # "pip", "pipenv", "micropipenv"; None: no dependency install
+    tool: str | None = None  # "pip", "pipenv", "micropipenv", "uv"; None: no dependency install
     file: str | None = None  # what the tool installs from
     project: str | None = None  # "setup.py/setup.cfg" or "pyproject.toml": pip install .
     upgrade_pip: bool = False
@@ -97,11 +102,59 @@ def _dependencies(
                 "requirements.txt exists; ENABLE_PIPENV and ENABLE_MICROPIPENV are unset",
             )
         )
+        passed = [name for name in LOCK_FILES if view.is_file(name)]
+        if passed:
+            draft.notes.append(
+                f"{' and '.join(passed)} not used: requirements.txt comes first (as in"
+                " sclorg's image)"
+            )
+    elif view.is_file("uv.lock"):
+        _uv(view, env, files, draft)
+    elif view.is_file("poetry.lock"):
+        _poetry(view, files, draft)
     else:
         draft.notes.append(
-            "no dependencies are installed: no requirements.txt, and neither ENABLE_PIPENV"
-            " nor ENABLE_MICROPIPENV is set"
+            "no dependencies are installed: no requirements.txt, uv.lock or poetry.lock, and"
+            " neither ENABLE_PIPENV nor ENABLE_MICROPIPENV is set"
         )
+
+
+def _uv(view: SourceView, env: Variables, files: Mapping[str, bytes], draft: _Draft) -> None:
+    pin = env.value("PIN_UV_VERSION")
+    draft.tool, draft.file = "uv", "uv.lock"
+    draft.reads += [name for name in ("uv.lock", "pyproject.toml") if name in files]
+    unset = "no requirements.txt; ENABLE_PIPENV and ENABLE_MICROPIPENV are unset"
+    draft.steps.append(
+        Step(
+            f"pip install --target /tmp/buildpy-tools/uv uv{'==' + pin if pin else ''}",
+            "uv.lock exists; uv is for the build only, never in the image"
+            + (f"; {env.cite('PIN_UV_VERSION')}" if pin else ""),
+        )
+    )
+    draft.steps.append(
+        Step(
+            "uv export --locked --offline --no-emit-project --no-default-groups"
+            " | uv pip install --no-deps -r -",
+            f"uv.lock exists; {unset}; exactly the locked versions, without dependency groups",
+        )
+    )
+    if view.is_file("poetry.lock"):
+        draft.notes.append("poetry.lock not used: uv.lock comes first")
+    if not view.is_file("pyproject.toml"):
+        draft.error = "uv.lock without pyproject.toml: assemble fails (uv needs both)"
+
+
+def _poetry(view: SourceView, files: Mapping[str, bytes], draft: _Draft) -> None:
+    draft.tool, draft.file = "pip", "poetry.lock"
+    draft.reads += [name for name in ("poetry.lock", "pyproject.toml") if name in files]
+    draft.steps.append(
+        Step(
+            "pip install --no-deps -r <poetry.lock's main pins, with hashes>",
+            "poetry.lock exists; no requirements.txt or uv.lock; ENABLE_PIPENV and"
+            " ENABLE_MICROPIPENV are unset; exactly the locked versions (no poetry, no"
+            " micropipenv)",
+        )
+    )
 
 
 def _pipenv(view: SourceView, env: Variables, files: Mapping[str, bytes], draft: _Draft) -> None:
@@ -174,9 +227,25 @@ def _project(view: SourceView, env: Variables, draft: _Draft) -> str | None:
             draft.notes.append(
                 f"pyproject.toml not installed: {env.cite('DISABLE_PYPROJECT_TOML_PROCESSING')}"
             )
+        elif project is None and draft.file == "uv.lock" and _VIRTUAL.search(view.text("uv.lock")):
+            draft.notes.append(
+                "the project itself is not installed: uv.lock marks it virtual (no"
+                " [build-system]), as uv would"
+            )
+        elif (
+            project is None
+            and draft.file == "poetry.lock"
+            and draft.tool == "pip"
+            and _NOT_A_PACKAGE.search(view.text("pyproject.toml"))
+        ):
+            draft.notes.append(
+                "the project itself is not installed: pyproject.toml sets package-mode ="
+                " false, as poetry would"
+            )
         elif _INSTALLABLE.search(view.text("pyproject.toml")):
             project = project or "pyproject.toml"
-            draft.reads.append("pyproject.toml")
+            if "pyproject.toml" not in draft.reads:
+                draft.reads.append("pyproject.toml")
         elif project is None:
             draft.notes.append(
                 "pyproject.toml has no [build-system], [project] or [tool.poetry] table:"

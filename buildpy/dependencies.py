@@ -42,6 +42,7 @@ INSTALL_VARIABLES = (
     "ENABLE_PIPENV",
     "ENABLE_MICROPIPENV",
     "PIN_PIPENV_VERSION",
+    "PIN_UV_VERSION",
     "UPGRADE_PIP_TO_LATEST",
     "DISABLE_SETUP_PY_PROCESSING",
     "DISABLE_PYPROJECT_TOML_PROCESSING",
@@ -72,6 +73,7 @@ UNKEYED_VARIABLES = frozenset(
         "PIPENV_INSTALL_TIMEOUT",
         "UV_CACHE_DIR",
         "UV_HTTP_TIMEOUT",
+        "UV_HTTP_RETRIES",
         "UV_NO_PROGRESS",
         "POETRY_CACHE_DIR",
     }
@@ -82,6 +84,10 @@ _EDITABLE = re.compile(r"^\s*(?:-e|--editable)(?:\s+|=)(\S+)")
 _LOCAL_PATH = re.compile(r"^(?:\.{1,2}(?:/|$)|/|file:|git\+file:)")
 _AT_FILE = re.compile(r"@\s*file:")
 _PIPFILE_PATH = re.compile(r"""\bpath\s*=\s*["']""")
+# uv.lock: a package from the source tree other than the project itself (".").
+_UV_LOCAL = re.compile(r'source = \{ (?:editable|path|directory|virtual) = "(?!\.")([^"]+)"')
+# poetry.lock: a package from a local directory or file.
+_POETRY_LOCAL = re.compile(r'^type = "(directory|file)"\s*$', re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,8 @@ def select(root: Path, rules: IgnoreRules | None = None) -> DependencyFiles:
                 pending.append(rel)
     if "Pipfile" in found and reason is None:
         reason = pipfile_needs_source(_text(data["Pipfile"]))
+    if reason is None:
+        reason = lock_needs_source({name: data[name] for name in found})
     return DependencyFiles(tuple(sorted(data.items())), reason)
 
 
@@ -148,6 +156,17 @@ def pipfile_needs_source(text: str) -> str | None:
     for lineno, line in enumerate(text.splitlines(), 1):
         if _PIPFILE_PATH.search(line) and not line.lstrip().startswith("#"):
             return f"Pipfile line {lineno} installs a local path ({line.strip()})"
+    return None
+
+
+def lock_needs_source(files: Mapping[str, bytes]) -> str | None:
+    """Why uv.lock or poetry.lock needs the whole source (a package from a path in it)."""
+    uv = _UV_LOCAL.search(_text(files.get("uv.lock", b"")))
+    if uv:
+        return f"uv.lock installs {uv.group(1)} from the source tree"
+    poetry = _POETRY_LOCAL.search(_text(files.get("poetry.lock", b"")))
+    if poetry:
+        return f"poetry.lock installs a package from a local {poetry.group(1)}"
     return None
 
 

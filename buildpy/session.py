@@ -26,9 +26,14 @@ from buildpy.wheelvolume import WheelhouseVolume
 
 PHASE_VARIABLE = "BUILDPY_ASSEMBLE_PHASE"
 # pip's defaults (5 retries with back-off, for every file) keep a build on an unreachable
-# index busy for minutes: micropipenv retries each package in rounds. Set unless the user
-# set them (-e, --env-file, .s2i/environment, --build-env).
-FAIL_FAST = {"PIP_RETRIES": "1", "PIP_TIMEOUT": "10"}
+# index busy for minutes: micropipenv retries each package in rounds. uv (for uv.lock) the
+# same. Set unless the user set them (-e, --env-file, .s2i/environment, --build-env).
+FAIL_FAST = {
+    "PIP_RETRIES": "1",
+    "PIP_TIMEOUT": "10",
+    "UV_HTTP_RETRIES": "1",
+    "UV_HTTP_TIMEOUT": "10",
+}
 
 
 @dataclass

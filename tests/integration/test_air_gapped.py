@@ -4,7 +4,8 @@ The scenario apps' air-gapped builds are in test_s2i_apps.py (each app once per 
 `--network none` from a wheelhouse that `buildpy wheelhouse` made). Here: what running
 `buildpy wheelhouse` again does, the wheelhouse's place and the dependency layer's key,
 lock files naming pypi.python.org (a name that does not resolve here) built through
-`--index-url` with credentials that must show nowhere, and how an unreachable index fails.
+`--index-url` with credentials that must show nowhere, uv.lock and poetry.lock naming PyPI
+built through such a mirror, and how an unreachable index fails.
 """
 
 from __future__ import annotations
@@ -79,6 +80,27 @@ def test_a_lock_naming_pypi_python_org_builds_through_a_mirror_with_credentials(
     saved = tmp_path / "image.tar"
     subprocess.run(["podman", "save", "-o", str(saved), built.tag], check=True)
     assert not _contains(saved, TOKEN.encode()), "the token is in the saved image"
+
+
+@pytest.mark.parametrize(("app", "lock"), [("uv-lock", "uv.lock"), ("poetry-lock", "poetry.lock")])
+def test_a_uv_or_poetry_lock_naming_pypi_builds_through_a_mirror(
+    buildpy_build: BuildFn, simple_index_url: str, app: str, lock: str
+) -> None:
+    """The lock names https://pypi.org/simple (poetry.lock: PyPI by naming no source); the
+    mirror (the loopback index, with credentials that must show nowhere) serves exactly the
+    locked, older versions."""
+    mirror = simple_index_url.replace("http://", f"http://ci:{TOKEN}@")
+    built = buildpy_build(
+        APPS / app, "--index-url", mirror, "--network", "host", builder=MINIMAL, offline=False
+    )
+    with running(built.tag, user="12345") as (url, name):
+        status, body = http_get(url + "/", timeout=90, name=name)
+    assert status == 200 and body.startswith(f"{app}: flask=3.0.0 werkzeug=3.0.1 six=none")
+    assert TOKEN not in built.stderr + built.stdout
+    text = (APPS / app / lock).read_text()  # as it was: naming PyPI (poetry: implicitly)
+    assert "127.0.0.1" not in text
+    assert ("https://pypi.org/simple" in text) is (lock == "uv.lock")
+    assert TOKEN not in repr(inspect_image(built.tag))
 
 
 def test_a_lock_naming_pypi_python_org_builds_from_real_pypi_by_index_url(

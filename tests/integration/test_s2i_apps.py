@@ -24,6 +24,7 @@ which the full-only apps exercise.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from dataclasses import dataclass
@@ -58,6 +59,10 @@ SCENARIOS = [
     Scenario(
         "micropipenv-pypi-python-org", "micropipenv-pypi-python-org: installed from a lock naming"
     ),
+    # Locks pinning versions older than the newest: exactly those, no dev group, and the
+    # project itself only where it is not virtual.
+    Scenario("uv-lock", "uv-lock: flask=3.0.0 werkzeug=3.0.1 six=none\n"),
+    Scenario("poetry-lock", "poetry-lock: flask=3.0.0 werkzeug=3.0.1 six=none project=1.0.0\n"),
     Scenario("app-home", "app-home: served from the APP_HOME subdirectory"),
     Scenario("app-module", "app-module: mypkg.server:app"),
     Scenario("app-config-port", "app-config-port: original", port=8081),
@@ -150,7 +155,7 @@ def assert_plan_matches_build(planned: dict[str, Any], built: Built) -> None:
     assert planned["phases"]["count"] == event["phases"]
     # The plan ran after the build: a two-phase build's layer is there to reuse now.
     assert planned["dependency_layer"]["status"] == ("reuse" if event["phases"] == 2 else "none")
-    installer, log = planned["installer"], built.stderr
+    installer, log = planned["installer"], assemble_output(built)
     if not event["dependencies_reused"]:  # else the install ran in an earlier build
         found = INSTALLING.search(log)
         tool = (found.group(1) or "pip") if found else None
@@ -161,6 +166,19 @@ def assert_plan_matches_build(planned: dict[str, Any], built: Built) -> None:
     assert (project.group(1) if project else None) == installer["project"]
     assert ("---> Collecting Django static files" in log) == installer["collectstatic"]
     assert ("---> Upgrading pip" in log) == installer["upgrade_pip"]
+
+
+def assemble_output(built: Built) -> str:
+    """assemble's lines: the builds log JSON, one ``output`` event per line."""
+    lines = []
+    for line in built.stderr.splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("event") == "output":
+                lines.append(str(event.get("line", "")))
+        else:
+            lines.append(line)
+    return "\n".join(lines)
 
 
 def assert_plan_matches_start(start: dict[str, Any], name: str) -> None:

@@ -1,0 +1,5 @@
+from importlib.metadata import version
+
+
+def report():
+    return f"flask={version('flask')} werkzeug={version('werkzeug')}"
