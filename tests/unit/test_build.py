@@ -374,8 +374,63 @@ def test_download_cache_is_mounted_and_pointed_at_build_only(app: Path) -> None:
     (volume,) = engine.created[0].volumes
     assert volume.target.startswith("/dev/shm/")
     env_script = engine.uploaded_file(".buildpy/env").decode()
-    assert f"export PIP_CACHE_DIR='{volume.target}/pip'" in env_script
+    assert f"export PIP_CACHE_DIR='{volume.target}/index-" in env_script
     assert "PIP_CACHE_DIR" not in engine.created[0].env
+
+
+def _cache_dirs(app: Path, **options: object) -> dict[str, str]:
+    """The download cache variables a build of ``app`` gives assemble."""
+    engine = FakeEngine()
+    build.run(make_plan(app, **options), engine, output=_Sink())
+    script = engine.uploaded_file(".buildpy/env").decode()
+    names = ("PIP_CACHE_DIR", "PIPENV_CACHE_DIR", "BUILDPY_WHEEL_CACHE")
+    return {
+        line.split("=", 1)[0].split()[-1]: line.split("=", 1)[1].strip("'")
+        for line in script.splitlines()
+        if line.split("=", 1)[0].split()[-1] in names
+    }
+
+
+def test_each_package_index_has_its_own_download_cache(app: Path) -> None:
+    """Wheels fetched from one index are never offered to a build using another."""
+    default = _cache_dirs(app)
+    mirror = _cache_dirs(app, index_url="https://mirror.example/simple")
+    by_env = _cache_dirs(app, build_env=("PIP_INDEX_URL=https://other.example/simple",))
+    extra = _cache_dirs(
+        app,
+        index_url="https://mirror.example/simple",
+        extra_index_urls=("https://private.example/simple",),
+    )
+    wheels = {d["BUILDPY_WHEEL_CACHE"] for d in (default, mirror, by_env, extra)}
+    assert len(wheels) == 4
+    for dirs in (default, mirror, by_env, extra):
+        assert len({str(Path(path).parent) for path in dirs.values()}) == 1  # one directory
+
+
+def test_the_same_index_with_another_token_shares_the_download_cache(app: Path) -> None:
+    one = _cache_dirs(app, index_url="https://ci:token1@mirror.example/simple")
+    two = _cache_dirs(app, build_env=("PIP_INDEX_URL=https://ci:token2@mirror.example/simple",))
+    assert one["BUILDPY_WHEEL_CACHE"] == two["BUILDPY_WHEEL_CACHE"]
+    assert one != _cache_dirs(app, index_url="https://ci:token1@other.example/simple")
+
+
+def test_an_index_named_in_a_requirements_file_has_its_own_download_cache(app: Path) -> None:
+    (app / "requirements.txt").write_text("six\n")
+    plain = _cache_dirs(app)
+    (app / "requirements.txt").write_text("--index-url https://private.example/simple\nsix\n")
+    assert _cache_dirs(app) != plain
+    (app / "requirements.txt").write_text("six==1.16\n")  # other requirements, same index
+    assert _cache_dirs(app) == plain
+
+
+def test_a_wheelhouse_build_mounts_no_download_cache(app: Path, tmp_path: Path) -> None:
+    (tmp_path / "wheels").mkdir()
+    engine = FakeEngine()
+    build.run(make_plan(app, wheelhouse=tmp_path / "wheels"), engine, output=_Sink())
+    assert engine.created[0].volumes == ()
+    script = engine.uploaded_file(".buildpy/env").decode()
+    assert "export PIP_NO_CACHE_DIR='1'" in script
+    assert "BUILDPY_WHEEL_CACHE" not in script
 
 
 def test_no_cache_means_no_volume_and_no_pip_cache(app: Path) -> None:
