@@ -21,6 +21,7 @@ from buildpy.errors import (
     BuilderImageError,
     EngineError,
     EnvFileError,
+    IndexUnreachable,
     SourceError,
     UsageError,
 )
@@ -196,6 +197,27 @@ def test_failing_assemble_reports_status_and_tail_and_removes(app: Path) -> None
     assert len(info.value.tail) == TAIL_LINES
     assert engine.commits == []
     assert engine.removed == ["ctr1"]
+
+
+def test_an_unreachable_index_is_named_with_its_credentials_masked(app: Path) -> None:
+    said = (
+        b"ERROR: the package index https://ci:***@nosuch.invalid/simple cannot be reached\n"
+        b"BUILDPY_UNREACHABLE_INDEX=https://ci:s3cret@nosuch.invalid/simple"
+        b" (Name or service not known)\n"
+    )
+    shown = _Sink()
+    engine = FakeEngine(status=5, output=[said])
+    with pytest.raises(IndexUnreachable) as info:
+        build.run(make_plan(app), engine, output=shown)
+    assert info.value.exit_code == AssembleFailed.exit_code == 7
+    assert info.value.message == (
+        "the package index https://ci:***@nosuch.invalid/simple cannot be reached from the"
+        " build (Name or service not known)"
+    )
+    assert info.value.hint and "--network host" in info.value.hint
+    assert "s3cret" not in str(info.value) + "".join(info.value.tail)
+    assert b"s3cret" not in shown.data and b"BUILDPY_UNREACHABLE_INDEX" not in shown.data
+    assert engine.commits == []
 
 
 def test_interrupt_during_assemble_removes_the_container(app: Path) -> None:
