@@ -24,8 +24,9 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from buildpy import redact
+from buildpy import cachesize, log, redact
 from buildpy.engine import Engine, ImageSummary, VolumeMount
 
 CACHE_LABEL = "io.buildpy.cache"
@@ -36,6 +37,7 @@ LINES_LABEL = "io.buildpy.dependencies.requirements"
 OWNER_LABEL = "io.buildpy.dependencies.owner"  # uid:gid of the builder's user
 INPUTS_LABEL = "io.buildpy.dependencies.inputs"  # digests of source location and inputs
 DEPENDENCY_REPOSITORY = "localhost/buildpy-cache/dependencies"
+_log = log.get(__name__)
 DOWNLOADS_VOLUME = "buildpy-downloads"
 DOWNLOADS_TARGET = "/dev/shm/buildpy-cache"
 # The variables that say where installers look for packages: what ``index_digest`` reads.
@@ -174,3 +176,95 @@ def remove_names(engine: Engine, image_id: str, tags: Sequence[str]) -> bool:
         return engine.remove_image(image_id, force=False)
     growth = sorted(tags, key=lambda tag: ":grow-" not in tag)  # the growth name first
     return all([engine.remove_image(tag, force=False) for tag in growth])
+
+
+# ----------------------------------------------------------------------------- size limit
+
+
+@dataclass(frozen=True)
+class CachedLayer:
+    """A dependency image with what it adds beyond the image it was made from (its
+    builder, or the cached layer it grew from) and when a build last used it."""
+
+    image: ImageSummary
+    adds: int
+    last_used: float  # Unix time; its creation when no build recorded a use
+
+    def entry(self, cached: set[str]) -> cachesize.Entry:
+        parent = self.image.parent if self.image.parent in cached else None
+        return cachesize.Entry(
+            self.image.id, self.adds, self.last_used, parent, self.image.labels.get(KEY_LABEL, "")
+        )
+
+
+def layers(engine: Engine, images: Sequence[ImageSummary] | None = None) -> list[CachedLayer]:
+    """The cached dependency images with their sizes and last uses.
+
+    Podman 4.3 reports no shared size (``SharedSize`` is 0), so what a layer adds is its
+    size less its parent's (Podman's ``ParentId``: the image its container was made from):
+    the parent's size from the same listing, else by inspecting it. An image with no known
+    parent (loaded by ``cache import``) is measured against its builder (label
+    ``io.buildpy.dependencies.builder``).
+    """
+    found = list(engine.images(DEPENDENCY_REPOSITORY) if images is None else images)
+    sizes = {image.id: image.size for image in found}
+    uses = cachesize.last_uses()
+
+    def base_size(image: ImageSummary) -> int:
+        ref = image.parent or image.labels.get(BUILDER_LABEL, "")
+        if not ref:
+            return 0
+        if ref not in sizes:
+            info = engine.find_image(ref)
+            sizes[ref] = info.size if info is not None else 0
+        return sizes[ref]
+
+    return [
+        CachedLayer(image, max(0, image.size - base_size(image)), uses.get(image.id, _epoch(image)))
+        for image in found
+    ]
+
+
+def evict(engine: Engine, limit: int, keep: str) -> list[CachedLayer]:
+    """Bring the dependency cache to ``limit`` bytes (what layers add), least recently used
+    first; never ``keep`` (the layer this build uses), nor a layer a build is using (its
+    lock, ``cachesize.in_use``; Podman also refuses to remove an image a container uses).
+    Returns what was removed."""
+    found = layers(engine)
+    cached = {layer.image.id for layer in found}
+    entries = [layer.entry(cached) for layer in found]
+    by_id = {layer.image.id: layer for layer in found}
+    protected = {keep}
+    removed: list[CachedLayer] = []
+    while True:
+        remaining = [e for e in entries if e.id not in {r.image.id for r in removed}]
+        chosen = cachesize.choose(remaining, limit, frozenset(protected))
+        if not chosen:
+            break
+        victim = chosen[0]
+        with cachesize.unused(victim.key) as free:
+            layer = by_id[victim.id]
+            if free and remove_names(engine, victim.id, layer.image.tags):
+                removed.append(layer)
+            else:
+                protected.add(victim.id)  # in use: kept, and the next one is tried
+    # what was removed, and what this storage no longer has (removed by hand, pruned)
+    gone = {layer.image.id for layer in removed} | (set(cachesize.last_uses()) - cached)
+    cachesize.forget(sorted(gone))
+    if removed:
+        _log.info(
+            "dependency cache over its limit: least recently used layers removed",
+            removed=[
+                layer.image.tags[0] if layer.image.tags else layer.image.id for layer in removed
+            ],
+            freed_mb=round(sum(layer.adds for layer in removed) / 1e6, 1),
+            limit_mb=round(limit / 1e6, 1),
+        )
+    return removed
+
+
+def _epoch(image: ImageSummary) -> float:
+    try:
+        return datetime.fromisoformat(image.created).timestamp()
+    except ValueError:
+        return 0.0
