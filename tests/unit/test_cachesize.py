@@ -215,3 +215,32 @@ def test_evict_skips_a_layer_another_build_uses() -> None:
     with cachesize.in_use("old" * 8):
         removed = cache.evict(engine, limit=300, keep=third)
     assert [layer.image.id for layer in removed] == [new]
+
+
+# --------------------------------------------------------------------------- per index
+
+_hosts = st.sampled_from(["mirror.example", "pypi.org", "127.0.0.1:8080", "private.example"])
+_tokens = st.text("abcdefXYZ0123456789", min_size=1, max_size=8)
+
+
+@given(st.lists(_hosts, min_size=1, max_size=3, unique=True), _tokens, _tokens)
+def test_the_download_cache_follows_the_indexes_not_tokens_or_variables(
+    hosts: list[str], one: str, two: str
+) -> None:
+    """Same indexes: same digest, whichever variables name them and whatever token they
+    carry; one index more or less: another digest."""
+    urls = [f"https://ci:{one}@{host}/simple" for host in hosts]
+    by_pip = {"PIP_INDEX_URL": urls[0], "PIP_EXTRA_INDEX_URL": " ".join(urls[1:])}
+    by_option = {
+        "BUILDPY_INDEX_URL": urls[0].replace(f":{one}@", f":{two}@"),
+        "PIPENV_PYPI_MIRROR": urls[0],
+        "MICROPIPENV_DEFAULT_INDEX_URLS": ",".join(urls),
+        "PIP_INDEX_URL": urls[0],
+        "PIP_EXTRA_INDEX_URL": " ".join(url.replace(f":{one}@", f":{two}@") for url in urls[1:]),
+    }
+    assert cache.index_digest(by_pip) == cache.index_digest(by_option)
+    fewer = {"PIP_INDEX_URL": urls[0]}
+    if len(urls) > 1:
+        assert cache.index_digest(fewer) != cache.index_digest(by_pip)
+    assert cache.index_digest({}) != cache.index_digest(fewer)
+    assert cache.index_digest({**by_pip, "PIP_NO_INDEX": "1"}) != cache.index_digest(by_pip)
