@@ -37,7 +37,7 @@ from buildpy.container import (
     build_env_member,
 )
 from buildpy.engine import CommitSpec, Engine
-from buildpy.errors import AssembleFailed
+from buildpy.errors import AssembleFailed, EngineError
 from buildpy.plan import BuildPlan
 from buildpy.session import BuildSession
 
@@ -87,7 +87,7 @@ def run(plan: BuildPlan, engine: Engine, output: Output | None = None) -> BuildR
         else:
             final = _assemble(session, deps, commit)
     if deps is not None and not deps.reused and plan.options.cache_max is not None:
-        cache.evict(engine, plan.options.cache_max, keep=deps.image_id)
+        _keep_under(engine, plan.options.cache_max, deps.image_id)
     times = final.times if deps is None else {**final.times, "dependencies": deps.seconds}
     return BuildResult(
         image_id=final.image_id,
@@ -109,7 +109,7 @@ def _dependencies(session: BuildSession, held: ExitStack) -> layer.DependencyLay
     deps = layer.prepare(session)
     if deps is None:
         return None
-    cachesize.record_use(deps.image_id)
+    cachesize.record_use(deps.image_id, adds=None if deps.reused else _adds(session, deps))
     said = "dependency layer reused" if deps.reused else "dependencies installed"
     _log.info(said, image=_short(deps.image_id), seconds=_since(started))
     return deps
@@ -121,6 +121,24 @@ def _short(image_id: str) -> str:
 
 def _since(started: float) -> float:
     return round(time.monotonic() - started, 3)
+
+
+def _adds(session: BuildSession, deps: layer.DependencyLayer) -> int | None:
+    """What a new layer adds beyond the builder (for a grown one, with the layer it grew
+    from: an overestimate, which only makes the size check list sooner)."""
+    made = session.engine.find_image(deps.image_id)
+    if made is None or not made.size or not session.builder.size:
+        return None
+    return max(0, made.size - session.builder.size)
+
+
+def _keep_under(engine: Engine, limit: int, current: str) -> None:
+    """Evict least recently used dependency layers past ``limit``; a failure costs disk
+    space, never this build (its image is committed)."""
+    try:
+        cache.evict(engine, limit, keep=current)
+    except EngineError as exc:
+        _log.warning("could not bring the dependency cache under its limit", error=exc.message)
 
 
 def _final_commit(session: BuildSession, deps: layer.DependencyLayer | None) -> CommitSpec:

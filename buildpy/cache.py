@@ -230,8 +230,11 @@ def evict(engine: Engine, limit: int, keep: str) -> list[CachedLayer]:
     first; never ``keep`` (the layer this build uses), nor a layer a build is using (its
     lock, ``cachesize.in_use``; Podman also refuses to remove an image a container uses).
     Returns what was removed."""
+    if sum(cachesize.recorded_sizes().values()) <= limit:
+        return []  # what the state file knows fits: no listing (see cachesize)
     found = layers(engine)
     cached = {layer.image.id for layer in found}
+    cachesize.record_sizes({layer.image.id: layer.adds for layer in found})
     entries = [layer.entry(cached) for layer in found]
     by_id = {layer.image.id: layer for layer in found}
     protected = {keep}

@@ -137,10 +137,11 @@ def test_the_option_beats_the_variable_which_beats_the_default() -> None:
 
 
 def test_last_uses_are_recorded_and_forgotten() -> None:
-    cachesize.record_use("sha256:a", when=10.0)
+    cachesize.record_use("sha256:a", when=10.0, adds=7)
     cachesize.record_use("sha256:b", when=20.0)
     cachesize.record_use("sha256:a", when=30.0)
     assert cachesize.last_uses() == {"sha256:a": 30.0, "sha256:b": 20.0}
+    assert cachesize.recorded_sizes() == {"sha256:a": 7}  # kept across later uses
     cachesize.forget(["sha256:a"])
     assert cachesize.last_uses() == {"sha256:b": 20.0}
 
@@ -199,18 +200,43 @@ def test_evict_removes_the_least_recently_used_and_keeps_the_current_one() -> No
     engine.stored["localhost/builder"] = ImageInfo("sha256:builder", "b", size=1000)
     old, middle, new = (_cached(engine, n, 1300) for n in ("old", "middle", "new"))
     for when, image_id in enumerate((old, middle, new)):
-        cachesize.record_use(image_id, when=float(when))
+        cachesize.record_use(image_id, when=float(when), adds=300)
     removed = cache.evict(engine, limit=600, keep=old)
     assert [layer.image.id for layer in removed] == [middle]
     assert set(cachesize.last_uses()) == {old, new}
+
+
+def test_evict_lists_nothing_while_the_recorded_sizes_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = FakeEngine()
+
+    def no_listing(repository: str) -> list[object]:
+        raise AssertionError("listed")
+
+    monkeypatch.setattr(engine, "images", no_listing)
+    cachesize.record_use("sha256:a", adds=300)
+    cachesize.record_use("sha256:b", adds=300)
+    assert cache.evict(engine, limit=600, keep="sha256:b") == []
+
+
+def test_a_full_listing_records_every_size_and_forgets_what_is_gone() -> None:
+    engine = FakeEngine()
+    engine.stored["localhost/builder"] = ImageInfo("sha256:builder", "b", size=1000)
+    loaded = _cached(engine, "loaded", 1200)  # not made here: no size recorded
+    cachesize.record_use("sha256:pruned", adds=5000)  # removed by hand since
+    current = _cached(engine, "current", 1100)
+    cachesize.record_use(current, adds=100)
+    assert cache.evict(engine, limit=1000, keep=current) == []
+    assert cachesize.recorded_sizes() == {loaded: 200, current: 100}
 
 
 def test_evict_skips_a_layer_another_build_uses() -> None:
     engine = FakeEngine()
     engine.stored["localhost/builder"] = ImageInfo("sha256:builder", "b", size=1000)
     old, new = (_cached(engine, n, 1300) for n in ("old", "new"))
-    cachesize.record_use(old, when=1.0)
-    cachesize.record_use(new, when=2.0)
+    cachesize.record_use(old, when=1.0, adds=300)
+    cachesize.record_use(new, when=2.0, adds=300)
     third = _cached(engine, "third", 1300)
     with cachesize.in_use("old" * 8):
         removed = cache.evict(engine, limit=300, keep=third)
