@@ -18,8 +18,8 @@ layer's key (``in_use``) from before it looks the layer up until it ends, and ev
 takes each candidate's lock exclusively, without waiting, skipping the ones it cannot
 have. A layer another cached layer grew from is evicted only after that one.
 
-Listing the cached images is what costs (Podman 4.3 computes every image's size: 0.3 s
-for 480 images on an idle machine, seconds under load), so a build that adds a layer
+Listing the cached images is what costs (Podman 4.3 computes every image's size: 5 to
+23 s for 480 dependency images on a busy shared machine), so a build that adds a layer
 first sums the sizes the state file knows (each layer's is recorded when it is made,
 and every full listing records them all): only when that passes the limit does it list.
 A layer the file does not know (loaded by ``cache import``, made by another user of the
