@@ -24,11 +24,11 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from buildpy import artifacts, image, layer, log, scripts, source
+from buildpy import artifacts, cache, cachesize, image, layer, log, scripts, source
 from buildpy.container import (
     ArchiveFactory,
     Committed,
@@ -37,7 +37,7 @@ from buildpy.container import (
     build_env_member,
 )
 from buildpy.engine import CommitSpec, Engine
-from buildpy.errors import AssembleFailed
+from buildpy.errors import AssembleFailed, EngineError
 from buildpy.plan import BuildPlan
 from buildpy.session import BuildSession
 
@@ -70,7 +70,7 @@ def run(plan: BuildPlan, engine: Engine, output: Output | None = None) -> BuildR
     """Carry the plan out: dependency layer (when possible), application phase, commit."""
     started = time.monotonic()
     out = output if output is not None else sys.stderr.buffer
-    with BuildSession.start(plan, engine, out) as session:
+    with BuildSession.start(plan, engine, out) as session, ExitStack() as held:
         builder = session.builder
         _log.info(
             "builder ready", image=builder.ref, id=_short(builder.id), seconds=_since(started)
@@ -78,7 +78,7 @@ def run(plan: BuildPlan, engine: Engine, output: Output | None = None) -> BuildR
         reason = layer.split_reason(plan, builder)
         if reason is not None:
             _log.info("building in one phase", reason=reason)
-        deps = _dependencies(session) if reason is None else None
+        deps = _dependencies(session, held) if reason is None else None
         commit = _final_commit(session, deps)
         if deps is not None and deps.application == "copy" and _can_place(session):
             final = _place(session, deps.image_id, commit)
@@ -86,6 +86,8 @@ def run(plan: BuildPlan, engine: Engine, output: Output | None = None) -> BuildR
             final, deps = _assemble_on_foreign(session, deps, commit)
         else:
             final = _assemble(session, deps, commit)
+    if deps is not None and not deps.reused and plan.options.cache_max is not None:
+        _keep_under(engine, plan.options.cache_max, deps.image_id)
     times = final.times if deps is None else {**final.times, "dependencies": deps.seconds}
     return BuildResult(
         image_id=final.image_id,
@@ -97,13 +99,17 @@ def run(plan: BuildPlan, engine: Engine, output: Output | None = None) -> BuildR
     )
 
 
-def _dependencies(session: BuildSession) -> layer.DependencyLayer | None:
+def _dependencies(session: BuildSession, held: ExitStack) -> layer.DependencyLayer | None:
     """The dependency layer, reused or installed, and one line that says which; None when
-    a foreign builder's first run failed (``layer.prepare`` said so and why)."""
+    a foreign builder's first run failed (``layer.prepare`` said so and why). The layer is
+    held as in use until the build ends (no other build's eviction removes it meanwhile),
+    and its use recorded for the cache's LRU eviction."""
     started = time.monotonic()
+    held.enter_context(cachesize.in_use(layer.Inputs.of(session.plan, session.builder).key))
     deps = layer.prepare(session)
     if deps is None:
         return None
+    cachesize.record_use(deps.image_id, adds=None if deps.reused else _adds(session, deps))
     said = "dependency layer reused" if deps.reused else "dependencies installed"
     _log.info(said, image=_short(deps.image_id), seconds=_since(started))
     return deps
@@ -115,6 +121,24 @@ def _short(image_id: str) -> str:
 
 def _since(started: float) -> float:
     return round(time.monotonic() - started, 3)
+
+
+def _adds(session: BuildSession, deps: layer.DependencyLayer) -> int | None:
+    """What a new layer adds beyond the builder (for a grown one, with the layer it grew
+    from: an overestimate, which only makes the size check list sooner)."""
+    made = session.engine.find_image(deps.image_id)
+    if made is None or not made.size or not session.builder.size:
+        return None
+    return max(0, made.size - session.builder.size)
+
+
+def _keep_under(engine: Engine, limit: int, current: str) -> None:
+    """Evict least recently used dependency layers past ``limit``; a failure costs disk
+    space, never this build (its image is committed)."""
+    try:
+        cache.evict(engine, limit, keep=current)
+    except EngineError as exc:
+        _log.warning("could not bring the dependency cache under its limit", error=exc.message)
 
 
 def _final_commit(session: BuildSession, deps: layer.DependencyLayer | None) -> CommitSpec:

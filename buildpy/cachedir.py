@@ -43,6 +43,7 @@ FORMAT = 1
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _IMAGE_ID = re.compile(r"^(?:sha256:)?[0-9a-z]{1,64}$")  # Podman: hex; the fake: "result1"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_INDEX = re.compile(r"^(?:[0-9a-f]{16})?$")  # cache.index_digest, or empty (unknown)
 REFRESH = "export the cache again (`buildpy cache export DIR SOURCE`), or delete DIR"
 
 
@@ -67,10 +68,13 @@ class CachedImage:
 
 @dataclass(frozen=True)
 class Downloads:
-    """The download cache's wheels, as a tar of ``wheels/NAME.whl``."""
+    """The download cache's wheels, as a tar of ``wheels/NAME.whl``, and the digest of the
+    package index they came from (``cache.index_digest``; empty in older exports, whose
+    wheels are not imported: their index is unknown)."""
 
     file: CachedFile
     wheels: int
+    index: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,11 @@ class Manifest:
             ],
             "downloads": None
             if self.downloads is None
-            else {**_file_json(self.downloads.file), "wheels": self.downloads.wheels},
+            else {
+                **_file_json(self.downloads.file),
+                "wheels": self.downloads.wheels,
+                "index": self.downloads.index,
+            },
         }
         return json.dumps(document, indent=2) + "\n"
 
@@ -177,7 +185,10 @@ def _image(item: Any, where: str) -> CachedImage:
 
 def _downloads(item: Any, where: str) -> Downloads:
     fields = _Fields(item, f"{where}: downloads")
-    return Downloads(_file(fields), fields.get("wheels", int))
+    index = item.get("index", "") if isinstance(item, Mapping) else ""
+    if not isinstance(index, str) or not _INDEX.match(index):
+        raise CacheDirError(f"{where}: downloads: 'index' is not valid: {index!r}", REFRESH)
+    return Downloads(_file(fields), fields.get("wheels", int), index)
 
 
 def _file(fields: _Fields) -> CachedFile:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from buildpy import cache, cachedir, layer, log
+from buildpy import cache, cachedir, layer, log, session
 from buildpy.cachedir import CachedImage, Downloads, Manifest
 from buildpy.container import WorkingContainer
 from buildpy.engine import ContainerSpec, ImageArchives, ImageInfo, VolumeMount
@@ -46,7 +46,6 @@ from buildpy.plan import BuildPlan
 _log = log.get(__name__)
 
 DOWNLOADS_FILE = "downloads.tar"
-WHEELS = f"{cache.DOWNLOADS_TARGET}/wheels"
 SELECTED = "/tmp/buildpy-wheels.tar"  # written by SELECT_WHEELS in the helper container
 COUNT_MARKER = "BUILDPY_WHEELS"
 
@@ -122,7 +121,8 @@ def export(engine: ImageArchives, plan: BuildPlan, builder: ImageInfo, directory
                 kept.append(info.id)
             else:
                 images.append(_save(engine, info, names, builder, work))
-        downloads = _save_downloads(engine, builder, wanted[0][0], work) if wanted else None
+        index = session.download_index(plan, builder.env)
+        downloads = _save_downloads(engine, builder, wanted[0][0], work, index) if wanted else None
         manifest = Manifest(builder.ref, builder.id, tuple(images), downloads)
         cachedir.write(work, manifest)
     return Exported(manifest, tuple(kept), reason)
@@ -197,20 +197,26 @@ def _helper_in(
 
 
 def _save_downloads(
-    engine: ImageArchives, builder: ImageInfo, image: ImageInfo, work: Path
+    engine: ImageArchives, builder: ImageInfo, image: ImageInfo, work: Path, index: str
 ) -> Downloads | None:
-    """The cached wheels of what ``image`` has installed; None without a download cache
-    (mounting a missing volume would make one, unlabelled)."""
+    """The cached wheels of what ``image`` has installed, from the download cache of the
+    plan's package index ``index``; None without a download cache (mounting a missing
+    volume would make one, unlabelled)."""
     if cache.DOWNLOADS_VOLUME not in {name for name, _ in engine.volumes(cache.CACHE_LABEL)}:
         return None
     path = work / DOWNLOADS_FILE
-    command = ("python3", "-c", SELECT_WHEELS, WHEELS, SELECTED)
+    command = ("python3", "-c", SELECT_WHEELS, _wheels(index), SELECTED)
     with _helper_in(engine, image.id, builder, command) as container:
         count = _count(container, "collect the download cache's wheels")
         with open(path, "wb") as out:
             if not engine.copy_file(container.id, SELECTED, out):
                 raise EngineError(f"the wheels collected in the container ({SELECTED}) are missing")
-    return Downloads(cachedir.describe(path), count)
+    return Downloads(cachedir.describe(path), count, index)
+
+
+def _wheels(index: str) -> str:
+    """The wheel directory of the download cache of the package index ``index``."""
+    return cache.download_variables(index)["BUILDPY_WHEEL_CACHE"]
 
 
 def _count(container: WorkingContainer, action: str) -> int:
@@ -250,9 +256,13 @@ def import_cache(engine: ImageArchives, directory: Path) -> Imported:
             for name in image.names:
                 engine.tag(image.id, name)
         wheels = 0
-        if manifest.downloads is not None:
+        if manifest.downloads is not None and manifest.downloads.index:
             path = directory / manifest.downloads.file.name
-            wheels = _place_downloads(engine, builder, path, undo)
+            wheels = _place_downloads(engine, builder, path, manifest.downloads.index, undo)
+        elif manifest.downloads is not None:
+            _log.info(
+                "not importing the wheels: the export does not say which index they came from"
+            )
     return Imported(manifest, tuple(loaded), tuple(present), wheels)
 
 
@@ -356,10 +366,14 @@ def _load(engine: ImageArchives, path: Path, image: CachedImage, undo: _Undo) ->
     undo.images.append(image)
 
 
-def _place_downloads(engine: ImageArchives, builder: ImageInfo, path: Path, undo: _Undo) -> int:
-    """Merge the wheels into the download cache volume; the number added."""
+def _place_downloads(
+    engine: ImageArchives, builder: ImageInfo, path: Path, index: str, undo: _Undo
+) -> int:
+    """Merge the wheels into the download cache of the package index ``index``; the number
+    added."""
     undo.volume = cache.ensure_downloads(engine)
-    command = ("/bin/sh", "-c", PLACE_WHEELS, "buildpy-cache-import", "/tmp/wheels", WHEELS)
+    wheels = _wheels(index)
+    command = ("/bin/sh", "-c", PLACE_WHEELS, "buildpy-cache-import", "/tmp/wheels", wheels)
     with _helper_in(engine, builder.id, builder, command) as container:
         container.upload("/tmp", lambda uid, gid: _chunks(path))
         return _count(container, "add the wheels to the download cache")

@@ -270,6 +270,12 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
         help="then export the cache this source's next build can use to DIR (as `cache export`)",
     )
     parser.add_argument(
+        "--cache-max",
+        metavar="SIZE",
+        help="after adding a dependency layer, remove the least recently used ones until they"
+        " add at most SIZE (e.g. 20G; off: no limit; default $BUILDPY_CACHE_MAX or 10G)",
+    )
+    parser.add_argument(
         "--timeout",
         type=duration,
         metavar="DURATION",
@@ -611,7 +617,15 @@ def _command_line(args: argparse.Namespace) -> BuildOptions:
         extra_index_urls=tuple(args.extra_index_url),
         trusted_hosts=tuple(args.trusted_host),
         scripts_url=args.scripts_url,
+        cache_max=_cache_max(args),
     )
+
+
+def _cache_max(args: argparse.Namespace) -> int | None:
+    """``--cache-max``, else ``BUILDPY_CACHE_MAX``, else the default."""
+    from buildpy import cachesize
+
+    return cachesize.configured_max(getattr(args, "cache_max", None), os.environ)
 
 
 def _explicit(args: argparse.Namespace) -> frozenset[str]:
@@ -746,6 +760,8 @@ def _usage(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
     from buildpy import cache, leftovers
 
     if args.cache_command == "export":
@@ -759,12 +775,19 @@ def _cache(args: argparse.Namespace) -> int:
             sections = [("removed", removed), ("in-use", kept)]
         else:
             sections = [("cached", cache.listing(engine))]
+        listed = [image for _, found in sections for image in found.images]
+        measured = {layer.image.id: layer for layer in cache.layers(engine, listed)}
     for name in swept:
         print(f"removed\t{'volume' if leftovers.is_volume(name) else 'container'}\t{name}")
     for verb, found in sections:
         for item in found.images:
             tags = ",".join(item.tags) or item.id[:12]
-            print(f"{verb}\timage\t{tags}\t{item.size / 1e6:.1f} MB\t{item.created}")
+            layer = measured[item.id]
+            used = datetime.fromtimestamp(layer.last_used, timezone.utc)
+            print(
+                f"{verb}\timage\t{tags}\t{item.size / 1e6:.1f} MB\t{item.created}"
+                f"\t{layer.adds / 1e6:.1f} MB\t{used.isoformat(timespec='seconds')}"
+            )
         for name, mountpoint in found.volumes:
             print(f"{verb}\tvolume\t{name}\t{mountpoint}")
     return 0

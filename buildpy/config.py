@@ -62,6 +62,7 @@ class BuildOptions:
     extra_index_urls: tuple[str, ...] = ()
     trusted_hosts: tuple[str, ...] = ()
     scripts_url: str | None = None  # --scripts-url, checked by the plan
+    cache_max: int | None = None  # bytes of dependency layers kept; None: no limit
 
 
 def pyproject_settings(source: Path) -> dict[str, str]:

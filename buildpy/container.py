@@ -28,7 +28,7 @@ from typing import Protocol
 
 from buildpy import environment, leftovers, log, redact, source
 from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo
-from buildpy.errors import AssembleFailed, BuilderImageError, EngineError
+from buildpy.errors import AssembleFailed, BuilderImageError, EngineError, IndexUnreachable
 
 _log = log.get(__name__)
 
@@ -41,6 +41,7 @@ WRAPPER = (
 )
 TAIL_LINES = 20
 MARKER = b"BUILDPY_"  # assemble's lines to buildpy start so (BUILDPY_APPLICATION_PHASE=copy)
+INDEX_MARKER = "BUILDPY_UNREACHABLE_INDEX"  # assemble: this index (masked) does not answer
 
 
 class Output(Protocol):
@@ -75,6 +76,9 @@ class Assembled:
         """This result, or ``AssembleFailed`` when assemble did not exit 0."""
         if self.status != 0:
             shown = [line for line in self.tail if not line.startswith(MARKER.decode())]
+            index = self.said(INDEX_MARKER)
+            if index is not None:
+                raise IndexUnreachable(self.status, shown, redact.mask(index))
             raise AssembleFailed(self.status, shown, _assemble_hint(self.status))
         return self
 

@@ -157,13 +157,13 @@ def recipe(plan: BuildPlan) -> Recipe:
         deps = _stage(
             plan,
             (("dependencies", scripts.SOURCE_DEST),),
-            build_variables(plan, False, "dependencies", fetch),
+            build_variables(plan, None, "dependencies", fetch),
             private,
         )
     application = _stage(
         plan,
         tuple(source_copies),
-        build_variables(plan, False, None if deps is None else "application"),
+        build_variables(plan, None, None if deps is None else "application"),
         private,
     )
     return Recipe(

@@ -73,6 +73,7 @@ class ImageSummary:
     size: int
     created: str
     labels: Mapping[str, str] = field(default_factory=dict)
+    parent: str = ""  # the image it was committed from (Podman's ParentId), when known
 
 
 # What a container engine adds to every container's environment (Podman: TERM=xterm,

@@ -78,6 +78,28 @@ class AssembleFailed(BuildpyError):
         self.tail = list(tail)
 
 
+class IndexUnreachable(AssembleFailed):
+    """assemble found that a package index it was given does not answer (exit 7, as every
+    assemble failure): nothing is installed from anywhere else instead."""
+
+    def __init__(self, status: int, tail: Sequence[str], said: str):
+        super().__init__(status, tail, INDEX_HINT)
+        index, _, why = said.partition(" ")  # assemble says "URL (reason)"
+        self.message = f"the package index {index} cannot be reached from the build"
+        if why:
+            self.message += f" {why}"
+        self.index = index
+
+
+INDEX_HINT = (
+    "check the index URL and its credentials (--index-url, --extra-index-url, or"
+    " PIP_INDEX_URL / PIP_EXTRA_INDEX_URL from --build-env, -e or .s2i/environment); an"
+    " index on this machine's 127.0.0.1 needs --network host, a proxy needs its variables"
+    " (--build-env HTTPS_PROXY=...). buildpy never falls back to packages cached from"
+    " another index"
+)
+
+
 class EngineError(BuildpyError):
     """Podman refused or failed an operation in the middle of a build."""
 

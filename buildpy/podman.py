@@ -363,6 +363,7 @@ class PodmanEngine:
                 size=int(item.attrs.get("Size") or 0),
                 created=_timestamp(item.attrs.get("Created")),
                 labels=dict(item.attrs.get("Labels") or {}),
+                parent=str(item.attrs.get("ParentId") or ""),
             )
             for item in found
         ]

@@ -21,7 +21,7 @@ from buildpy.environment import EnvLayer, Resolved, resolve
 from buildpy.mirror import DEFAULT_HOME, SourceView, Step, Variables
 from buildpy.plan import BuildPlan
 from buildpy.registry import require_builder
-from buildpy.session import PHASE_VARIABLE, buildpy_variables
+from buildpy.session import PHASE_VARIABLE, buildpy_variables, download_index, uses_downloads
 
 SCHEMA_VERSION = 1
 BUILDPY_BUILDER_LABELS = ("io.buildpy.builder.digest", layer.PHASES_LABEL)
@@ -88,7 +88,7 @@ def make(plan: BuildPlan, engine: Engine, origins: Mapping[str, str]) -> Preview
     split = layer.split_reason(plan, builder)
     ours = any(label in builder.labels for label in BUILDPY_BUILDER_LABELS)
     foreign = split is None and layer.is_foreign(builder)
-    build_layers = _build_layers(plan, split is None and not foreign)
+    build_layers = _build_layers(plan, builder, split is None and not foreign)
     install, start = _mirrored(plan, builder, ours, build_layers)
     options = plan.options
     values = {"builder": options.builder, "tag": options.tag, "network": options.network}
@@ -111,9 +111,9 @@ def make(plan: BuildPlan, engine: Engine, origins: Mapping[str, str]) -> Preview
     )
 
 
-def _build_layers(plan: BuildPlan, two_phases: bool) -> tuple[EnvLayer, ...]:
+def _build_layers(plan: BuildPlan, builder: ImageInfo, two_phases: bool) -> tuple[EnvLayer, ...]:
     """Build-only values: the plan's, then buildpy's own (cache locations, the phase)."""
-    own = buildpy_variables(plan.options.cache)
+    own = buildpy_variables(uses_downloads(plan), download_index(plan, builder.env))
     if two_phases:
         own[PHASE_VARIABLE] = "dependencies, then application"
     return (*plan.build_layers, EnvLayer("buildpy", own))

@@ -3,7 +3,8 @@
 A ``BuildSession`` holds the plan, the engine, the inspected builder and its
 scripts, the owner of uploaded files, where assemble's output goes, the reaper
 that removes finished containers, and what every working container mounts
-(the download cache volume; the wheelhouse, as a volume of its own made when the
+(the download cache volume, whose subdirectory is chosen by the build's package
+index; the wheelhouse, as a volume of its own made when the
 first container that runs needs it; the build-only files, as Podman secrets made when
 the session's ``with`` block is entered; both removed when it ends). Steps ask it
 for a working container (``container``) and for the build-only variables
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 
 from buildpy import cache, registry, scripts
 from buildpy.buildfiles import BuildSecrets
-from buildpy.cache import DOWNLOAD_VARIABLES
 from buildpy.container import WRAPPER, Output, Owner, Reaper, WorkingContainer
 from buildpy.engine import ENGINE_VARIABLES, ContainerSpec, Engine, ImageInfo, Mount, VolumeMount
 from buildpy.leftovers import container_name
@@ -61,7 +61,7 @@ class BuildSession:
         chosen = scripts.choose(
             builder.labels, set(plan.uploaded_scripts), builder.ref, plan.scripts_url
         )
-        volumes = (cache.downloads(engine),) if options.cache else ()
+        volumes = (cache.downloads(engine),) if uses_downloads(plan) else ()
         files = BuildSecrets(engine, plan.files, builder.user)
         reaper = Reaper(engine)
         reaper.sweep()
@@ -155,21 +155,23 @@ class BuildSession:
         the image's variables set them), ``image`` (image variables that must not be
         committed with this container), cache locations, the plan's (CA bundle, index,
         ``--build-env``), the wheelhouse's, the phase, ``more``."""
-        return build_variables(self.plan, bool(self.volumes), phase, image, **more)
+        index = download_index(self.plan, self.builder.env) if self.volumes else None
+        return build_variables(self.plan, index, phase, image, **more)
 
 
 def build_variables(
     plan: BuildPlan,
-    cache: bool,
+    downloads: str | None,
     phase: str | None,
     image: Mapping[str, str] | None = None,
     **more: str,
 ) -> dict[str, str]:
-    """``BuildSession.build_env`` for a plan, with or without the download cache (the
-    Containerfile writer passes the same values to ``podman build``)."""
+    """``BuildSession.build_env`` for a plan, with the download cache of the package index
+    ``downloads`` (``download_index``) or without one (None; the Containerfile writer passes
+    the same values to ``podman build``)."""
     values = {k: v for k, v in FAIL_FAST.items() if k not in plan.image_env}
     values.update(image or {})
-    values.update(buildpy_variables(cache))
+    values.update(buildpy_variables(downloads is not None, downloads or ""))
     values.update(plan.build_env)
     if plan.wheelhouse is not None:
         values.update(plan.wheelhouse.variables())
@@ -179,7 +181,22 @@ def build_variables(
     return values
 
 
-def buildpy_variables(cache: bool) -> dict[str, str]:
-    """What buildpy itself gives assemble, build-only: the download cache's locations, or,
-    without it, no pip cache at all."""
-    return dict(DOWNLOAD_VARIABLES) if cache else {"PIP_NO_CACHE_DIR": "1"}
+def buildpy_variables(downloads: bool, index: str) -> dict[str, str]:
+    """What buildpy itself gives assemble, build-only: the locations of the download cache
+    of the package index ``index`` (``download_index``), or, without it, no pip cache."""
+    return cache.download_variables(index) if downloads else {"PIP_NO_CACHE_DIR": "1"}
+
+
+def uses_downloads(plan: BuildPlan) -> bool:
+    """Whether the build mounts the download cache: not with --no-cache, and not with a
+    wheelhouse (no index: the wheelhouse holds everything, and its wheels must not reach
+    a cache that index builds read)."""
+    return plan.options.cache and plan.wheelhouse is None
+
+
+def download_index(plan: BuildPlan, builder_env: Mapping[str, str]) -> str:
+    """The digest of the package indexes this build's installers use (``cache.index_digest``):
+    the builder's variables, then the image's, then the build-only ones, as assemble sees
+    them, and the index lines of the dependency files."""
+    env = {**builder_env, **plan.image_env, **plan.build_env}
+    return cache.index_digest(env, plan.dependencies.contents)

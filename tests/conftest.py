@@ -7,7 +7,21 @@ number of examples still bounds each property test's time.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import settings
+
+from buildpy import cachesize
 
 settings.register_profile("buildpy", deadline=None)
 settings.load_profile("buildpy")
+
+
+@pytest.fixture(autouse=True)
+def private_state(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Builds run in this process keep buildpy's state files (the last uses of dependency
+    layers, their locks) in a temporary directory, never in the user's ~/.cache."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setattr(cachesize, "LAST_USED", state / "dependency-uses.json")
+    monkeypatch.setattr(cachesize, "LOCK_DIR", state / "locks")

@@ -52,6 +52,10 @@ TEST_IMAGE_PREFIX = "localhost/buildpy-test/"
 BUILDER_PREFIX = (os.environ.get("BUILDPY_BUILDER_PREFIX") or "localhost/buildpy").rstrip("/")
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 BATTERY_SCRATCH = "/tmp/bpt-"  # where the failure battery's cases keep their sources
+# The suite's builds share the machine's image storage (and other runs on it may too): no
+# build may evict the dependency layers another test is about to reuse. The size limit is
+# tested in a storage of its own (test_cache_limit.py), with the limit given there.
+os.environ.setdefault("BUILDPY_CACHE_MAX", "off")
 
 if TYPE_CHECKING:
     from battery import Case

@@ -102,22 +102,3 @@ def test_a_starting_build_leaves_a_running_build_alone(case: Case) -> None:
     ]
     assert container not in swept
     running.finish().expect_success(tags[0])
-
-
-def test_an_unreachable_index_builds_from_the_shared_wheel_cache(case: Case) -> None:
-    """The download cache is shared between builds: a wheel one build fetched serves the
-    next, even when that one's index cannot be reached (another variable, so another
-    dependency layer, built from the builder, not grown)."""
-    index = case.index()
-    warm = case.app({"app.py": APP_PY, "requirements.txt": f"six\n# warm {case.marker}\n"})
-    case.run(str(warm), "--builder", BUILDER, *index.pip_args()).expect_success()
-    cold = case.app(
-        {"app.py": APP_PY, "requirements.txt": f"six\n# cold {case.marker}\n"}, name="cold"
-    )
-    unreachable = case.run(
-        str(cold),
-        *("--builder", BUILDER, "--network", "host"),
-        *("--build-env", "PIP_INDEX_URL=http://127.0.0.1:1/simple", "--build-env", "PIP_RETRIES=0"),
-    )
-    unreachable.expect_success()
-    assert "Processing /dev/shm/buildpy-cache/wheels/six-" in unreachable.stderr

@@ -15,6 +15,7 @@ import pytest
 import test_battery_builder
 import test_battery_engine
 import test_battery_envfiles
+import test_battery_indexes
 import test_battery_interrupts
 import test_battery_options
 import test_battery_source
@@ -39,6 +40,7 @@ OTHERS = [
     (130, test_battery_interrupts.INTERRUPTED, None),
     (124, test_battery_interrupts.TIMED_OUT.split(" (")[0], test_battery_interrupts.TIMEOUT_HINT),
     (5, test_battery_engine.LOSING, test_battery_engine.LOST_HINT),
+    (7, test_battery_indexes.INDEX_MESSAGE, test_battery_indexes.INDEX_HINT),
     (5, "the Podman service stopped answering", "the next build removes the container it left"),
     (5, "Podman is not installed", "install it (Debian/Ubuntu: `apt-get install podman`"),
     (5, "`podman system service` exited with status", "run `buildpy doctor` to see what Podman"),

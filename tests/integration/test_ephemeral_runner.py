@@ -62,8 +62,8 @@ def test_an_imported_cache_lets_empty_storage_reuse_the_dependency_layer(
         assert imported.stdout.startswith("imported\timage\t")
         assert "imported\tdownloads\t" in imported.stdout
         wheels = storage.run(
-            "run", "--rm", "-v", "buildpy-downloads:/c", BUILDER, "ls", "/c/wheels"
-        )
+            "run", "--rm", "-v", "buildpy-downloads:/c", BUILDER, "sh", "-c", "ls /c/index-*/wheels"
+        )  # the wheels of the index the build used
         assert "flask-" in wheels.stdout
 
         wsgi = app / "wsgi.py"

@@ -59,6 +59,7 @@ class FakeEngine:
     # that mounts it (as Podman's are)
     volume_files: dict[str, dict[str, bytes]] = field(default_factory=dict)
     removed_images: list[str] = field(default_factory=list)
+    parents: dict[str, str] = field(default_factory=dict)  # image ID: its ParentId
     in_use: set[str] = field(default_factory=set)
     reads: list[tuple[str, str]] = field(default_factory=list)
     tagged: list[str] = field(default_factory=list)
@@ -94,7 +95,14 @@ class FakeEngine:
                 names.setdefault(info.id, []).append(ref)
         infos = {info.id: info for info in self.stored.values()}
         return [
-            ImageSummary(image, tuple(refs), 1000, "now", dict(infos[image].labels))
+            ImageSummary(
+                image,
+                tuple(refs),
+                infos[image].size or 1000,
+                "now",
+                dict(infos[image].labels),
+                parent=self.parents.get(image, ""),
+            )
             for image, refs in names.items()
         ]
 

@@ -21,6 +21,7 @@ from buildpy.errors import (
     BuilderImageError,
     EngineError,
     EnvFileError,
+    IndexUnreachable,
     SourceError,
     UsageError,
 )
@@ -196,6 +197,27 @@ def test_failing_assemble_reports_status_and_tail_and_removes(app: Path) -> None
     assert len(info.value.tail) == TAIL_LINES
     assert engine.commits == []
     assert engine.removed == ["ctr1"]
+
+
+def test_an_unreachable_index_is_named_with_its_credentials_masked(app: Path) -> None:
+    said = (
+        b"ERROR: the package index https://ci:***@nosuch.invalid/simple cannot be reached\n"
+        b"BUILDPY_UNREACHABLE_INDEX=https://ci:s3cret@nosuch.invalid/simple"
+        b" (Name or service not known)\n"
+    )
+    shown = _Sink()
+    engine = FakeEngine(status=5, output=[said])
+    with pytest.raises(IndexUnreachable) as info:
+        build.run(make_plan(app), engine, output=shown)
+    assert info.value.exit_code == AssembleFailed.exit_code == 7
+    assert info.value.message == (
+        "the package index https://ci:***@nosuch.invalid/simple cannot be reached from the"
+        " build (Name or service not known)"
+    )
+    assert info.value.hint and "--network host" in info.value.hint
+    assert "s3cret" not in str(info.value) + "".join(info.value.tail)
+    assert b"s3cret" not in shown.data and b"BUILDPY_UNREACHABLE_INDEX" not in shown.data
+    assert engine.commits == []
 
 
 def test_interrupt_during_assemble_removes_the_container(app: Path) -> None:
@@ -374,8 +396,64 @@ def test_download_cache_is_mounted_and_pointed_at_build_only(app: Path) -> None:
     (volume,) = engine.created[0].volumes
     assert volume.target.startswith("/dev/shm/")
     env_script = engine.uploaded_file(".buildpy/env").decode()
-    assert f"export PIP_CACHE_DIR='{volume.target}/pip'" in env_script
+    assert f"export PIP_CACHE_DIR='{volume.target}/index-" in env_script
     assert "PIP_CACHE_DIR" not in engine.created[0].env
+
+
+def _cache_dirs(app: Path, **options: object) -> dict[str, str]:
+    """The download cache variables a build of ``app`` gives assemble."""
+    engine = FakeEngine()
+    build.run(make_plan(app, **options), engine, output=_Sink())
+    script = engine.uploaded_file(".buildpy/env").decode()
+    names = ("PIP_CACHE_DIR", "PIPENV_CACHE_DIR", "BUILDPY_WHEEL_CACHE")
+    return {
+        line.split("=", 1)[0].split()[-1]: line.split("=", 1)[1].strip("'")
+        for line in script.splitlines()
+        if line.split("=", 1)[0].split()[-1] in names
+    }
+
+
+def test_each_package_index_has_its_own_download_cache(app: Path) -> None:
+    """Wheels fetched from one index are never offered to a build using another."""
+    default = _cache_dirs(app)
+    mirror = _cache_dirs(app, index_url="https://mirror.example/simple")
+    by_env = _cache_dirs(app, build_env=("PIP_INDEX_URL=https://other.example/simple",))
+    extra = _cache_dirs(
+        app,
+        index_url="https://mirror.example/simple",
+        extra_index_urls=("https://private.example/simple",),
+    )
+    wheels = {d["BUILDPY_WHEEL_CACHE"] for d in (default, mirror, by_env, extra)}
+    assert len(wheels) == 4
+    for dirs in (default, mirror, by_env, extra):
+        assert len({str(Path(path).parent) for path in dirs.values()}) == 1  # one directory
+
+
+def test_the_same_index_with_another_token_shares_the_download_cache(app: Path) -> None:
+    one = _cache_dirs(app, index_url="https://ci:token1@mirror.example/simple")
+    two = _cache_dirs(app, build_env=("PIP_INDEX_URL=https://ci:token2@mirror.example/simple",))
+    assert one["BUILDPY_WHEEL_CACHE"] == two["BUILDPY_WHEEL_CACHE"]
+    assert one != _cache_dirs(app, index_url="https://ci:token1@other.example/simple")
+
+
+def test_an_index_named_in_a_requirements_file_has_its_own_download_cache(app: Path) -> None:
+    (app / "requirements.txt").write_text("six\n")
+    plain = _cache_dirs(app)
+    (app / "requirements.txt").write_text("--index-url https://private.example/simple\nsix\n")
+    assert _cache_dirs(app) != plain
+    (app / "requirements.txt").write_text("six==1.16\n")  # other requirements, same index
+    assert _cache_dirs(app) == plain
+
+
+def test_a_wheelhouse_build_mounts_no_download_cache(app: Path, tmp_path: Path) -> None:
+    (tmp_path / "wheels").mkdir()
+    engine = FakeEngine()
+    build.run(make_plan(app, wheelhouse=tmp_path / "wheels"), engine, output=_Sink())
+    mounted = [volume.name for volume in engine.created[0].volumes]
+    assert cache.DOWNLOADS_VOLUME not in mounted  # (the wheelhouse is a volume of its own)
+    script = engine.uploaded_file(".buildpy/env").decode()
+    assert "export PIP_NO_CACHE_DIR='1'" in script
+    assert "BUILDPY_WHEEL_CACHE" not in script
 
 
 def test_no_cache_means_no_volume_and_no_pip_cache(app: Path) -> None:

@@ -147,7 +147,7 @@ def test_uv_pin_is_keyed_and_uv_cache_is_not() -> None:
         "PIN_UV_VERSION": "0.9.1",
         "UV_INDEX_URL": "https://m/simple",
     }
-    assert cache.DOWNLOAD_VARIABLES["UV_CACHE_DIR"].startswith(cache.DOWNLOADS_TARGET)
+    assert cache.download_variables("0" * 16)["UV_CACHE_DIR"].startswith(cache.DOWNLOADS_TARGET)
 
 
 # ------------------------------------------------------ s2i/poetry-requirements
