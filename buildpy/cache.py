@@ -10,7 +10,8 @@ listed by ``buildpy cache ls`` and removed by ``buildpy cache prune``.
 The download cache is kept per package index: each build uses the subdirectory
 ``index-DIGEST`` of the volume, DIGEST being ``index_digest`` of the index settings
 the build's installers see. buildpy's assemble installs requirements from the wheels
-kept there (``pip wheel`` into it, then ``pip install --no-index --find-links``), so a
+kept there (``pip wheel`` into it, then ``pip install --no-index --find-links``; on an
+empty cache, ``pip wheel`` alongside the install), so a
 cache shared between indexes would let a wheel fetched from index A stand in for a
 package of the same name on index B, and let a build whose index cannot be reached
 succeed from another index's wheels (dependency confusion). Credentials are left out of

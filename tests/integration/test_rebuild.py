@@ -96,6 +96,40 @@ def test_source_change_reuses_the_dependency_layer(buildpy_build: BuildFn, tmp_p
     assert modules.strip() == "both"
 
 
+def downloads_volume() -> Path:
+    return Path(
+        subprocess.run(
+            ["podman", "volume", "inspect", "--format", "{{.Mountpoint}}", "buildpy-downloads"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+
+
+def test_a_cold_build_keeps_its_wheels_alongside_the_install(
+    buildpy_build: BuildFn, simple_index_url: str, tmp_path: Path
+) -> None:
+    # An index of its own (the fragment is dropped by pip, kept by the cache's digest): its
+    # download cache starts empty, as on a cold CI runner, so the install runs from the index
+    # at once and the wheels are kept by the pip wheel running alongside it.
+    app = copy_example(tmp_path)
+    (app / "requirements.txt").write_text(
+        f"--extra-index-url {simple_index_url}#{tmp_path.name}\nflask\ngunicorn\n"
+    )
+    before = set(downloads_volume().glob("index-*"))
+    built = buildpy_build(app, builder=BUILDER)
+    assert built_event(built)["dependencies_reused"] is False
+    new = set(downloads_volume().glob("index-*")) - before
+    assert len(new) == 1, new  # this build's index, and only it, got a cache
+    kept = sorted(p.name for p in next(iter(new)).glob("wheels/*"))
+    for name in ("flask-", "gunicorn-", "werkzeug-"):
+        assert any(k.lower().startswith(name) and k.endswith(".whl") for k in kept), kept
+    assert not [k for k in kept if k.startswith(".incoming")], kept
+    with running(built.tag) as (url, name):
+        assert http_get(url + "/", name=name)[0] == 200
+
+
 def test_images_carry_no_caches_and_no_build_files(buildpy_build: BuildFn, tmp_path: Path) -> None:
     built = buildpy_build(copy_example(tmp_path), builder=BUILDER)
     changed = subprocess.run(
@@ -104,7 +138,14 @@ def test_images_carry_no_caches_and_no_build_files(buildpy_build: BuildFn, tmp_p
         text=True,
         check=True,
     ).stdout
-    for leftover in ("/.cache/pip", "/tmp/src", "/tmp/.buildpy", "/dev/shm", "buildpy-cache"):
+    for leftover in (
+        "/.cache/pip",
+        "/tmp/src",
+        "/tmp/.buildpy",
+        "/tmp/buildpy-added",
+        "/dev/shm",
+        "buildpy-cache",
+    ):
         assert leftover not in changed, leftover
     env = " ".join(inspect_image(built.tag)["Config"]["Env"])
     assert "BUILDPY_" not in env.replace("BUILDPY_IMAGE_VARIANT", "")
