@@ -23,6 +23,17 @@ def copy_example(tmp_path: Path) -> Path:
     return app
 
 
+def downloads_volume() -> Path:
+    return Path(
+        subprocess.run(
+            ["podman", "volume", "inspect", "--format", "{{.Mountpoint}}", "buildpy-downloads"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+
+
 @pytest.mark.rootless
 def test_source_change_reuses_the_dependency_layer(buildpy_build: BuildFn, tmp_path: Path) -> None:
     app = copy_example(tmp_path)
@@ -66,6 +77,8 @@ def test_source_change_reuses_the_dependency_layer(buildpy_build: BuildFn, tmp_p
     )  # group 0 may write, as assemble leaves it
 
     (app / "requirements.txt").write_text((app / "requirements.txt").read_text() + "six\n")
+    # (builds interrupted by other tests may have left stages; they are swept after an hour)
+    stages = set(downloads_volume().glob("index-*/wheels/.incoming.*"))
     third = buildpy_build(app, builder=BUILDER)
     assert built_event(third)["dependencies_reused"] is False
     grown = [
@@ -77,16 +90,10 @@ def test_source_change_reuses_the_dependency_layer(buildpy_build: BuildFn, tmp_p
     assert "flask" not in output.split("Successfully installed", 1)[1].splitlines()[0].lower()
     # the added package's wheel was kept for later builds, by the keeper that ran
     # alongside the install, and nothing of the keeper's is left in the cache
-    volume = subprocess.run(
-        ["podman", "volume", "inspect", "--format", "{{.Mountpoint}}", "buildpy-downloads"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
     # (one wheel directory per package index: this build's is among them)
-    kept = sorted(p.name for p in Path(volume).glob("index-*/wheels/*"))
+    kept = sorted(p.name for p in downloads_volume().glob("index-*/wheels/*"))
     assert any(name.startswith("six-") and name.endswith(".whl") for name in kept), kept
-    assert not [name for name in kept if name.startswith(".incoming")], kept
+    assert set(downloads_volume().glob("index-*/wheels/.incoming.*")) <= stages
     modules = subprocess.run(
         ["podman", "run", "--rm", third.tag, "python", "-c", "import flask, six; print('both')"],
         capture_output=True,
@@ -94,17 +101,6 @@ def test_source_change_reuses_the_dependency_layer(buildpy_build: BuildFn, tmp_p
         check=True,
     ).stdout
     assert modules.strip() == "both"
-
-
-def downloads_volume() -> Path:
-    return Path(
-        subprocess.run(
-            ["podman", "volume", "inspect", "--format", "{{.Mountpoint}}", "buildpy-downloads"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    )
 
 
 def test_a_cold_build_keeps_its_wheels_alongside_the_install(
@@ -120,6 +116,7 @@ def test_a_cold_build_keeps_its_wheels_alongside_the_install(
     before = set(downloads_volume().glob("index-*"))
     built = buildpy_build(app, builder=BUILDER)
     assert built_event(built)["dependencies_reused"] is False
+    assert "No wheels cached for this index yet" in built.stderr
     new = set(downloads_volume().glob("index-*")) - before
     assert len(new) == 1, new  # this build's index, and only it, got a cache
     kept = sorted(p.name for p in next(iter(new)).glob("wheels/*"))

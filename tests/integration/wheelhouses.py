@@ -36,10 +36,14 @@ def inputs(app: Path) -> str | None:
     """A digest of what decides the app's installs; None when it installs nothing."""
     selected = dict(dependencies.select(app).contents)
     selected.pop(".python-version", None)
-    s2i_environment = selected.pop(".s2i/environment", b"")
     if not selected:
         return None
-    values = environment.parse_env_text(s2i_environment.decode(), ".s2i/environment")
+    # The variables that choose installers (ENABLE_PIPENV, ENABLE_MICROPIPENV, ...) come from
+    # .s2i/environment, which is not among the dependency files: two apps with the same lock
+    # and different installers need different tools collected.
+    s2i_environment = app / ".s2i" / "environment"
+    text = s2i_environment.read_text() if s2i_environment.is_file() else ""
+    values = environment.parse_env_text(text, ".s2i/environment")
     digest = hashlib.sha256(repr(sorted(dependencies.install_variables(values).items())).encode())
     for name, data in sorted(selected.items()):
         digest.update(f"\0{name}\0{len(data)}\0".encode() + data)
