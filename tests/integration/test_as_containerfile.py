@@ -36,7 +36,8 @@ PODMAN_ADDS = {"TERM": "xterm", "container": "podman"}
 
 def _write(buildpy_build: BuildFn, source: Path, out: Path, tag: str) -> dict[str, Any]:
     """Run `buildpy build --as-containerfile`; its JSON log line `containerfile written`."""
-    cmd = [*BUILDPY, "build", str(source), "--as-containerfile", str(out), "--tag", tag]
+    cmd = [*BUILDPY, "--log-format", "json", "build", str(source)]
+    cmd += ["--as-containerfile", str(out), "--tag", tag]
     cmd += ["-e", f"ODD={ODD}", "--network", "host", *buildpy_build.offline_inputs()]
     # no Podman: a CONTAINER_HOST that answers nothing changes nothing
     env = {**os.environ, "CONTAINER_HOST": "unix:///nonexistent/podman.sock"}
