@@ -4,10 +4,11 @@ In s2i/run's order: gunicorn with a ``gunicorn.conf.py`` that sets ``wsgi_app``;
 ``cd $APP_HOME``; ``APP_SCRIPT`` (default ``app.sh``), ``APP_FILE`` (default ``app.py``);
 Django's ``migrate`` unless ``DISABLE_MIGRATE``; gunicorn with ``APP_MODULE``, ``wsgi``
 (``wsgi.py``) or the ``setup.py`` name, with default settings or ``APP_CONFIG``;
+without gunicorn, ``mod_wsgi-express`` with the same module (``wsgi.py`` as a script file);
 Django's ``runserver``; else the error "don't know how to run your application".
 
-Whether gunicorn or Django is installed is known only in the image: the plan takes
-them as installed when the files the installer reads name them, and says so.
+Whether gunicorn, mod_wsgi or Django is installed is known only in the image: the plan
+takes them as installed when the files the installer reads name them, and says so.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, replace
 from buildpy.mirror import SourceView, Step, Variables, names
 
 DEFAULT_PORT = "8080"
+WORKERS_COMPUTED = "<WEB_CONCURRENCY computed at start>"  # mod_wsgi-express's --processes
 WORKERS_RULE = (
     "computed at start: (memory limit in MiB - 43) / 40, at most 2 per CPU and 12, at least 1"
 )
@@ -31,15 +33,16 @@ class Start:
     """The command the container's run script will exec, and what decided it."""
 
     decided_by: str = "buildpy"  # "buildpy": mirrored here; "builder"/"source": cannot tell
-    kind: str | None = None  # "gunicorn", "script", "python", "runserver"; None: nothing
-    target: str | None = None  # the WSGI module, script or Python file
+    # "gunicorn", "mod_wsgi", "script", "python", "runserver"; None: nothing
+    kind: str | None = None
+    target: str | None = None  # the WSGI module or file, script or Python file
     command: tuple[str, ...] = ()
     directory: str = "."  # where it runs, relative to $HOME
     before: tuple[Step, ...] = ()  # Django's migrate
     reasons: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
-    assumptions: tuple[str, ...] = ()  # whether gunicorn and Django get installed
-    workers: str | None = None  # gunicorn's WEB_CONCURRENCY
+    assumptions: tuple[str, ...] = ()  # whether gunicorn, mod_wsgi and Django get installed
+    workers: str | None = None  # WEB_CONCURRENCY: gunicorn's workers, mod_wsgi's processes
     error: str | None = None  # why run will exit 1
 
 
@@ -49,9 +52,15 @@ def decide(
     """How buildpy's run script will start this source with these variables.
 
     ``files``: the dependency files' contents; ``reads``: those the installer reads
-    (``Install.reads``), which say whether gunicorn and Django get installed.
+    (``Install.reads``), which say whether gunicorn, mod_wsgi and Django get installed.
     """
-    return _Run(view, env, names(files, reads, "gunicorn"), names(files, reads, "django")).decide()
+    return _Run(
+        view,
+        env,
+        gunicorn=names(files, reads, "gunicorn"),
+        django=names(files, reads, "django"),
+        mod_wsgi=names(files, reads, "mod_wsgi"),
+    ).decide()
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,7 @@ class _Run:
     env: Variables
     gunicorn: str | None  # the file that names it, when it gets installed
     django: str | None
+    mod_wsgi: str | None  # the distribution that installs mod_wsgi-express
 
     def decide(self) -> Start:
         conf = self._gunicorn_conf()
@@ -82,6 +92,8 @@ class _Run:
                 said.append(f"{package} is installed: {named} names it")
             else:
                 said.append(f"{package} is not installed: no file the installer reads names it")
+        if self.mod_wsgi is not None:  # said only when named: most apps never think of it
+            said.append(f"mod_wsgi is installed: {self.mod_wsgi} names it (mod_wsgi-express)")
         return tuple(said)
 
     def _gunicorn_conf(self) -> Start | None:
@@ -175,7 +187,12 @@ class _Run:
         return replace(base, before=(Step("python manage.py migrate --noinput", why),))
 
     def _after_migrate(self, base: Start) -> Start:
-        return self._gunicorn(base) or self._runserver(base) or self._nothing(base)
+        return (
+            self._gunicorn(base)
+            or self._mod_wsgi(base)
+            or self._runserver(base)
+            or self._nothing(base)
+        )
 
     def _gunicorn(self, base: Start) -> Start | None:
         module, why = self._module(base.directory)
@@ -201,12 +218,52 @@ class _Run:
             workers=self._workers(),
         )
 
+    def _mod_wsgi(self, base: Start) -> Start | None:
+        """Without gunicorn: mod_wsgi-express, a production server, before runserver."""
+        if self.gunicorn is not None or self.mod_wsgi is None:
+            return None
+        module, why = self._module(base.directory)
+        if not module:
+            return None
+        entry: tuple[str, ...]
+        if not self.env.is_set("APP_MODULE") and self._wsgi_py(base.directory):
+            target, entry = "wsgi.py", ("wsgi.py",)  # the script file, as mod_wsgi-express takes
+        else:
+            target = module
+            name, colon, callable_object = module.partition(":")  # gunicorn's module:callable
+            entry = ("--application-type", "module", name)
+            if colon:
+                entry += ("--callable-object", callable_object)
+        port = self.env.value("PORT") or DEFAULT_PORT
+        processes = self.env.value("WEB_CONCURRENCY") or WORKERS_COMPUTED
+        command: tuple[str, ...] = ("mod_wsgi-express", "start-server", *entry)
+        command += ("--port", port, "--host", "0.0.0.0", "--log-to-terminal", "--access-log")
+        command += ("--processes", processes)
+        reasons = (why, f"mod_wsgi is named in {self.mod_wsgi}; gunicorn is not named")
+        notes = base.notes
+        if self.env.is_set("APP_CONFIG"):
+            ignored = f"{self.env.cite('APP_CONFIG')} is gunicorn's: run warns that"
+            notes += (f"{ignored} mod_wsgi-express ignores it",)
+        return replace(
+            base,
+            kind="mod_wsgi",
+            target=target,
+            command=self._wrapped(command),
+            reasons=reasons,
+            notes=notes,
+            workers=self._workers(),
+        )
+
+    def _wsgi_py(self, directory: str) -> str | None:
+        wsgi = self.view.locate("wsgi.py", directory)
+        return wsgi if wsgi is not None and self.view.is_file(wsgi) else None
+
     def _module(self, directory: str) -> tuple[str, str]:
         """APP_MODULE, else wsgi (wsgi.py), else the name in setup.py; and why."""
         if self.env.is_set("APP_MODULE"):
             return self.env.value("APP_MODULE"), self.env.cite("APP_MODULE")
-        wsgi = self.view.locate("wsgi.py", directory)
-        if wsgi is not None and self.view.is_file(wsgi):
+        wsgi = self._wsgi_py(directory)
+        if wsgi is not None:
             return "wsgi", f"{wsgi} exists (APP_MODULE is unset)"
         found = self.view.files_named("setup.py")
         if not found:
@@ -226,7 +283,7 @@ class _Run:
             return None
         port = self.env.value("PORT") or DEFAULT_PORT
         command = self._wrapped(("python", "manage.py", "runserver", f"0.0.0.0:{port}"))
-        why = f"Django is named in {self.django} and manage.py exists; no gunicorn module"
+        why = f"Django is named in {self.django} and manage.py exists; no module to serve"
         return replace(base, kind="runserver", target="manage.py", command=command, reasons=(why,))
 
     def _nothing(self, base: Start) -> Start:

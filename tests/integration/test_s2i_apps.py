@@ -12,7 +12,7 @@ the same options must name the installer assemble announced in the build log
 (`---> Installing dependencies via pipenv ...`), the project install, collectstatic, the
 phases, a dependency layer that is now reused, and the start that the running container
 shows (run's `---> Serving ...` line, Django's migrate, PID 1's command line and working
-directory).
+directory; for mod_wsgi-express, which execs Apache, the handler script it wrote).
 
 Builders: every scenario on python-311 (full, Debian bookworm) and python-313-minimal
 (Debian trixie): both Python versions and both variants, each scenario twice. The apps that
@@ -75,6 +75,12 @@ SCENARIOS = [
     Scenario("locale", "en_US.UTF-8 preferred=UTF-8 fs=utf-8 stdout=utf-8 text=Grüße, 世界 ✓"),
     Scenario("numpy", "numpy: sum=45"),
     Scenario("mod-wsgi", "mod-wsgi: served by Apache mod_wsgi=yes", full_only=True),
+    # sclorg's micropipenv-requirements-test-app: mod_wsgi without gunicorn, only wsgi.py.
+    Scenario(
+        "micropipenv-mod-wsgi",
+        "micropipenv-mod-wsgi: flask served by mod_wsgi-express, mod_wsgi=yes",
+        full_only=True,
+    ),
     Scenario(
         "native-sdists", "native-sdists: kerberos=True mysqlclient=2 enchant=2.", full_only=True
     ),
@@ -192,6 +198,7 @@ def assert_plan_matches_start(start: dict[str, Any], name: str) -> None:
         "script": f"---> Running application from script ({target})",
         "python": f"---> Running application from Python script ({target})",
         "runserver": "---> Serving application with 'manage.py runserver",
+        "mod_wsgi": f"---> Serving application with mod_wsgi-express ({target})",
     }[start["kind"]]
     assert said in logs, logs[-2000:]
     assert ("---> Migrating database" in logs) == bool(start["before"])
@@ -202,10 +209,31 @@ def assert_plan_matches_start(start: dict[str, Any], name: str) -> None:
     ).partition("==\n")
     pid1 = cmdline.splitlines()
     command = start["command"]
-    assert pid1[len(pid1) - len(command) + 1 :] == command[1:], pid1
-    assert pid1[-len(command)].rsplit("/", 1)[-1] == command[0], pid1  # gunicorn: via python
     home = "/opt/app-root/src"
     assert cwd.strip() == (home if start["directory"] == "." else f"{home}/{start['directory']}")
+    if start["kind"] == "mod_wsgi" and command[0] != "tini":
+        assert_mod_wsgi_serves(name, pid1, command, cwd.strip())
+        return
+    assert pid1[len(pid1) - len(command) + 1 :] == command[1:], pid1
+    assert pid1[-len(command)].rsplit("/", 1)[-1] == command[0], pid1  # gunicorn: via python
+
+
+def assert_mod_wsgi_serves(name: str, pid1: list[str], command: list[str], cwd: str) -> None:
+    """mod_wsgi-express writes a server root, /tmp/mod_wsgi-HOST:PORT:UID, and execs Apache
+    from there: PID 1 is httpd, named for mod_wsgi-express, and the handler script it
+    wrote names the entry point, its type and the callable the plan's command gives."""
+    assert "(mod_wsgi-express)" in pid1[0], pid1
+    options = dict(zip(command, command[1:], strict=False))
+    if options.get("--application-type") == "module":
+        entry_type, entry_point = "module", options["module"]
+    else:  # a script file, given first, relative to the working directory
+        entry_type, entry_point = "script", f"{cwd}/{options['start-server']}"
+    server_root = f"/tmp/mod_wsgi-{options['--host']}:{options['--port']}:*"
+    handler = podman("exec", name, "sh", "-c", f"cat {server_root}/handler.wsgi")
+    assert f"entry_point = r'{entry_point}'" in handler, handler
+    assert f"application_type = '{entry_type}'" in handler, handler
+    callable_object = options.get("--callable-object", "application")
+    assert f"callable_object = '{callable_object}'" in handler, handler
 
 
 def podman(*args: str) -> str:

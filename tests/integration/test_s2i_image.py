@@ -7,10 +7,16 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from conftest import BUILDER_PREFIX, BUILDPY
+from fakes import tree
 from itest import inspect_image
+
+from buildpy import run_mirror
+from buildpy.environment import Resolved
+from buildpy.mirror import SourceView, Variables
 
 BUILDERS = {
     f"{BUILDER_PREFIX}/python-311": ("3.11", "full"),
@@ -192,3 +198,42 @@ def test_run_names_a_bare_setup_py_after_setup_cfg(builder: str) -> None:
     )
     done = podman_run(builder, "bash", "-c", script)
     assert "gunicorn cfgname --bind=0.0.0.0:8080" in done.stdout, done.stdout + done.stderr
+
+
+MOD_WSGI_CASES = [
+    {},
+    {"APP_MODULE": "a.b:app", "WEB_CONCURRENCY": "3", "PORT": "8081"},
+    {"APP_MODULE": "a.b", "APP_CONFIG": "conf.py", "WEB_CONCURRENCY": "2"},
+]
+
+
+def test_run_serves_with_mod_wsgi_express_as_the_plan_says(builder: str, tmp_path: Path) -> None:
+    """Without gunicorn, run execs mod_wsgi-express (a stub here, so every builder can
+    answer) with exactly the arguments buildpy plan's mirror of run gives."""
+    files = {"requirements.txt": "mod_wsgi\n", "wsgi.py": "", "a/b.py": ""}
+    script = (
+        "mkdir -p /tmp/app/a /tmp/bin && cd /tmp/app && : > wsgi.py && : > a/b.py"
+        " && printf '#!/bin/sh\\necho mod_wsgi-express \"$@\"\\n' > /tmp/bin/mod_wsgi-express"
+        " && chmod +x /tmp/bin/mod_wsgi-express"
+    )
+    for env in MOD_WSGI_CASES:
+        assigned = " ".join(f"{name}={value}" for name, value in env.items())
+        script += f"; echo ==; env {assigned} HOME=/tmp/app PATH=/tmp/bin:$PATH"
+        script += " /usr/libexec/s2i/run 2>&1"
+    done = podman_run(builder, "bash", "-c", script)
+    outputs = done.stdout.split("==\n")[1:]
+    assert len(outputs) == len(MOD_WSGI_CASES), done.stdout + done.stderr
+    root = tree(tmp_path, files)
+    for env, output in zip(MOD_WSGI_CASES, outputs, strict=True):
+        variables = Variables({k: Resolved(v, "-e", None) for k, v in env.items()})
+        start = run_mirror.decide(
+            SourceView(root), variables, {"requirements.txt": b"mod_wsgi\n"}, ["requirements.txt"]
+        )
+        assert start.kind == "mod_wsgi"
+        assert f"---> Serving application with mod_wsgi-express ({start.target}) ..." in output
+        execed = output.strip().splitlines()[-1].split()
+        if "WEB_CONCURRENCY" not in env:
+            assert execed[-1].isdigit(), output  # default_web_concurrency
+            execed[-1] = run_mirror.WORKERS_COMPUTED
+        assert tuple(execed) == start.command, output
+        assert ("mod_wsgi-express ignores it" in output) == ("APP_CONFIG" in env), output

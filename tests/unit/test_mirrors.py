@@ -290,3 +290,80 @@ def test_nothing_to_start_is_runs_error(tmp_path: Path) -> None:
     assert found.command == () and found.error is not None
     assert "don't know how to run your application" in found.error
     assert "gunicorn is not installed: no file the installer reads names it" in found.assumptions
+
+
+# mod_wsgi-express: run serves a module with it when gunicorn is not installed.
+
+MOD_WSGI = {"requirements.txt": "mod_wsgi\nflask\n"}
+
+
+def test_mod_wsgi_without_gunicorn_serves_wsgi_py(tmp_path: Path) -> None:
+    found = start(tree(tmp_path, {**MOD_WSGI, "wsgi.py": ""}), PORT="8081")
+    assert (found.kind, found.target, found.error) == ("mod_wsgi", "wsgi.py", None)
+    assert found.command == (
+        "mod_wsgi-express", "start-server", "wsgi.py", "--port", "8081", "--host", "0.0.0.0",
+        "--log-to-terminal", "--access-log", "--processes", run_mirror.WORKERS_COMPUTED,
+    )  # fmt: skip
+    assert found.reasons == (
+        "wsgi.py exists (APP_MODULE is unset)",
+        "mod_wsgi is named in requirements.txt; gunicorn is not named",
+    )
+    assert found.workers == run_mirror.WORKERS_RULE
+    assert "mod_wsgi is installed: requirements.txt names it (mod_wsgi-express)" in (
+        found.assumptions
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "entry"),
+    [
+        ("a.b:app", ("--application-type", "module", "a.b", "--callable-object", "app")),
+        ("a.b", ("--application-type", "module", "a.b")),
+    ],
+)
+def test_mod_wsgi_takes_app_module_in_gunicorns_form(
+    tmp_path: Path, module: str, entry: tuple[str, ...]
+) -> None:
+    root = tree(tmp_path, {**MOD_WSGI, "wsgi.py": "", "a/b.py": ""})
+    found = start(root, APP_MODULE=module, WEB_CONCURRENCY="3", ENABLE_INIT_WRAPPER="1")
+    assert (found.kind, found.target) == ("mod_wsgi", module)
+    assert found.command[:5] == ("tini", "-g", "--", "mod_wsgi-express", "start-server")
+    assert found.command[5 : 5 + len(entry)] == entry
+    assert found.command[5 + len(entry)] == "--port"
+    assert found.command[-2:] == ("--processes", "3")
+    assert found.workers == "WEB_CONCURRENCY=3 (.s2i/environment line 1)"
+
+
+def test_mod_wsgi_says_app_config_is_ignored(tmp_path: Path) -> None:
+    found = start(tree(tmp_path, {**MOD_WSGI, "wsgi.py": ""}), APP_CONFIG="conf.py")
+    assert found.kind == "mod_wsgi"
+    assert "APP_CONFIG=conf.py (.s2i/environment line 1) is gunicorn's" in found.notes[-1]
+    assert "mod_wsgi-express ignores it" in found.notes[-1]
+
+
+def test_gunicorn_wins_over_mod_wsgi(tmp_path: Path) -> None:
+    root = tree(tmp_path, {"requirements.txt": "mod-wsgi\ngunicorn\n", "wsgi.py": ""})
+    found = start(root)
+    assert (found.kind, found.target) == ("gunicorn", "wsgi")
+    assert found.command[0] == "gunicorn"
+
+
+def test_django_with_mod_wsgi_serves_before_runserver(tmp_path: Path) -> None:
+    root = tree(
+        tmp_path, {"requirements.txt": "Django\nmod_wsgi\n", "manage.py": "", "wsgi.py": ""}
+    )
+    found = start(root)
+    assert found.kind == "mod_wsgi" and found.command[2] == "wsgi.py"
+    assert [step.command for step in found.before] == ["python manage.py migrate --noinput"]
+
+
+def test_mod_wsgi_serves_the_setup_py_name(tmp_path: Path) -> None:
+    root = tree(tmp_path, {**MOD_WSGI, "setup.py": "setup(name='myapp')\n"})
+    found = start(root)
+    assert (found.kind, found.target) == ("mod_wsgi", "myapp")
+    assert found.command[2:5] == ("--application-type", "module", "myapp")
+
+
+def test_mod_wsgi_without_a_module_is_runs_error(tmp_path: Path) -> None:
+    found = start(tree(tmp_path, {**MOD_WSGI, "templates/index.html": ""}))
+    assert found.kind is None and found.error is not None
