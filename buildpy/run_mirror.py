@@ -59,7 +59,8 @@ def decide(
         env,
         gunicorn=names(files, reads, "gunicorn"),
         django=names(files, reads, "django"),
-        mod_wsgi=names(files, reads, "mod_wsgi"),
+        # mod_wsgi-standalone brings its own Apache: mod_wsgi-express on any builder
+        mod_wsgi=names(files, reads, "mod_wsgi") or names(files, reads, "mod_wsgi-standalone"),
     ).decide()
 
 

@@ -314,6 +314,12 @@ def test_mod_wsgi_without_gunicorn_serves_wsgi_py(tmp_path: Path) -> None:
     )
 
 
+def test_mod_wsgi_standalone_brings_mod_wsgi_express_too(tmp_path: Path) -> None:
+    files = {"requirements.txt": "mod-wsgi-standalone\n", "wsgi.py": ""}
+    found = start(tree(tmp_path, files))
+    assert (found.kind, found.target) == ("mod_wsgi", "wsgi.py")
+
+
 @pytest.mark.parametrize(
     ("module", "entry"),
     [
