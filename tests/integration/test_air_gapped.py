@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -80,6 +81,73 @@ def test_a_lock_naming_pypi_python_org_builds_through_a_mirror_with_credentials(
     saved = tmp_path / "image.tar"
     subprocess.run(["podman", "save", "-o", str(saved), built.tag], check=True)
     assert not _contains(saved, TOKEN.encode()), "the token is in the saved image"
+
+
+def test_a_redirected_lock_keeps_its_local_path_pointing_at_the_source(
+    buildpy_build: BuildFn, simple_index_url: str
+) -> None:
+    """sclorg's micropipenv-test-app: Pipfile.lock names pypi.python.org and installs the
+    application itself as {path = ".", editable = true}. Through --index-url micropipenv
+    reads a redirected copy of the lock kept outside the source: "." must still be the
+    source (it was the copy's directory: "neither 'setup.py' nor 'pyproject.toml' found")."""
+    app = APPS / "micropipenv-local-path"
+    built = buildpy_build(
+        app, "--index-url", simple_index_url, "--network", "host", builder=MINIMAL, offline=False
+    )
+    with running(built.tag, user="12345") as (url, name):
+        status, body = http_get(url + "/", timeout=90, name=name)
+    assert (status, body) == (200, f"{app.name}: localapp=1.0 from the lock's local path\n")
+    assert '"path": "."' in (app / "Pipfile.lock").read_text()  # the user's file as it was
+
+
+def test_a_lock_installer_only_warns_about_an_unreachable_pip_index(
+    buildpy_build: BuildFn, simple_index_url: str, tmp_path: Path
+) -> None:
+    """sclorg's micropipenv-test-app sets PIP_INDEX_URL=https://example.com/ on purpose: the
+    lock's packages come from the index it names, and the tool from wherever it can. With
+    micropipenv and a lock, an unreachable PIP_INDEX_URL is a warning, not the failure it is
+    for pip (test_battery_indexes.py); here the tool comes from the extra index."""
+    app = tmp_path / "app"
+    shutil.copytree(MICROPIPENV_APP, app)
+    for name in ("Pipfile", "Pipfile.lock"):  # the lock names the loopback index
+        path = app / name
+        path.write_text(
+            path.read_text().replace("https://pypi.python.org/simple", simple_index_url)
+        )
+    _rehash_pipfile_lock(app)
+    unreachable = "http://127.0.0.1:9/simple"
+    (app / ".s2i" / "environment").write_text(
+        f"ENABLE_MICROPIPENV=1\nPIP_INDEX_URL={unreachable}\n"
+        f"PIP_EXTRA_INDEX_URL={simple_index_url}\n"
+    )
+    built = buildpy_build(app, "--network", "host", builder=MINIMAL, offline=False)
+    assert f"WARNING: the package index {unreachable} cannot be reached" in built.stderr
+    with running(built.tag, user="12345") as (url, name):
+        status, body = http_get(url + "/", timeout=90, name=name)
+    assert status == 200 and body.startswith("micropipenv-pypi-python-org: installed")
+
+
+def _rehash_pipfile_lock(app: Path) -> None:
+    """Pipfile.lock's _meta.hash as pipenv computes it from the Pipfile (micropipenv --deploy
+    checks it)."""
+    import hashlib
+    import json
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+    pipfile = tomllib.loads((app / "Pipfile").read_text())
+    data = {
+        "_meta": {"sources": pipfile["source"], "requires": pipfile.get("requires", {})},
+        "default": pipfile.get("packages", {}),
+        "develop": pipfile.get("dev-packages", {}),
+    }
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
+    lock = json.loads((app / "Pipfile.lock").read_text())
+    lock["_meta"]["hash"] = {"sha256": digest.hexdigest()}
+    (app / "Pipfile.lock").write_text(json.dumps(lock, indent=4) + "\n")
 
 
 @pytest.mark.parametrize(("app", "lock"), [("uv-lock", "uv.lock"), ("poetry-lock", "poetry.lock")])

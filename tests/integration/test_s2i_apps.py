@@ -59,6 +59,10 @@ SCENARIOS = [
     Scenario(
         "micropipenv-pypi-python-org", "micropipenv-pypi-python-org: installed from a lock naming"
     ),
+    # sclorg's micropipenv-test-app: the lock installs the application as a local path.
+    Scenario(
+        "micropipenv-local-path", "micropipenv-local-path: localapp=1.0 from the lock's local path"
+    ),
     # Locks pinning versions older than the newest: exactly those, no dev group, and the
     # project itself only where it is not virtual.
     Scenario("uv-lock", "uv-lock: flask=3.0.0 werkzeug=3.0.1 six=none\n"),
