@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from buildpy import cache, dependencies, foreign, image, log, scripts, source
-from buildpy.container import ArchiveFactory, build_env_member
+from buildpy.container import ArchiveFactory, Committed, WorkingContainer, build_env_member
 from buildpy.engine import CommitSpec, Engine, ImageInfo
 from buildpy.errors import AssembleFailed, EngineError
 from buildpy.plan import S2I_ENVIRONMENT, BuildPlan
@@ -248,15 +248,23 @@ def _build(session: BuildSession, inputs: Inputs, parent: ImageInfo | None) -> D
         upload = container.upload(scripts.UPLOAD_DIR, archive)
         assembled = container.assemble(session.out).check()
         application = "copy" if assembled.said(APPLICATION_MARKER) == "copy" else "run"
-        changes = [f"LABEL {APPLICATION_LABEL}={application}"]
-        owner = session.owner.label()
-        if owner:
-            changes.append(f"LABEL {cache.OWNER_LABEL}={owner}")
-        repository, tag = image.split_tag(inputs.tag)
-        committed = container.commit(CommitSpec(tuple(changes), repository, tag))
+        committed = _commit_layer(session, container, inputs, application)
     _give_names(session.engine, ImageInfo(committed.image_id, inputs.tag, labels=labels), inputs)
     seconds = upload + assembled.seconds + committed.seconds
     return DependencyLayer(committed.image_id, False, application, seconds)
+
+
+def _commit_layer(
+    session: BuildSession, container: WorkingContainer, inputs: Inputs, application: str
+) -> Committed:
+    """Commit a dependency layer under its key's tag, saying what its application phase
+    needs (``copy`` or ``run``) and who owns its files."""
+    changes = [f"LABEL {APPLICATION_LABEL}={application}"]
+    owner = session.owner.label()
+    if owner:
+        changes.append(f"LABEL {cache.OWNER_LABEL}={owner}")
+    repository, tag = image.split_tag(inputs.tag)
+    return container.commit(CommitSpec(tuple(changes), repository, tag))
 
 
 def _build_foreign(session: BuildSession, inputs: Inputs) -> DependencyLayer | None:
@@ -278,12 +286,7 @@ def _build_foreign(session: BuildSession, inputs: Inputs) -> DependencyLayer | N
         with session.container(session.builder.id, env, labels, command=command) as container:
             upload = container.upload(scripts.UPLOAD_DIR, archive)
             assembled = container.assemble(session.out).check()
-            changes = [f"LABEL {APPLICATION_LABEL}=run"]
-            owner = session.owner.label()
-            if owner:
-                changes.append(f"LABEL {cache.OWNER_LABEL}={owner}")
-            repository, tag = image.split_tag(inputs.tag)
-            committed = container.commit(CommitSpec(tuple(changes), repository, tag))
+            committed = _commit_layer(session, container, inputs, "run")
     except AssembleFailed as exc:
         _log.warning(
             "the builder's assemble failed with only the dependency files; building in one phase",

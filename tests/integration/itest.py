@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +23,27 @@ import pytest
 # Names of the containers `running` started in this session: root's storage is shared by
 # every session on the host, so another session's containers are not this one's leftovers.
 STARTED: set[str] = set()
+
+
+def file_contains(path: Path, needle: bytes) -> bool:
+    """Whether a (large) file holds ``needle`` anywhere, read in overlapping chunks."""
+    overlap = b""
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            if needle in overlap + chunk:
+                return True
+            overlap = chunk[-len(needle) :]
+    return False
+
+
+def shell_env(podman_url: str) -> dict[str, str]:
+    """The environment a documented shell block runs in: this Podman, and ``buildpy`` on
+    PATH from the interpreter running the tests."""
+    return {
+        **os.environ,
+        "CONTAINER_HOST": podman_url,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
 
 
 def free_port() -> int:

@@ -10,6 +10,8 @@ built through such a mirror, and how an unreachable index fails.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -18,9 +20,14 @@ import time
 import uuid
 from pathlib import Path
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.9 and 3.10
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
 import pytest
 from conftest import APPS, BUILDER_PREFIX, HOST_CA, BuildFn, Built, built_event
-from itest import http_get, inspect_image, running
+from itest import file_contains, http_get, inspect_image, running
 from wheelhouses import AppsWheelhouse
 
 MINIMAL = f"{BUILDER_PREFIX}/python-311-minimal"
@@ -80,7 +87,7 @@ def test_a_lock_naming_pypi_python_org_builds_through_a_mirror_with_credentials(
     assert "127.0.0.1" not in repr(info["Config"])
     saved = tmp_path / "image.tar"
     subprocess.run(["podman", "save", "-o", str(saved), built.tag], check=True)
-    assert not _contains(saved, TOKEN.encode()), "the token is in the saved image"
+    assert not file_contains(saved, TOKEN.encode()), "the token is in the saved image"
 
 
 def test_a_redirected_lock_keeps_its_local_path_pointing_at_the_source(
@@ -130,14 +137,6 @@ def test_a_lock_installer_only_warns_about_an_unreachable_pip_index(
 def _rehash_pipfile_lock(app: Path) -> None:
     """Pipfile.lock's _meta.hash as pipenv computes it from the Pipfile (micropipenv --deploy
     checks it)."""
-    import hashlib
-    import json
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:
-        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
-
     pipfile = tomllib.loads((app / "Pipfile").read_text())
     data = {
         "_meta": {"sources": pipfile["source"], "requires": pipfile.get("requires", {})},
@@ -208,14 +207,3 @@ def test_an_unreachable_lock_index_fails_at_once_saying_what_to_do(
     assert "pypi.python.org cannot be resolved" in error
     assert "--index-url" in error and "--wheelhouse" in error
     assert time.monotonic() - started < 120
-
-
-def _contains(path: Path, needle: bytes) -> bool:
-    """Whether a (large) file holds ``needle``, read in chunks."""
-    overlap = b""
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            if needle in overlap + chunk:
-                return True
-            overlap = chunk[-len(needle) :]
-    return False

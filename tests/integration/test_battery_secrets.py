@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from battery import APP_PY, BUILDER, Case, Outcome
 from conftest import HOST_CA
+from itest import file_contains
 
 SECRETS = {
     "build-env-value": "bpsecret-build-env-3f9a1c",
@@ -82,22 +83,11 @@ def saved(podman_url: str) -> Iterator[Saved]:
         case.close()
 
 
-def _found_in(path: Path, needle: bytes) -> bool:
-    """Whether ``needle`` occurs anywhere in the file (read in overlapping chunks)."""
-    tail = b""
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            if needle in tail + chunk:
-                return True
-            tail = chunk[-len(needle) :]
-    return False
-
-
 @pytest.mark.parametrize("secret", list(SECRETS.values()), ids=list(SECRETS))
 def test_no_build_only_value_in_any_byte_of_the_image(saved: Saved, secret: str) -> None:
     saved.outcome.expect_success(saved.tag)
     assert saved.archive.stat().st_size > 10_000_000  # a whole image, layers included
-    assert not _found_in(saved.archive, secret.encode())
+    assert not file_contains(saved.archive, secret.encode())
 
 
 def test_the_index_credentials_did_reach_pip(saved: Saved) -> None:

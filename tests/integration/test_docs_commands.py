@@ -23,16 +23,15 @@ Nothing here reads buildpy's log lines: only exit statuses, stdout and the image
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import BUILDER_PREFIX, HOST_CA, ROOT
+from itest import shell_env
 
 SHELL = ("sh", "bash", "console")
 FENCE = re.compile(r"^(\s*)```(\S*)(.*)$")
@@ -184,11 +183,7 @@ def test_the_page_runs_as_written(page: Path, podman_url: str, tmp_path: Path) -
     script = script.replace("localhost/buildpy/", f"{BUILDER_PREFIX}/")
     app = tmp_path / "myapp"
     shutil.copytree(EXAMPLE, app)
-    env = {
-        **os.environ,
-        "CONTAINER_HOST": podman_url,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
+    env = shell_env(podman_url)
     tags = names(script, "--tag") | names(script, "-t")
     containers = names(script, "--name")
     try:

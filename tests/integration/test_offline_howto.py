@@ -11,16 +11,14 @@ The wheelhouse is kept in ~/.cache/buildpy/doc-wheelhouse: its first run fetches
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import BUILDER_PREFIX, HOST_CA, ROOT
-from itest import http_get, running
+from itest import http_get, running, shell_env
 from wheelhouses import CACHE
 
 HOWTO = ROOT / "docs" / "how-to" / "offline-builds.md"
@@ -46,11 +44,7 @@ def test_the_air_gapped_walk_through_runs_as_written(podman_url: str, tmp_path: 
     kept = CACHE / "doc-wheelhouse"
     kept.mkdir(parents=True, exist_ok=True)
     (tmp_path / "wheels").symlink_to(kept)
-    env = {
-        **os.environ,
-        "CONTAINER_HOST": podman_url,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
+    env = shell_env(podman_url)
     script = "\n".join(marked_blocks())
     try:
         done = subprocess.run(
