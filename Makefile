@@ -30,11 +30,12 @@ test-rootless: setup wheelhouse
 unit: setup
 	.venv/bin/python -m pytest tests/unit
 
-# s2i/poetry-requirements is Python (ruff), the other scripts are shell (shellcheck).
+# s2i/poetry-requirements and s2i/record-inputs are Python (ruff), the other scripts are shell
+# (shellcheck).
 lint: setup
-	.venv/bin/ruff check buildpy tests s2i/poetry-requirements
+	.venv/bin/ruff check buildpy tests s2i/poetry-requirements s2i/record-inputs
 	.venv/bin/mypy
-	shellcheck $(filter-out s2i/poetry-requirements,$(wildcard s2i/*)) scripts/* .ci/run
+	shellcheck $(filter-out s2i/poetry-requirements s2i/record-inputs,$(wildcard s2i/*)) scripts/* .ci/run
 
 # buildpy on RHEL 9's Python: the unit tests again under Python 3.9 (Debian bullseye), in a
 # container.

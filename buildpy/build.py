@@ -28,7 +28,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from buildpy import artifacts, cache, cachesize, image, layer, log, scripts, source
+from buildpy import artifacts, cache, cachesize, image, layer, log, scripts, source, staticfiles
 from buildpy.container import (
     ArchiveFactory,
     Committed,
@@ -82,6 +82,8 @@ def run(plan: BuildPlan, engine: Engine, output: Output | None = None) -> BuildR
         commit = _final_commit(session, deps)
         if deps is not None and deps.application == "copy" and _can_place(session):
             final = _place(session, deps.image_id, commit)
+        elif deps is not None and deps.application == "collectstatic" and _can_place(session):
+            final = _collect_static(session, deps, commit)
         elif deps is not None and deps.foreign:
             final, deps = _assemble_on_foreign(session, deps, commit)
         else:
@@ -168,14 +170,37 @@ def _assemble_on_foreign(
         return _assemble(session, None, _final_commit(session, None)), None
 
 
-def _assemble(
-    session: BuildSession, deps: layer.DependencyLayer | None, commit: CommitSpec
+def _collect_static(
+    session: BuildSession, deps: layer.DependencyLayer, commit: CommitSpec
 ) -> _Final:
-    """Upload the source (and artifacts) to /tmp, run assemble, commit."""
+    """Django's application phase, where collectstatic is all assemble has left to run:
+    the static files an earlier build kept, placed with the source, while none of their
+    inputs changed (``staticfiles``); else assemble, keeping what its collectstatic makes."""
+    plan = session.plan
+    env = {**plan.image_env, **session.build_env("application")}
+    if staticfiles.disabled(env):
+        return _place(session, deps.image_id, commit)
+    name = staticfiles.key(deps.image_id, env)
+    kept = staticfiles.find(name, plan.root, plan.rules)
+    if kept is None:
+        return _assemble(session, deps, commit, keep=name)
+    _log.info("static files placed", inputs=kept.inputs)
+    return _place(session, deps.image_id, commit, kept)
+
+
+def _assemble(
+    session: BuildSession,
+    deps: layer.DependencyLayer | None,
+    commit: CommitSpec,
+    keep: str | None = None,
+) -> _Final:
+    """Upload the source (and artifacts) to /tmp, run assemble, commit; with ``keep``,
+    keep the static files its collectstatic made under that name (``staticfiles``)."""
     plan = session.plan
     start = session.builder.id if deps is None else deps.image_id
     phase = None if deps is None or deps.foreign else "application"
-    upload = source_archive(plan, session.build_env(phase))
+    record = {staticfiles.RECORD_VARIABLE: "1"} if keep is not None else {}
+    upload = source_archive(plan, session.build_env(phase, None, **record))
     with (
         _incremental(session) as saved,
         session.container(start, plan.image_env, plan.labels) as container,
@@ -188,17 +213,24 @@ def _assemble(
         assembled = container.assemble(session.out).check()
         _log.info("assembled", seconds=round(assembled.seconds, 3))
         committed = _committed(container, commit)
+        said = assembled.said(staticfiles.INPUTS_MARKER) if keep is not None else None
+        if keep is not None and said is not None:
+            staticfiles.keep(keep, said, plan.root, plan.rules, session.engine, container.id)
     times = {"upload": seconds, "assemble": assembled.seconds, "commit": committed.seconds}
     return _Final(committed.image_id, times)
 
 
-def _place(session: BuildSession, start: str, commit: CommitSpec) -> _Final:
-    """Put the source where assemble would leave it, in a container that never runs."""
+def _place(
+    session: BuildSession, start: str, commit: CommitSpec, kept: staticfiles.Kept | None = None
+) -> _Final:
+    """Put the source where assemble would leave it (with ``kept`` static files), in a
+    container that never runs."""
     plan = session.plan
     home = PurePosixPath(session.builder.env["HOME"])
     session.reaper.release()  # nothing will run: the dependency container may go now
+    extra = kept.members(home.name) if kept is not None else []
     with session.container(start, plan.image_env, plan.labels, runs=False) as container:
-        seconds = container.upload(str(home.parent), _placed_source(plan, home.name))
+        seconds = container.upload(str(home.parent), _placed_source(plan, home.name, extra))
         _log.info("source placed", path=str(home), seconds=round(seconds, 3))
         committed = _committed(container, commit)
     return _Final(
@@ -245,14 +277,18 @@ def _incremental(session: BuildSession) -> Iterator[ArchiveFactory | None]:
         yield saved
 
 
-def _placed_source(plan: BuildPlan, dest: str) -> ArchiveFactory:
-    """The source as assemble would leave it in $HOME: owned by the user, group like owner."""
+def _placed_source(
+    plan: BuildPlan, dest: str, extra: list[source.Member] | None = None
+) -> ArchiveFactory:
+    """The source as assemble would leave it in $HOME: owned by the user, group like owner
+    (and ``extra`` members after it)."""
 
     def archive(uid: int, gid: int) -> source.TarStream:
         return source.tar_stream(
             plan.root,
             rules=plan.rules,
             layout=source.Layout(dest, uid, gid, group_like_owner=True),
+            extra=extra or (),
         )
 
     return archive

@@ -762,7 +762,7 @@ def _usage(args: argparse.Namespace) -> int:
 def _cache(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
-    from buildpy import cache, leftovers
+    from buildpy import cache, leftovers, staticfiles
 
     if args.cache_command == "export":
         return _cache_export(args)
@@ -777,6 +777,7 @@ def _cache(args: argparse.Namespace) -> int:
             sections = [("cached", cache.listing(engine))]
         listed = [image for _, found in sections for image in found.images]
         measured = {layer.image.id: layer for layer in cache.layers(engine, listed)}
+    static = staticfiles.prune() if args.cache_command == "prune" else 0
     for name in swept:
         print(f"removed\t{'volume' if leftovers.is_volume(name) else 'container'}\t{name}")
     for verb, found in sections:
@@ -790,6 +791,8 @@ def _cache(args: argparse.Namespace) -> int:
             )
         for name, mountpoint in found.volumes:
             print(f"{verb}\tvolume\t{name}\t{mountpoint}")
+    if static:
+        print(f"removed\tstatic\t{staticfiles.STORE}\t{static} kept collectstatic results")
     return 0
 
 

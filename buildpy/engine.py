@@ -173,6 +173,12 @@ class Engine(Protocol):
         """Stream one file out of the container into ``dest``; False when it is missing."""
         ...
 
+    def archive(self, container: str, path: str, dest: BinaryIO) -> bool:
+        """Stream ``path`` (a directory and all it holds) out of the container into
+        ``dest`` as a tar archive whose names start with the path's last component;
+        False when it is missing."""
+        ...
+
     def run(self, container: str, output: Callable[[bytes], object]) -> int:
         """Start the container, hand its output (stdout and stderr) to ``output`` as it
         comes, and return its exit status once it has exited."""

@@ -16,7 +16,8 @@ the result is kept as a dependency image named by a key of its inputs (see
 
 The dependency phase's assemble ends by printing ``BUILDPY_APPLICATION_PHASE=copy``
 when the application phase has nothing to run but placing the source (no project to
-install, no Django collectstatic), else ``=run``; the answer is kept on the image
+install, no Django collectstatic), ``=collectstatic`` when Django's collectstatic is all
+it has to run (see ``staticfiles``), else ``=run``; the answer is kept on the image
 (label ``io.buildpy.application-phase``) so reuses know it too. s2i/assemble makes
 that decision and the install decision of the application phase in one place
 (``project_installer``).
@@ -82,7 +83,7 @@ class DependencyLayer:
 
     image_id: str
     reused: bool
-    application: str  # "copy": only place the source; "run": run assemble again
+    application: str  # "copy": only place the source; "collectstatic"; "run": assemble
     seconds: float = 0.0  # spent making it (0 when reused)
     foreign: bool = False  # made by a builder's own assemble, without buildpy's phases
 
@@ -247,11 +248,18 @@ def _build(session: BuildSession, inputs: Inputs, parent: ImageInfo | None) -> D
     with session.container(start, env, labels) as container:
         upload = container.upload(scripts.UPLOAD_DIR, archive)
         assembled = container.assemble(session.out).check()
-        application = "copy" if assembled.said(APPLICATION_MARKER) == "copy" else "run"
+        application = _application(assembled.said(APPLICATION_MARKER))
         committed = _commit_layer(session, container, inputs, application)
     _give_names(session.engine, ImageInfo(committed.image_id, inputs.tag, labels=labels), inputs)
     seconds = upload + assembled.seconds + committed.seconds
     return DependencyLayer(committed.image_id, False, application, seconds)
+
+
+def _application(said: str | None) -> str:
+    """What the application phase needs, as the dependency phase said: "copy" (only
+    placing the source), "collectstatic" (that and Django's collectstatic, see
+    ``staticfiles``) or "run" (assemble, for anything else or nothing said)."""
+    return said if said in ("copy", "collectstatic") else "run"
 
 
 def _commit_layer(

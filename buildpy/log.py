@@ -152,6 +152,10 @@ _TEMPLATES = {
     "dependency layer reused": "dependency layer reused: {image}",
     "source uploaded": "source uploaded",
     "source placed": "source placed: nothing left to run in the application phase",
+    "static files placed": (
+        "static files placed as collectstatic left them ({inputs} inputs unchanged)"
+    ),
+    "collectstatic runs": "collectstatic runs again: {path} changed since it last ran",
     "running assemble": "running assemble ({script})",
     "assembled": "assemble done",
     "committed": "committed {image}",

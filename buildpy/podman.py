@@ -234,6 +234,18 @@ class PodmanEngine:
             raise
         return False
 
+    def archive(self, container: str, path: str, dest: BinaryIO) -> bool:
+        try:
+            with _translated(f"read {path} from the container"):
+                chunks, _ = self._container(container).get_archive(path, chunk_size=1 << 20)
+                for chunk in chunks:
+                    dest.write(chunk)
+        except EngineError as exc:
+            if _not_found(exc.__cause__):
+                return False
+            raise
+        return True
+
     def run(self, container: str, output: Callable[[bytes], object]) -> int:
         """Attach, start, pass the output on as it comes, return the exit status.
 

@@ -358,6 +358,46 @@ def _walk(root: Path, rules: IgnoreRules, warn: Warn | None) -> Iterator[Entry]:
             stack.append((relpath + "/", iter(_list_dir(entry.path))))
 
 
+def lookup(root: Path, rules: IgnoreRules, relpath: str) -> os.stat_result | None:
+    """``relpath`` as the upload has it: its lstat, or None when the upload leaves it out
+    (missing, ignored, below an ignored directory or a cache directory, or a socket,
+    FIFO or device). ``"."`` is the root."""
+    if relpath in (".", ""):
+        return _check_root(root)
+    parts = relpath.split("/")
+    for depth in range(1, len(parts) + 1):
+        here = "/".join(parts[:depth])
+        try:
+            st = os.lstat(root / here)
+        except OSError:
+            return None
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if depth < len(parts) and not is_dir:
+            return None
+        if rules.ignored_here(here, is_dir) or (is_dir and _is_cache_dir(str(root / here))):
+            return None
+    if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        return None
+    return st
+
+
+def listing(root: Path, rules: IgnoreRules, relpath: str) -> list[str] | None:
+    """The names the upload holds in directory ``relpath`` (sorted as the walk sends
+    them), or None when ``relpath`` is no directory of the upload."""
+    st = lookup(root, rules, relpath)
+    if st is None or not stat.S_ISDIR(st.st_mode):
+        return None
+    prefix = "" if relpath in (".", "") else relpath + "/"
+    names = []
+    for item in _list_dir(root / prefix if prefix else root):
+        is_dir = item.is_dir(follow_symlinks=False)
+        if rules.ignored_here(prefix + item.name, is_dir) or (is_dir and _is_cache_dir(item.path)):
+            continue
+        if is_dir or item.is_file(follow_symlinks=False) or item.is_symlink():
+            names.append(item.name)
+    return names
+
+
 # --------------------------------------------------------------------------- tar
 
 

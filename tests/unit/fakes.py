@@ -221,6 +221,27 @@ class FakeEngine:
         dest.write(found)
         return True
 
+    def archive(self, container: str, path: str, dest: BinaryIO) -> bool:
+        """A tar of the files placed (or given in ``files``) below ``path``."""
+        below = {
+            name[len(path) + 1 :]: data
+            for name, data in {
+                **self.files,
+                **{p: d for (c, p), d in self.placed.items() if c == container},
+            }.items()
+            if name.startswith(path + "/")
+        }
+        if not below:
+            return False
+        top = path.rstrip("/").rsplit("/", 1)[-1]
+        with tarfile.open(fileobj=dest, mode="w|") as archive:
+            archive.addfile(_dir_info(top))
+            for name, data in sorted(below.items()):
+                info = tarfile.TarInfo(f"{top}/{name}")
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        return True
+
     def run(self, container: str, output: Callable[[bytes], object]) -> int:
         self.started.append(container)
         if self.on_run is not None:
@@ -406,3 +427,9 @@ def tree(root: Path, files: dict[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return root
+
+
+def _dir_info(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode = tarfile.DIRTYPE, 0o775
+    return info

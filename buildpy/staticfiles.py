@@ -1,0 +1,267 @@
+"""Django's collected static files, kept after one build and placed again by the next
+while nothing collectstatic read has changed.
+
+A Django application's phase runs ``manage.py collectstatic`` (s2i/assemble) even when
+only a view changed: a container start and a Django start for every rebuild. In buildpy's
+application phase, assemble runs it under s2i/record-inputs, which notes what it read from
+the source (files, directory listings, lookups: settings, apps, static directories, and the
+import system's view of each package) and Django's STATIC_ROOT. After the commit buildpy
+keeps that record with an archive of STATIC_ROOT (``keep``). A later build whose
+dependency layer and variables are the same, and whose source still gives every recorded
+path the same content, listing and kind, places the source and the kept files without
+running anything (``find``; ``members``), as a copy-only application phase does.
+
+Nothing is kept when the record cannot be trusted (collectstatic ran a program, used the
+network, read a build-only file or wrote outside STATIC_ROOT), when STATIC_ROOT is not
+inside the source directory or is itself part of the source, or when what it holds is
+not plain files and directories. The store (``$XDG_CACHE_HOME/buildpy/static``) keeps the
+newest ``KEEP`` entries; ``buildpy cache prune`` empties it. docs/reference/static-files.md
+says all of this for users.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from buildpy import cachesize, log, source
+from buildpy.engine import Engine
+from buildpy.errors import EngineError
+
+_log = log.get(__name__)
+
+RECORD_VARIABLE = "BUILDPY_RECORD_INPUTS"  # assemble: run collectstatic under record-inputs
+INPUTS_MARKER = "BUILDPY_STATIC_INPUTS"  # assemble's line with record-inputs' record
+DISABLE_VARIABLE = "DISABLE_COLLECTSTATIC"
+STORE = cachesize.STATE_DIR / "static"
+KEEP = 16
+_FORMAT = "1"
+_INPUTS = "inputs.json"
+_FILES = "files.tar"
+
+
+@dataclass(frozen=True)
+class View:
+    """What the source gives the recorded paths: file digests ("-": not in the upload),
+    directory listings (None: no directory), kinds ("d", "f", "l", or "-")."""
+
+    reads: dict[str, str]
+    listed: dict[str, list[str] | None]
+    looked: dict[str, str]
+
+    @classmethod
+    def of(
+        cls,
+        root: Path,
+        rules: source.IgnoreRules,
+        reads: list[str],
+        listed: list[str],
+        looked: list[str],
+    ) -> View:
+        return cls(
+            {path: _digest(root, rules, path) for path in reads},
+            {path: source.listing(root, rules, path) for path in listed},
+            {path: _kind(root, rules, path) for path in looked},
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {"reads": self.reads, "listed": self.listed, "looked": self.looked}
+
+    def first_difference(self, other: View) -> str | None:
+        """The first path whose content, listing or kind differs, or None."""
+        for mine, theirs in (
+            (self.reads, other.reads),
+            (self.listed, other.listed),
+            (self.looked, other.looked),
+        ):
+            for path in sorted(mine):
+                if mine[path] != theirs.get(path):
+                    return path
+        return None
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A kept collectstatic result: where STATIC_ROOT is (relative to the source
+    directory), how many inputs it was checked against, and its archive."""
+
+    static_root: str
+    inputs: int
+    archive: Path
+
+    def members(self, dest: str) -> list[source.Member]:
+        """The kept files as archive members under ``dest/STATIC_ROOT``."""
+        parent = PurePosixPath(dest) / PurePosixPath(self.static_root).parent
+        members = []
+        with tarfile.open(self.archive, mode="r:") as archive:
+            for info in archive:
+                name = str(parent / info.name)
+                if info.isdir():
+                    members.append(source.Member(name + "/", b"", info.mode, int(info.mtime)))
+                else:
+                    handle = archive.extractfile(info)
+                    data = handle.read() if handle is not None else b""
+                    members.append(source.Member(name, data, info.mode, int(info.mtime)))
+        return members
+
+
+def key(dependency_image: str, env: Mapping[str, str]) -> str:
+    """The store's name for results made on this dependency layer with these variables
+    (all that collectstatic saw besides the source: the image's and the build's)."""
+    text = json.dumps([_FORMAT, dependency_image, sorted(env.items())])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def disabled(env: Mapping[str, str]) -> bool:
+    """Whether assemble would skip collectstatic (any non-empty DISABLE_COLLECTSTATIC)."""
+    return bool(env.get(DISABLE_VARIABLE))
+
+
+def find(name: str, root: Path, rules: source.IgnoreRules) -> Kept | None:
+    """The kept result named ``name`` if the source still gives every recorded path what
+    it gave then; None (and a line saying which path changed) otherwise."""
+    entry = STORE / name
+    try:
+        saved = json.loads((entry / _INPUTS).read_text(encoding="utf-8"))
+        then = View(saved["reads"], saved["listed"], saved["looked"])
+        static_root = str(saved["static_root"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not (entry / _FILES).is_file():
+        return None
+    now = View.of(root, rules, list(then.reads), list(then.listed), list(then.looked))
+    changed = then.first_difference(now)
+    if changed is not None:
+        _log.info("collectstatic runs", path=changed)
+        return None
+    os.utime(entry)  # the newest entries are kept
+    count = len(then.reads) + len(then.listed) + len(then.looked)
+    return Kept(static_root, count, entry / _FILES)
+
+
+def keep(
+    name: str,
+    said: str,
+    root: Path,
+    rules: source.IgnoreRules,
+    engine: Engine,
+    container: str,
+) -> bool:
+    """Keep what collectstatic made in ``container`` with its record (assemble's
+    ``INPUTS_MARKER`` line, ``said``); False, and why at debug level, when it cannot be."""
+    reason, record = _usable(said, root, rules)
+    if record is None:
+        _log.debug("static files not kept", reason=reason)
+        return False
+    view, static_root, home = record
+    STORE.mkdir(parents=True, exist_ok=True, mode=0o700)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=STORE))
+    try:
+        with open(staging / _FILES, "wb") as archive:
+            found = engine.archive(container, f"{home}/{static_root}", archive)
+        if not found or not _plain(staging / _FILES):
+            _log.debug("static files not kept", reason="STATIC_ROOT holds more than files")
+            return False
+        document = {"static_root": static_root, **view.as_json()}
+        (staging / _INPUTS).write_text(json.dumps(document), encoding="utf-8")
+        entry = STORE / name
+        shutil.rmtree(entry, ignore_errors=True)
+        os.replace(staging, entry)
+    except (OSError, EngineError) as exc:
+        _log.debug("static files not kept", reason=str(exc))
+        return False
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _trim()
+    return True
+
+
+def _usable(
+    said: str, root: Path, rules: source.IgnoreRules
+) -> tuple[str, tuple[View, str, str] | None]:
+    """The host's view of the recorded paths, STATIC_ROOT relative to the source
+    directory, and that directory, or why the record is not usable."""
+    try:
+        record = json.loads(said)
+        home = str(record["root"])
+        static_root = record["static_root"]
+        reads: dict[str, str] = dict(record["reads"])
+        listed, looked = list(record["listed"]), list(record["looked"])
+        untracked = list(record["untracked"])
+    except (ValueError, KeyError, TypeError):
+        return "the record cannot be read", None
+    if untracked:
+        return f"collectstatic {untracked[0]}", None
+    inside = static_root.startswith(home + "/") if isinstance(static_root, str) else False
+    if not inside:
+        return "STATIC_ROOT is not inside the source directory", None
+    relative = static_root[len(home) + 1 :]
+    if source.lookup(root, rules, relative) is not None:
+        return "STATIC_ROOT is part of the source", None
+    view = View.of(root, rules, list(reads), listed, list(looked))
+    if view.reads != reads:  # the source changed since it was uploaded
+        return "a file collectstatic read has changed since the upload", None
+    return "", (view, relative, home)
+
+
+def _plain(archive: Path) -> bool:
+    """Whether an archive holds only directories and regular files."""
+    try:
+        with tarfile.open(archive, mode="r:") as opened:
+            return all(info.isdir() or info.isfile() for info in opened)
+    except tarfile.TarError:
+        return False
+
+
+def _trim() -> None:
+    """Keep the newest ``KEEP`` entries (by their last use)."""
+    try:
+        entries = sorted(
+            (p for p in STORE.iterdir() if p.is_dir() and not p.name.startswith(".")),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+    except OSError:
+        return
+    for old in entries[KEEP:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def prune() -> int:
+    """Remove every kept result; how many there were."""
+    try:
+        entries = [p for p in STORE.iterdir() if p.is_dir()]
+    except OSError:
+        return 0
+    for entry in entries:
+        shutil.rmtree(entry, ignore_errors=True)
+    return len(entries)
+
+
+def _digest(root: Path, rules: source.IgnoreRules, relpath: str) -> str:
+    """record-inputs' digest of a file as the upload has it; "-" when it has none."""
+    if source.lookup(root, rules, relpath) is None:
+        return "-"
+    try:
+        with open(root / relpath, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()[:16]
+    except OSError:
+        return "-"
+
+
+def _kind(root: Path, rules: source.IgnoreRules, relpath: str) -> str:
+    st = source.lookup(root, rules, relpath)
+    if st is None:
+        return "-"
+    if stat.S_ISDIR(st.st_mode):
+        return "d"
+    return "l" if stat.S_ISLNK(st.st_mode) else "f"
