@@ -212,10 +212,9 @@ def _assemble(
         _log.info("running assemble", script=session.scripts.assemble)
         assembled = container.assemble(session.out).check()
         _log.info("assembled", seconds=round(assembled.seconds, 3))
-        committed = _committed(container, commit)
         said = assembled.said(staticfiles.INPUTS_MARKER) if keep is not None else None
-        if keep is not None and said is not None:
-            staticfiles.keep(keep, said, plan.root, plan.rules, session.engine, container.id)
+        with staticfiles.keeping(keep, said, plan, session.engine, container.id):
+            committed = _committed(container, commit)
     times = {"upload": seconds, "assemble": assembled.seconds, "commit": committed.seconds}
     return _Final(committed.image_id, times)
 

@@ -28,7 +28,9 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -36,6 +38,7 @@ from typing import Any
 from buildpy import cachesize, log, source
 from buildpy.engine import Engine
 from buildpy.errors import EngineError
+from buildpy.plan import BuildPlan
 
 _log = log.get(__name__)
 
@@ -183,6 +186,36 @@ def keep(
         shutil.rmtree(staging, ignore_errors=True)
     _trim()
     return True
+
+
+@contextmanager
+def keeping(
+    name: str | None, said: str | None, plan: BuildPlan, engine: Engine, container: str
+) -> Iterator[None]:
+    """``keep`` in a thread of its own while the block runs (the commit: reading the
+    container's files alongside costs less than after it); waits for it at the end."""
+    if name is None or said is None:
+        yield
+        return
+    worker = threading.Thread(
+        target=_keep_quietly,
+        args=(name, said, plan.root, plan.rules, engine, container),
+        name="buildpy-keep-static",
+        daemon=True,
+    )
+    worker.start()
+    try:
+        yield
+    finally:
+        worker.join()
+
+
+def _keep_quietly(*args: Any) -> None:
+    """``keep``, for a thread: a failure costs a later collectstatic run, never the build."""
+    try:
+        keep(*args)
+    except Exception as exc:  # anything at all: the build goes on
+        _log.debug("static files not kept", reason=repr(exc))
 
 
 def _usable(
