@@ -22,6 +22,7 @@ says all of this for users.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -99,13 +100,13 @@ class Kept:
 
     static_root: str
     inputs: int
-    archive: Path
+    archive: bytes
 
     def members(self, dest: str) -> list[source.Member]:
         """The kept files as archive members under ``dest/STATIC_ROOT``."""
         parent = PurePosixPath(dest) / PurePosixPath(self.static_root).parent
         members = []
-        with tarfile.open(self.archive, mode="r:") as archive:
+        with tarfile.open(fileobj=io.BytesIO(self.archive), mode="r:") as archive:
             for info in archive:
                 name = str(parent / info.name)
                 if info.isdir():
@@ -134,12 +135,11 @@ def find(name: str, root: Path, rules: source.IgnoreRules) -> Kept | None:
     it gave then; None (and a line saying which path changed) otherwise."""
     entry = STORE / name
     try:
-        saved = json.loads((entry / _INPUTS).read_text(encoding="utf-8"))
+        inputs, archive = _read_entry(entry)
+        saved = json.loads(inputs)
         then = View(saved["reads"], saved["listed"], saved["looked"])
         static_root = str(saved["static_root"])
     except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not (entry / _FILES).is_file():
         return None
     now = View.of(root, rules, list(then.reads), list(then.listed), list(then.looked))
     changed = then.first_difference(now)
@@ -148,7 +148,22 @@ def find(name: str, root: Path, rules: source.IgnoreRules) -> Kept | None:
         return None
     os.utime(entry)  # the newest entries are kept
     count = len(then.reads) + len(then.listed) + len(then.looked)
-    return Kept(static_root, count, entry / _FILES)
+    return Kept(static_root, count, archive)
+
+
+def _read_entry(entry: Path) -> tuple[bytes, bytes]:
+    """An entry's record and archive, both from the one directory even while another
+    build replaces the entry (each is read through the directory opened once)."""
+    directory = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return _read_at(directory, _INPUTS), _read_at(directory, _FILES)
+    finally:
+        os.close(directory)
+
+
+def _read_at(directory: int, name: str) -> bytes:
+    with open(os.open(name, os.O_RDONLY, dir_fd=directory), "rb") as handle:
+        return handle.read()
 
 
 def keep(
