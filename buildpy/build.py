@@ -244,20 +244,9 @@ def _committed(container: WorkingContainer, commit: CommitSpec) -> Committed:
 
 
 def _can_place(session: BuildSession) -> bool:
-    """Whether buildpy may place the source itself instead of running assemble again.
-
-    The dependency phase said nothing else is left to run; a source with its own
-    scripts, or an incremental build, always runs assemble.
-    """
-    home = session.builder.env.get("HOME", "")
-    plan = session.plan
-    return (
-        home.startswith("/")
-        and home != "/"
-        and not plan.uploaded_scripts
-        and plan.scripts_url is None
-        and not plan.options.incremental
-    )
+    """Whether buildpy may place the source itself instead of running assemble again
+    (``layer.can_place``)."""
+    return layer.can_place(session.plan, session.builder)
 
 
 @contextmanager

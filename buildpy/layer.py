@@ -255,6 +255,20 @@ def _build(session: BuildSession, inputs: Inputs, parent: ImageInfo | None) -> D
     return DependencyLayer(committed.image_id, False, application, seconds)
 
 
+def can_place(plan: BuildPlan, builder: ImageInfo) -> bool:
+    """Whether buildpy may place the source itself instead of running assemble again,
+    where the dependency phase said nothing (or only collectstatic) is left to run: not
+    for a source with its own scripts, other scripts, or an incremental build."""
+    home = builder.env.get("HOME", "")
+    return (
+        home.startswith("/")
+        and home != "/"
+        and not plan.uploaded_scripts
+        and plan.scripts_url is None
+        and not plan.options.incremental
+    )
+
+
 def _application(said: str | None) -> str:
     """What the application phase needs, as the dependency phase said: "copy" (only
     placing the source), "collectstatic" (that and Django's collectstatic, see

@@ -15,13 +15,19 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from buildpy import assemble_mirror, layer, redact, reuse, run_mirror, scripts
+from buildpy import assemble_mirror, layer, redact, reuse, run_mirror, scripts, staticfiles
 from buildpy.engine import Engine, ImageInfo
 from buildpy.environment import EnvLayer, Resolved, resolve
 from buildpy.mirror import DEFAULT_HOME, SourceView, Step, Variables
 from buildpy.plan import BuildPlan
 from buildpy.registry import require_builder
-from buildpy.session import PHASE_VARIABLE, buildpy_variables, download_index, uses_downloads
+from buildpy.session import (
+    PHASE_VARIABLE,
+    build_variables,
+    buildpy_variables,
+    download_index,
+    uses_downloads,
+)
 
 SCHEMA_VERSION = 1
 BUILDPY_BUILDER_LABELS = ("io.buildpy.builder.digest", layer.PHASES_LABEL)
@@ -76,6 +82,7 @@ class Preview:
     start: run_mirror.Start
     reuse: reuse.Reuse
     variables: tuple[Variable, ...]
+    static_files: str | None = None  # Django's, when collectstatic is all the app phase runs
 
 
 def make(plan: BuildPlan, engine: Engine, origins: Mapping[str, str]) -> Preview:
@@ -89,6 +96,7 @@ def make(plan: BuildPlan, engine: Engine, origins: Mapping[str, str]) -> Preview
     ours = any(label in builder.labels for label in BUILDPY_BUILDER_LABELS)
     foreign = split is None and layer.is_foreign(builder)
     build_layers = _build_layers(plan, builder, split is None and not foreign)
+    found = reuse.forecast(engine, plan, builder)
     install, start = _mirrored(plan, builder, ours, build_layers)
     options = plan.options
     values = {"builder": options.builder, "tag": options.tag, "network": options.network}
@@ -106,9 +114,29 @@ def make(plan: BuildPlan, engine: Engine, origins: Mapping[str, str]) -> Preview
         foreign=foreign,
         install=install,
         start=start,
-        reuse=reuse.forecast(engine, plan, builder),
+        reuse=found,
         variables=_variables(builder, plan, build_layers),
+        static_files=_static_files(engine, plan, builder, found),
     )
+
+
+def _static_files(
+    engine: Engine, plan: BuildPlan, builder: ImageInfo, found: reuse.Reuse
+) -> str | None:
+    """What becomes of Django's static files when the reused dependency layer says that
+    collectstatic is all the application phase runs (``staticfiles``), as the build
+    decides it; None when that is not the case or not known before the build."""
+    existing = engine.find_image(found.image) if found.status == "reuse" and found.image else None
+    if existing is None or existing.labels.get(layer.APPLICATION_LABEL) != "collectstatic":
+        return None
+    if not layer.can_place(plan, builder):
+        return "collectstatic runs: .s2i/bin scripts, --scripts-url and --incremental run assemble"
+    downloads = download_index(plan, builder.env) if uses_downloads(plan) else None
+    env = {**plan.image_env, **build_variables(plan, downloads, "application")}
+    if staticfiles.disabled(env):
+        return "none: DISABLE_COLLECTSTATIC is set; the source is placed without a run"
+    _, why = staticfiles.forecast(staticfiles.key(existing.id, env), plan.root, plan.rules)
+    return why
 
 
 def _build_layers(plan: BuildPlan, builder: ImageInfo, two_phases: bool) -> tuple[EnvLayer, ...]:
@@ -227,6 +255,7 @@ def report(preview: Preview) -> dict[str, Any]:
             **asdict(preview.reuse),
             "changes": [{**asdict(c), "text": str(c)} for c in preview.reuse.changes],
         },
+        "static_files": preview.static_files,
         "variables": [asdict(variable) for variable in preview.variables],
     }
 
@@ -239,6 +268,8 @@ def render(preview: Preview) -> str:
         (f"Start: {_start_summary(preview.start)}", _start_rows(preview.start)),
         (f"Dependency layer: {_reuse_summary(preview.reuse)}", _reuse_rows(preview.reuse)),
     ]
+    if preview.static_files is not None:
+        sections.append(("Django static files", [("static", preview.static_files)]))
     width = max(len(label) for _, rows in sections for label, _ in rows)
     lines = []
     for title, rows in sections:

@@ -133,22 +133,42 @@ def disabled(env: Mapping[str, str]) -> bool:
 def find(name: str, root: Path, rules: source.IgnoreRules) -> Kept | None:
     """The kept result named ``name`` if the source still gives every recorded path what
     it gave then; None (and a line saying which path changed) otherwise."""
-    entry = STORE / name
+    kept, changed = _look_up(name, root, rules)
+    if changed is not None:
+        _log.info("collectstatic runs", path=changed)
+    if kept is not None:
+        os.utime(STORE / name)  # the newest entries are kept
+    return kept
+
+
+def forecast(name: str, root: Path, rules: source.IgnoreRules) -> tuple[bool, str]:
+    """For ``buildpy plan``: whether the build would place kept files, and why (or why
+    collectstatic runs). Changes nothing."""
+    kept, changed = _look_up(name, root, rules)
+    if kept is not None:
+        return True, f"placed as collectstatic left them ({kept.inputs} inputs unchanged)"
+    if changed is not None:
+        return False, f"collectstatic runs: {changed} changed since it last ran"
+    why = "nothing kept for this dependency layer and these variables"
+    return False, f"collectstatic runs: {why}"
+
+
+def _look_up(name: str, root: Path, rules: source.IgnoreRules) -> tuple[Kept | None, str | None]:
+    """The kept result if it still holds, else the first recorded path that changed (None
+    when there is no usable entry)."""
     try:
-        inputs, archive = _read_entry(entry)
+        inputs, archive = _read_entry(STORE / name)
         saved = json.loads(inputs)
         then = View(saved["reads"], saved["listed"], saved["looked"])
         static_root = str(saved["static_root"])
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return None, None
     now = View.of(root, rules, list(then.reads), list(then.listed), list(then.looked))
     changed = then.first_difference(now)
     if changed is not None:
-        _log.info("collectstatic runs", path=changed)
-        return None
-    os.utime(entry)  # the newest entries are kept
+        return None, changed
     count = len(then.reads) + len(then.listed) + len(then.looked)
-    return Kept(static_root, count, archive)
+    return Kept(static_root, count, archive), None
 
 
 def _read_entry(entry: Path) -> tuple[bytes, bytes]:

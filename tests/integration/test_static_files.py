@@ -53,6 +53,8 @@ def test_static_files_are_placed_again_until_an_input_changes(
 
     views = app / "greeting" / "views.py"
     views.write_text(views.read_text().replace("Hello from Django", "Howdy from Django"))
+    forecast = buildpy_build.plan(app, builder=BUILDER)["static_files"]
+    assert forecast.startswith("placed as collectstatic left them"), forecast
     second = buildpy_build(app, builder=BUILDER)
     assert events(second.stderr, "static files placed"), second.stderr[-3000:]
     assert built_event(second)["assemble_seconds"] == 0  # no container ran
@@ -65,6 +67,10 @@ def test_static_files_are_placed_again_until_an_input_changes(
             assert http_get(url + "/", name=name) == (200, "Howdy from Django on buildpy!\n")
 
     css.write_text("body { color: teal; }\n")  # a file collectstatic read
+    forecast = buildpy_build.plan(app, builder=BUILDER)["static_files"]
+    assert forecast == (
+        "collectstatic runs: greeting/static/greeting/style.css changed since it last ran"
+    )
     third = buildpy_build(app, builder=BUILDER)
     reran = events(third.stderr, "collectstatic runs")
     assert reran and reran[0]["path"] == "greeting/static/greeting/style.css"
@@ -114,6 +120,8 @@ def test_disabled_collectstatic_places_the_source_without_a_run(
     (app / ".s2i" / "environment").write_text("DISABLE_COLLECTSTATIC=1\n")
     first = buildpy_build(app, builder=BUILDER)
     assert built_event(first)["assemble_seconds"] == 0
+    forecast = buildpy_build.plan(app, builder=BUILDER)["static_files"]
+    assert forecast.startswith("none: DISABLE_COLLECTSTATIC is set"), forecast
     assert "Collecting Django static files" not in first.stdout + first.stderr
     listing = subprocess.run(
         ["podman", "run", "--rm", first.tag, "ls", "staticfiles"], capture_output=True, text=True
