@@ -52,6 +52,7 @@ class BuildResult:
     phases: int = 1
     dependencies_reused: bool = False
     times: Mapping[str, float] = field(default_factory=dict)
+    size: int = 0  # bytes, as Podman reports the image's size (0: not known)
 
     @property
     def assemble_seconds(self) -> float:
@@ -86,6 +87,7 @@ def run(plan: BuildPlan, engine: Engine, output: Output | None = None) -> BuildR
             final, deps = _assemble_on_foreign(session, deps, commit)
         else:
             final = _assemble(session, deps, commit)
+        size = _size(session, final.image_id)
     if deps is not None and not deps.reused and plan.options.cache_max is not None:
         _keep_under(engine, plan.options.cache_max, deps.image_id)
     times = final.times if deps is None else {**final.times, "dependencies": deps.seconds}
@@ -96,7 +98,15 @@ def run(plan: BuildPlan, engine: Engine, output: Output | None = None) -> BuildR
         phases=1 if deps is None else 2,
         dependencies_reused=deps is not None and deps.reused,
         times=times,
+        size=size,
     )
+
+
+def _size(session: BuildSession, image_id: str) -> int:
+    """The image's size, asked for while the working container is being removed."""
+    session.reaper.release()
+    found = session.engine.find_image(image_id)
+    return found.size if found is not None else 0
 
 
 def _dependencies(session: BuildSession, held: ExitStack) -> layer.DependencyLayer | None:

@@ -538,8 +538,7 @@ def _build_in_time(args: argparse.Namespace) -> int:
         if args.cache_from is not None:
             _import_for_build(engine, args.cache_from)
         result = build_stage.run(plan, engine, output=output)
-        found = engine.find_image(result.image_id)
-        _log_built(result, found.size if found is not None else 0)
+        _log_built(result)
         try:
             publish.deliver(engine, plan.delivery, result.image_id, result.tag)
         except PublishFailed:
@@ -633,12 +632,12 @@ def _explicit(args: argparse.Namespace) -> frozenset[str]:
     return frozenset(k for k in PYPROJECT_KEYS if getattr(args, k) is not None)
 
 
-def _log_built(result: build_stage.BuildResult, size: int) -> None:
+def _log_built(result: build_stage.BuildResult) -> None:
     log.get("buildpy").info(
         "built",
         image=result.image_id.split(":", 1)[-1][:12],
         tag=result.tag,
-        size=size,
+        size=result.size,
         seconds=round(result.seconds, 3),
         assemble_seconds=round(result.assemble_seconds, 3),
         phases=result.phases,

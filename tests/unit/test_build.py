@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,26 @@ def test_commit_sets_cmd_user_and_restores_entrypoint(app: Path) -> None:
     assert "USER 1001" in commit.changes
     assert (commit.repository, commit.tag) == ("localhost/app", "v1")
     assert result.image_id == "sha256:result1"
+    assert engine.removed == ["ctr1"]
+
+
+@dataclass
+class _Measured(FakeEngine):
+    """Committed images have a size; every inspect is recorded."""
+
+    inspected: list[str] = field(default_factory=list)
+
+    def find_image(self, ref: str) -> ImageInfo | None:
+        self.inspected.append(ref)
+        found = super().find_image(ref)
+        return replace(found, size=4242) if found and found.id.startswith("sha256:r") else found
+
+
+def test_the_result_has_the_image_size_from_one_inspect(app: Path) -> None:
+    engine = _Measured()
+    result = build.run(make_plan(app, tag="localhost/app:v1"), engine, output=_Sink())
+    assert result.size == 4242
+    assert engine.inspected.count(result.image_id) == 1
     assert engine.removed == ["ctr1"]
 
 
