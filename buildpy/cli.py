@@ -123,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
         help="build nothing: write into DIR a Containerfile and context that `podman build`"
         " or `buildah bud` turns into the same image (new, empty, or written before)",
     )
+    _add_format(
+        b,
+        "the result on stdout: the image's tag (or ID) on one line (text, the default), or"
+        " one line of JSON: image (full ID), tag, size, seconds, phases, dependencies_reused"
+        " and each stage's *_seconds",
+    )
     p = command(
         commands, "plan", "say what `build` would do with SOURCE, and why, starting no container"
     )
@@ -198,13 +204,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_format(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--format",
-        choices=("text", "json"),
-        default="text",
-        help="output on stdout (default: text)",
-    )
+def _add_format(
+    parser: argparse.ArgumentParser, says: str = "output on stdout (default: text)"
+) -> None:
+    parser.add_argument("--format", choices=("text", "json"), default="text", help=says)
 
 
 def add_build_options(parser: argparse.ArgumentParser) -> None:
@@ -542,9 +545,9 @@ def _build_in_time(args: argparse.Namespace) -> int:
         try:
             publish.deliver(engine, plan.delivery, result.image_id, result.tag)
         except PublishFailed:
-            print(result.tag or result.image_id)  # it exists locally: exit 10 says so
+            _print_built(result, args.format)  # it exists locally: exit 10 says so
             raise
-        print(result.tag or result.image_id, flush=True)
+        _print_built(result, args.format)
         if args.cache_to is not None:  # the image stays built and printed if this fails
             _export(engine, plan, args.cache_to)
     return 0
@@ -581,7 +584,13 @@ def _as_containerfile(args: argparse.Namespace) -> int:
         phases=written.phases,
         build=shlex.join(written.command),
     )
-    print(written.directory)
+    if args.format == "json":
+        import json
+
+        found = {"directory": str(written.directory), "phases": written.phases}
+        print(json.dumps({**found, "command": list(written.command)}))
+    else:
+        print(written.directory)
     return 0
 
 
@@ -632,18 +641,33 @@ def _explicit(args: argparse.Namespace) -> frozenset[str]:
     return frozenset(k for k in PYPROJECT_KEYS if getattr(args, k) is not None)
 
 
-def _log_built(result: build_stage.BuildResult) -> None:
-    log.get("buildpy").info(
-        "built",
-        image=result.image_id.split(":", 1)[-1][:12],
-        tag=result.tag,
-        size=result.size,
-        seconds=round(result.seconds, 3),
-        assemble_seconds=round(result.assemble_seconds, 3),
-        phases=result.phases,
-        dependencies_reused=result.dependencies_reused,
+def _built(result: build_stage.BuildResult) -> dict[str, Any]:
+    """What the ``built`` log line and ``build --format json`` say about a build, but the
+    image (the log shortens its ID)."""
+    return {
+        "tag": result.tag,
+        "size": result.size,
+        "seconds": round(result.seconds, 3),
+        "assemble_seconds": round(result.assemble_seconds, 3),
+        "phases": result.phases,
+        "dependencies_reused": result.dependencies_reused,
         **{f"{k}_seconds": round(v, 3) for k, v in result.times.items() if k != "assemble"},
-    )
+    }
+
+
+def _log_built(result: build_stage.BuildResult) -> None:
+    image = result.image_id.split(":", 1)[-1][:12]
+    log.get("buildpy").info("built", image=image, **_built(result))
+
+
+def _print_built(result: build_stage.BuildResult, output_format: str) -> None:
+    """The result on stdout: the tag (or the ID), or, as JSON, one object on one line."""
+    if output_format == "json":
+        import json
+
+        print(json.dumps({"image": result.image_id, **_built(result)}), flush=True)
+    else:
+        print(result.tag or result.image_id, flush=True)
 
 
 def _input_build_options(args: argparse.Namespace, **more: Any) -> BuildOptions:
