@@ -233,6 +233,12 @@ class Reaper:
     def defer(self, container: str, name: str | None) -> None:
         self._pending.append((container, name))
 
+    def background(self, action: Callable[[], object], failed: str) -> None:
+        """Run ``action`` on the reaper's thread, after what it was given before: work the
+        build need not wait for (bookkeeping), done by the time the ``with`` block ends.
+        Its failure is the warning ``failed``, never the build's."""
+        self._pool.submit(cleanup, action, failed, "nothing to do: later builds record it")
+
     def release(self) -> None:
         """Let the pending removals go on (cheap, and nothing to do, when none is pending)."""
         for container, name in self._pending:
