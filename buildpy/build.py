@@ -198,6 +198,7 @@ def _assemble(
         _incremental(session) as saved,
         session.container(start, plan.image_env, plan.labels) as container,
     ):
+        container.will_commit(commit)
         seconds = container.upload(scripts.UPLOAD_DIR, upload)
         if saved is not None:
             seconds += container.upload(scripts.UPLOAD_DIR, saved)
@@ -216,6 +217,7 @@ def _place(session: BuildSession, start: str, commit: CommitSpec) -> _Final:
     home = PurePosixPath(session.builder.env["HOME"])
     session.reaper.release()  # nothing will run: the dependency container may go now
     with session.container(start, plan.image_env, plan.labels, runs=False) as container:
+        container.will_commit(commit)
         seconds = container.upload(str(home.parent), _placed_source(plan, home.name))
         _log.info("source placed", path=str(home), seconds=round(seconds, 3))
         committed = _committed(container, commit)

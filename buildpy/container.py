@@ -24,13 +24,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from buildpy import environment, leftovers, log, redact, source
 from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo
 from buildpy.errors import AssembleFailed, BuilderImageError, EngineError, IndexUnreachable
 
 _log = log.get(__name__)
+_T = TypeVar("_T")
 
 BUILD_DIR = ".buildpy"  # under /tmp, removed before assemble starts
 WRAPPER = (
@@ -117,6 +118,7 @@ class WorkingContainer:
         self._owner = owner or Owner.root()
         self._reaper = reaper
         self._id: str | None = None
+        self._named: tuple[str, Callable[[], ImageInfo | None]] | None = None  # will_commit's
 
     @property
     def id(self) -> str:
@@ -177,6 +179,15 @@ class WorkingContainer:
         shown.close()
         return Assembled(status, tuple(tail.lines()), time.monotonic() - started)
 
+    def will_commit(self, spec: CommitSpec) -> None:
+        """Say how the container will be committed, before the uploads: the image the
+        commit's name names now (given the name back if the build is stopped during the
+        commit) is looked up meanwhile, on a thread of its own, so ``commit`` need not
+        ask first."""
+        ref = _commit_ref(spec)
+        if ref is not None:
+            self._named = (ref, _in_background(lambda: self._engine.find_image(ref)))
+
     def commit(self, spec: CommitSpec) -> Committed:
         """Commit the container as an image.
 
@@ -187,14 +198,22 @@ class WorkingContainer:
         hangs: then the build stops anyway, and says so).
         """
         started = time.monotonic()
-        ref = f"{spec.repository}:{spec.tag or 'latest'}" if spec.repository else None
-        before = self._engine.find_image(ref) if ref else None
+        ref = _commit_ref(spec)
+        before = self._named_before(ref)
         with _signals_held(said=None) as held:
             image_id = _finish_within_grace(lambda: self._engine.commit(self.id, spec), held)
             if held:
                 _undo_commit(self._engine, image_id, ref, before)
         assert image_id is not None  # a build that gave up on its commit was stopped above
         return Committed(image_id, time.monotonic() - started)
+
+    def _named_before(self, ref: str | None) -> ImageInfo | None:
+        """What ``ref`` names before the commit: ``will_commit``'s answer, else asked now."""
+        if ref is None:
+            return None
+        if self._named is not None and self._named[0] == ref:
+            return self._named[1]()
+        return self._engine.find_image(ref)
 
     def run_quietly(self) -> tuple[int, bytes]:
         """Run the container's command and collect its output (for short helper runs)."""
@@ -269,6 +288,35 @@ def cleanup(action: Callable[[], object], failed: str, hint: str, **fields: str 
             action()
     except Exception as exc:
         _log.warning(failed, error=str(exc), hint=hint, **fields)
+
+
+def _commit_ref(spec: CommitSpec) -> str | None:
+    """The name a commit gives, in full (``latest`` when it has no tag); None: no name."""
+    return f"{spec.repository}:{spec.tag or 'latest'}" if spec.repository else None
+
+
+def _in_background(call: Callable[[], _T]) -> Callable[[], _T]:
+    """Start ``call`` on a daemon thread (which never keeps a stopped build alive); return
+    what waits for its result, raising its error."""
+    values: list[_T] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            values.append(call())
+        except BaseException as exc:  # handed to the caller of result()
+            errors.append(exc)
+
+    thread = threading.Thread(target=work, name="buildpy-lookup", daemon=True)
+    thread.start()
+
+    def result() -> _T:
+        thread.join()
+        if errors:
+            raise errors[0]
+        return values[0]
+
+    return result
 
 
 COMMIT_GRACE = 10.0  # seconds a commit may still take once the build is stopped
