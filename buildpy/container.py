@@ -24,14 +24,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from buildpy import environment, leftovers, log, redact, source
+from buildpy.background import Running
 from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo
 from buildpy.errors import AssembleFailed, BuilderImageError, EngineError, IndexUnreachable
 
 _log = log.get(__name__)
-_T = TypeVar("_T")
 
 BUILD_DIR = ".buildpy"  # under /tmp, removed before assemble starts
 WRAPPER = (
@@ -118,7 +118,7 @@ class WorkingContainer:
         self._owner = owner or Owner.root()
         self._reaper = reaper
         self._id: str | None = None
-        self._named: tuple[str, Callable[[], ImageInfo | None]] | None = None  # will_commit's
+        self._named: tuple[str, Running[ImageInfo | None]] | None = None  # will_commit's
 
     @property
     def id(self) -> str:
@@ -186,7 +186,7 @@ class WorkingContainer:
         ask first."""
         ref = _commit_ref(spec)
         if ref is not None:
-            self._named = (ref, _in_background(lambda: self._engine.find_image(ref)))
+            self._named = (ref, Running(lambda: self._engine.find_image(ref), "buildpy-lookup"))
 
     def commit(self, spec: CommitSpec) -> Committed:
         """Commit the container as an image.
@@ -212,7 +212,7 @@ class WorkingContainer:
         if ref is None:
             return None
         if self._named is not None and self._named[0] == ref:
-            return self._named[1]()
+            return self._named[1].result()
         return self._engine.find_image(ref)
 
     def run_quietly(self) -> tuple[int, bytes]:
@@ -293,30 +293,6 @@ def cleanup(action: Callable[[], object], failed: str, hint: str, **fields: str 
 def _commit_ref(spec: CommitSpec) -> str | None:
     """The name a commit gives, in full (``latest`` when it has no tag); None: no name."""
     return f"{spec.repository}:{spec.tag or 'latest'}" if spec.repository else None
-
-
-def _in_background(call: Callable[[], _T]) -> Callable[[], _T]:
-    """Start ``call`` on a daemon thread (which never keeps a stopped build alive); return
-    what waits for its result, raising its error."""
-    values: list[_T] = []
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            values.append(call())
-        except BaseException as exc:  # handed to the caller of result()
-            errors.append(exc)
-
-    thread = threading.Thread(target=work, name="buildpy-lookup", daemon=True)
-    thread.start()
-
-    def result() -> _T:
-        thread.join()
-        if errors:
-            raise errors[0]
-        return values[0]
-
-    return result
 
 
 COMMIT_GRACE = 10.0  # seconds a commit may still take once the build is stopped

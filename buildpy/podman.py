@@ -13,7 +13,6 @@ import io
 import json
 import shutil
 import tarfile
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -26,6 +25,7 @@ import urllib3
 from podman import PodmanClient
 from podman.errors import APIError, BuildError, ImageNotFound, NotFound, PodmanError
 
+from buildpy.background import Running
 from buildpy.engine import CommitSpec, ContainerSpec, ImageInfo, ImageSummary, Progress
 from buildpy.errors import (
     BuildpyError,
@@ -252,7 +252,8 @@ class PodmanEngine:
         try:
             with _translated("start the working container"):
                 self._container(container).start()
-            waiter = _Waiter(lambda: self._wait(container))
+            # after Ctrl-C the build removes the container, which ends the wait
+            waiter = Running(lambda: self._wait(container), name="buildpy-wait")
             with _translated("follow the build output"):
                 for chunk in _frames(response.raw):
                     output(chunk)
@@ -578,34 +579,6 @@ def _not_found(exc: BaseException | None) -> bool:
         return True
     response = getattr(exc, "response", None)
     return getattr(response, "status_code", None) == 404
-
-
-class _Waiter:
-    """A call running on a daemon thread: one that never blocks an interrupted build.
-
-    After Ctrl-C the build removes the container, which ends the wait; nothing joins
-    the thread on the way out.
-    """
-
-    def __init__(self, call: Callable[[], int]) -> None:
-        self._call = call
-        self._status: int | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="buildpy-wait", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._status = self._call()
-        except BaseException as exc:  # handed to the caller of result()
-            self._error = exc
-
-    def result(self) -> int:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._status is not None
-        return self._status
 
 
 def _frames(raw: Any) -> Iterator[bytes]:
