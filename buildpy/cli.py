@@ -529,8 +529,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _build_in_time(args: argparse.Namespace) -> int:
-    from buildpy import build as build_stage
-    from buildpy import environment, publish
+    from buildpy import environment
     from buildpy import plan as build_plan
 
     plan = build_plan.make(_build_options(args))
@@ -540,6 +539,11 @@ def _build_in_time(args: argparse.Namespace) -> int:
     with _engine() as engine, _builder_output(args.quiet) as output:
         if args.cache_from is not None:
             _import_for_build(engine, args.cache_from)
+        elif plan.options.pull != "always":  # (always: the builder is pulled first)
+            engine.expect_image(plan.options.builder)  # asked while the rest is imported
+        from buildpy import build as build_stage
+        from buildpy import publish
+
         result = build_stage.run(plan, engine, output=output)
         _log_built(result)
         try:

@@ -143,6 +143,7 @@ class PodmanEngine:
 
     def __init__(self, base_url: str, timeout: float | None = None) -> None:
         self._client = PodmanClient(base_url=base_url, timeout=timeout)
+        self._expected: dict[str, Running[ImageInfo | None]] = {}
 
     def __enter__(self) -> PodmanEngine:
         return self
@@ -150,7 +151,17 @@ class PodmanEngine:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def expect_image(self, ref: str) -> None:
+        """Inspect ``ref`` now, on a thread of its own: the next ``find_image(ref)`` takes
+        that answer (once) instead of asking. For a build's first question, the builder,
+        asked while the rest of buildpy is still being imported."""
+        self._expected[ref] = Running(lambda: self._inspect(ref), name="buildpy-expect")
+
     def find_image(self, ref: str) -> ImageInfo | None:
+        expected = self._expected.pop(ref, None)
+        return expected.result() if expected is not None else self._inspect(ref)
+
+    def _inspect(self, ref: str) -> ImageInfo | None:
         try:
             with _translated(f"inspect image {ref}"):
                 attrs: dict[str, Any] = self._client.images.get(ref).attrs

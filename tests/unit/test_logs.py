@@ -140,6 +140,14 @@ def test_format_json_leaves_the_log_as_it_is(
     assert code == 10 and json.loads(out)["image"] == "sha256:result3", err
 
 
+def test_the_builder_is_inspected_ahead_unless_it_is_pulled_first(
+    capsys: pytest.CaptureFixture[str], app: Path, engine: FakeEngine
+) -> None:
+    assert build(capsys, app)[0] == 0
+    assert build(capsys, app, "--pull", "always")[0] == 0  # a localhost/ name: not pulled
+    assert engine.expected == [BUILDER.ref]
+
+
 def test_quiet_shows_only_the_result_and_on_failure_the_end_of_assemble(
     capsys: pytest.CaptureFixture[str], app: Path, engine: FakeEngine
 ) -> None:

@@ -463,3 +463,34 @@ def test_a_container_between_states_is_asked_to_go_again(
         engine.remove("c1")
     assert refusing.calls == calls
     engine.close()
+
+
+def test_an_expected_image_is_inspected_once_ahead_then_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from buildpy import podman
+    from buildpy.engine import ImageInfo
+    from buildpy.errors import EngineError
+
+    engine = podman.PodmanEngine("unix:///nonexistent.sock")
+    asked: list[tuple[str, str]] = []
+
+    def inspect(ref: str) -> ImageInfo | None:
+        asked.append((ref, threading.current_thread().name))
+        if ref == "broken":
+            raise EngineError("Podman could not inspect image broken: no")
+        return ImageInfo(id=f"id-{len(asked)}", ref=ref)
+
+    monkeypatch.setattr(engine, "_inspect", inspect)
+    engine.expect_image("b")
+    engine.expect_image("broken")
+    ahead = engine.find_image("b")
+    assert ahead is not None and ahead.ref == "b"
+    with pytest.raises(EngineError, match="inspect image broken"):  # its error, when asked
+        engine.find_image("broken")
+    assert {name for _, name in asked} == {"buildpy-expect"}  # both asked on their threads
+    again = engine.find_image("b")  # the answer ahead is taken once; then asked anew
+    assert again is not None and again.id != ahead.id and asked[-1] == ("b", "MainThread")
+    engine.close()
