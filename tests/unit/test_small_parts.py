@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -110,6 +112,25 @@ def test_git_describe_parses_log() -> None:
 
 def test_git_describe_outside_a_checkout(tmp_path: Path) -> None:
     assert gitinfo.describe(tmp_path / "nowhere") is None
+
+
+def test_git_is_not_started_where_it_could_find_no_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[Sequence[str]] = []
+
+    def run(args: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        started.append(args)
+        return subprocess.CompletedProcess(args, 128, "", "fatal: not a git repository")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.delenv("GIT_DIR", raising=False)
+    assert gitinfo.run_git(["log"], tmp_path) is None and started == []
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    (tmp_path / "repo" / "app").mkdir()
+    assert gitinfo.run_git(["log"], tmp_path / "repo" / "app") is None and len(started) == 1
+    monkeypatch.setenv("GIT_DIR", str(tmp_path / "elsewhere"))
+    assert gitinfo.run_git(["log"], tmp_path) is None and len(started) == 2
 
 
 def test_connect_prefers_container_host() -> None:
