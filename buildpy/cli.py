@@ -7,6 +7,7 @@ captured; logs, build output and errors go to stderr.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import shlex
@@ -419,14 +420,48 @@ def _add_index_options(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: run one command and return its exit code."""
-    args = _parser().parse_args(argv)
-    log.configure(-1 if args.quiet else args.verbose, json=args.log_format == "json")
-    previous = signal.signal(signal.SIGTERM, _sigterm)
+    """Entry point: run one command and return its exit code. Without ``argv`` it is the
+    program itself (the console script, ``python -m buildpy``), which ends when it returns:
+    see ``_GarbageCollection``."""
+    global _collection
+    _collection = _GarbageCollection() if argv is None else None
     try:
-        return _exit_code(args, debug=args.verbose > 0)
+        args = _parser().parse_args(argv)
+        log.configure(-1 if args.quiet else args.verbose, json=args.log_format == "json")
+        previous = signal.signal(signal.SIGTERM, _sigterm)
+        try:
+            return _exit_code(args, debug=args.verbose > 0)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if _collection is not None:
+            _collection.ending()
+
+
+class _GarbageCollection:
+    """The cycle collector in a buildpy process (main without ``argv``; a caller such as a
+    test keeps its own collector as it is).
+
+    None while the modules are imported (400 of them for a build, podman-py's with
+    requests and urllib3 the most: what they make lives until the end, and collecting
+    while it piles up cost about 7 ms of CPU); then everything made so far is frozen and
+    collection resumes for the work itself (``started``, once the engine's client is
+    loaded); at the end everything is frozen again, so the interpreter's shutdown does not
+    collect a heap it is about to free (about 22 ms). Measured on a source-only rebuild.
+    """
+
+    def __init__(self) -> None:
+        gc.disable()
+
+    def started(self) -> None:
+        gc.freeze()
+        gc.enable()
+
+    def ending(self) -> None:
+        gc.freeze()
+
+
+_collection: _GarbageCollection | None = None
 
 
 def _sigterm(signum: int, frame: FrameType | None) -> None:
@@ -466,6 +501,8 @@ def _engine() -> Iterator[PodmanEngine]:
     from buildpy.podman import PodmanEngine  # podman-py, requests, urllib3: only now
     from buildpy.service import connect
 
+    if _collection is not None:
+        _collection.started()
     with connect() as url, PodmanEngine(url) as engine:
         yield engine
 
