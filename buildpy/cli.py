@@ -452,10 +452,13 @@ class _GarbageCollection:
 
     def __init__(self) -> None:
         gc.disable()
+        self._loading = True
 
     def started(self) -> None:
-        gc.freeze()
-        gc.enable()
+        if self._loading:  # once: a command may open the engine more than once
+            self._loading = False
+            gc.freeze()
+            gc.enable()
 
     def ending(self) -> None:
         gc.freeze()
