@@ -119,7 +119,7 @@ class Run:
 class Build:
     seconds: float
     image: str
-    event: dict[str, Any]  # buildpy's "built" log line; empty for podman build
+    event: dict[str, Any]  # buildpy's result (build --format json); empty for podman build
     max_rss_kib: int
 
 
@@ -315,12 +315,13 @@ def buildpy_build(
     ctx: Context, src: Path, tag: str, cold: bool = False, builder: str | None = None
 ) -> Build:
     ctx.tags.append(tag)
+    global_options, build_options = result_options()
     done = run(
         [
             str(BUILDPY),
-            "--log-format",
-            "json",
+            *global_options,
             "build",
+            *build_options,
             str(src),
             "--tag",
             tag,
@@ -335,7 +336,7 @@ def buildpy_build(
         ],
         env=ctx.buildpy_env,
     )
-    return Build(done.seconds, tag, built_event(done.stderr), done.max_rss_kib)
+    return Build(done.seconds, tag, built_result(done.stdout, done.stderr), done.max_rss_kib)
 
 
 def baseline_build(ctx: Context, src: Path, tag: str, cold: bool = False) -> Build:
@@ -382,6 +383,27 @@ PRUNES: dict[str, Callable[[Context], None]] = {
     "buildpy": buildpy_prune,
     "baseline": baseline_prune,
 }
+
+
+@functools.cache
+def result_options() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """How buildpy is asked for its result's figures (options before and after ``build``):
+    ``build --format json`` prints them on stdout, the log staying as users get it by
+    default; a buildpy from before that option gives them only as its JSON log's ``built``
+    event (``--log-format json``, which also imports structlog)."""
+    done = run([str(BUILDPY), "build", "--help"])
+    if "--format" in done.stdout:
+        return (), ("--format", "json")
+    return ("--log-format", "json"), ()
+
+
+def built_result(stdout: str, stderr: str) -> dict[str, Any]:
+    """The JSON object `build --format json` printed, else the ``built`` log event."""
+    try:
+        found = json.loads(stdout)
+    except ValueError:
+        found = None
+    return dict(found) if isinstance(found, dict) else built_event(stderr)
 
 
 def built_event(stderr: str) -> dict[str, Any]:
@@ -656,7 +678,7 @@ ENGINE_PHASES = ("assemble", "commit", "dependencies", "install")
 
 
 def overhead(event: dict[str, Any], wall: float) -> dict[str, Any]:
-    """buildpy's own time: wall time minus the logged time inside assemble and commits."""
+    """buildpy's own time: wall time minus its result's time inside assemble and commits."""
     if not isinstance(event.get("seconds"), (int, float)):
         return {}
     phases = {
@@ -841,8 +863,9 @@ def machine(ctx: Context, builder_size: int) -> dict[str, Any]:
 def standing_notes(apps: dict[str, Any], shared_host: bool) -> list[str]:
     notes = [
         "full rebuild = the cold build (no caches); ratios are median / median",
-        "overhead = wall time of the buildpy process minus the logged *_seconds of assemble, "
-        "commit and dependency phases; startup = wall time minus the logged build seconds",
+        "overhead = wall time of the buildpy process (default log, `build --format json`) "
+        "minus the *_seconds of assemble, commit and dependency phases in its result; "
+        "startup = wall time minus the result's build seconds",
         "the wheelhouse server sends no caching headers (like PyPI behind this host's TLS "
         "proxy), so pip's HTTP cache stays empty on both sides; downloads from 127.0.0.1 "
         "cost little either way",
@@ -983,7 +1006,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *times_table(report["apps"]),
         "",
-        "### buildpy phases (from its `built` log line)",
+        "### buildpy phases (from its result, `build --format json`)",
         "",
         *phases_table(report["apps"]),
         "",

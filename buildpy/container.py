@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Protocol
 
 from buildpy import environment, leftovers, log, redact, source
+from buildpy.background import Running
 from buildpy.engine import CommitSpec, ContainerSpec, Engine, ImageInfo
 from buildpy.errors import AssembleFailed, BuilderImageError, EngineError, IndexUnreachable
 
@@ -117,6 +118,7 @@ class WorkingContainer:
         self._owner = owner or Owner.root()
         self._reaper = reaper
         self._id: str | None = None
+        self._named: tuple[str, Running[ImageInfo | None]] | None = None  # will_commit's
 
     @property
     def id(self) -> str:
@@ -177,6 +179,15 @@ class WorkingContainer:
         shown.close()
         return Assembled(status, tuple(tail.lines()), time.monotonic() - started)
 
+    def will_commit(self, spec: CommitSpec) -> None:
+        """Say how the container will be committed, before the uploads: the image the
+        commit's name names now (given the name back if the build is stopped during the
+        commit) is looked up meanwhile, on a thread of its own, so ``commit`` need not
+        ask first."""
+        ref = _commit_ref(spec)
+        if ref is not None:
+            self._named = (ref, Running(lambda: self._engine.find_image(ref), "buildpy-lookup"))
+
     def commit(self, spec: CommitSpec) -> Committed:
         """Commit the container as an image.
 
@@ -187,14 +198,22 @@ class WorkingContainer:
         hangs: then the build stops anyway, and says so).
         """
         started = time.monotonic()
-        ref = f"{spec.repository}:{spec.tag or 'latest'}" if spec.repository else None
-        before = self._engine.find_image(ref) if ref else None
+        ref = _commit_ref(spec)
+        before = self._named_before(ref)
         with _signals_held(said=None) as held:
             image_id = _finish_within_grace(lambda: self._engine.commit(self.id, spec), held)
             if held:
                 _undo_commit(self._engine, image_id, ref, before)
         assert image_id is not None  # a build that gave up on its commit was stopped above
         return Committed(image_id, time.monotonic() - started)
+
+    def _named_before(self, ref: str | None) -> ImageInfo | None:
+        """What ``ref`` names before the commit: ``will_commit``'s answer, else asked now."""
+        if ref is None:
+            return None
+        if self._named is not None and self._named[0] == ref:
+            return self._named[1].result()
+        return self._engine.find_image(ref)
 
     def run_quietly(self) -> tuple[int, bytes]:
         """Run the container's command and collect its output (for short helper runs)."""
@@ -233,6 +252,12 @@ class Reaper:
     def defer(self, container: str, name: str | None) -> None:
         self._pending.append((container, name))
 
+    def background(self, action: Callable[[], object], failed: str) -> None:
+        """Run ``action`` on the reaper's thread, after what it was given before: work the
+        build need not wait for (bookkeeping), done by the time the ``with`` block ends.
+        Its failure is the warning ``failed``, never the build's."""
+        self._pool.submit(cleanup, action, failed, "nothing to do: later builds record it")
+
     def release(self) -> None:
         """Let the pending removals go on (cheap, and nothing to do, when none is pending)."""
         for container, name in self._pending:
@@ -263,6 +288,11 @@ def cleanup(action: Callable[[], object], failed: str, hint: str, **fields: str 
             action()
     except Exception as exc:
         _log.warning(failed, error=str(exc), hint=hint, **fields)
+
+
+def _commit_ref(spec: CommitSpec) -> str | None:
+    """The name a commit gives, in full (``latest`` when it has no tag); None: no name."""
+    return f"{spec.repository}:{spec.tag or 'latest'}" if spec.repository else None
 
 
 COMMIT_GRACE = 10.0  # seconds a commit may still take once the build is stopped

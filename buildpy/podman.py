@@ -13,7 +13,6 @@ import io
 import json
 import shutil
 import tarfile
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -26,6 +25,7 @@ import urllib3
 from podman import PodmanClient
 from podman.errors import APIError, BuildError, ImageNotFound, NotFound, PodmanError
 
+from buildpy.background import Running
 from buildpy.engine import CommitSpec, ContainerSpec, ImageInfo, ImageSummary, Progress
 from buildpy.errors import (
     BuildpyError,
@@ -143,6 +143,7 @@ class PodmanEngine:
 
     def __init__(self, base_url: str, timeout: float | None = None) -> None:
         self._client = PodmanClient(base_url=base_url, timeout=timeout)
+        self._expected: dict[str, Running[ImageInfo | None]] = {}
 
     def __enter__(self) -> PodmanEngine:
         return self
@@ -150,7 +151,17 @@ class PodmanEngine:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def expect_image(self, ref: str) -> None:
+        """Inspect ``ref`` now, on a thread of its own: the next ``find_image(ref)`` takes
+        that answer (once) instead of asking. For a build's first question, the builder,
+        asked while the rest of buildpy is still being imported."""
+        self._expected[ref] = Running(lambda: self._inspect(ref), name="buildpy-expect")
+
     def find_image(self, ref: str) -> ImageInfo | None:
+        expected = self._expected.pop(ref, None)
+        return expected.result() if expected is not None else self._inspect(ref)
+
+    def _inspect(self, ref: str) -> ImageInfo | None:
         try:
             with _translated(f"inspect image {ref}"):
                 attrs: dict[str, Any] = self._client.images.get(ref).attrs
@@ -264,7 +275,8 @@ class PodmanEngine:
         try:
             with _translated("start the working container"):
                 self._container(container).start()
-            waiter = _Waiter(lambda: self._wait(container))
+            # after Ctrl-C the build removes the container, which ends the wait
+            waiter = Running(lambda: self._wait(container), name="buildpy-wait")
             with _translated("follow the build output"):
                 for chunk in _frames(response.raw):
                     output(chunk)
@@ -293,11 +305,16 @@ class PodmanEngine:
             return int(ctr.wait(condition="exited", interval="10ms"))
 
     def commit(self, container: str, spec: CommitSpec) -> str:
+        """libpod's commit, as podman-py sends it, without podman-py's inspect of the new
+        image afterwards (a round trip the build does not need: it asks for the image's
+        size itself, while the container is being removed)."""
+        params = {"container": container, "repo": spec.repository, "tag": spec.tag}
         with _translated("commit the working container"):
-            image = self._container(container).commit(
-                repository=spec.repository, tag=spec.tag, changes=list(spec.changes)
+            response = self._client.api.post(
+                "/commit", params={**params, "changes": list(spec.changes)}
             )
-            return str(image.id)
+            response.raise_for_status()
+            return str(response.json()["Id"])
 
     def remove(self, container: str) -> None:
         """Kill and remove at once: podman-py's force removal waits out the stop timeout
@@ -585,34 +602,6 @@ def _not_found(exc: BaseException | None) -> bool:
         return True
     response = getattr(exc, "response", None)
     return getattr(response, "status_code", None) == 404
-
-
-class _Waiter:
-    """A call running on a daemon thread: one that never blocks an interrupted build.
-
-    After Ctrl-C the build removes the container, which ends the wait; nothing joins
-    the thread on the way out.
-    """
-
-    def __init__(self, call: Callable[[], int]) -> None:
-        self._call = call
-        self._status: int | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="buildpy-wait", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._status = self._call()
-        except BaseException as exc:  # handed to the caller of result()
-            self._error = exc
-
-    def result(self) -> int:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._status is not None
-        return self._status
 
 
 def _frames(raw: Any) -> Iterator[bytes]:

@@ -10,8 +10,8 @@ never leaves a partial file under that name.
 from __future__ import annotations
 
 import os
+import secrets
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -118,7 +118,7 @@ def _progress(line: str) -> None:
 def atomic_file(path: Path) -> Iterator[BinaryIO]:
     """A file that appears at ``path`` complete or not at all: written under a hidden
     name beside it, synced, renamed over ``path``; removed on any failure or interrupt."""
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
     try:
         with open(partial, "xb") as handle:
             yield handle

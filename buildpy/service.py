@@ -20,7 +20,6 @@ per connection and does not check host keys.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -118,14 +117,22 @@ def standard_socket(
     return None
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """In the service's process: get SIGTERM when buildpy dies, however it dies."""
+def _die_with_parent() -> Callable[[], None]:
+    """What a process of buildpy's own runs before its program: get SIGTERM when buildpy
+    dies, however it dies. libc is loaded here, in buildpy (ctypes is imported only when
+    such a process starts, not by every build), so the child only calls it."""
+    import ctypes
+
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return lambda: None
+
+    def in_the_child() -> None:  # pragma: no cover - runs in the child
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except OSError:
-        pass
+
+    return in_the_child
 
 
 @contextmanager
@@ -217,7 +224,7 @@ def _socket_process(
             stdout=subprocess.DEVNULL,
             stderr=err,
             start_new_session=True,  # Ctrl-C reaches buildpy, which then cleans up in order
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent(),
             env=None if scratch is None else {**os.environ, "TMPDIR": str(scratch)},
         )
     try:

@@ -29,14 +29,13 @@ import shutil
 import stat
 import tarfile
 import tempfile
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from buildpy import cachesize, log, source
+from buildpy import background, cachesize, log, source
 from buildpy.engine import Engine
 from buildpy.errors import EngineError
 from buildpy.plan import BuildPlan
@@ -227,22 +226,18 @@ def keep(
 def keeping(
     name: str | None, said: str | None, plan: BuildPlan, engine: Engine, container: str
 ) -> Iterator[None]:
-    """``keep`` in a thread of its own while the block runs (the commit: reading the
-    container's files alongside costs less than after it); waits for it at the end."""
+    """``keep`` on a background thread while the block runs (the commit: reading the
+    container's files alongside costs less than after it); waits for it at the end, unless
+    the block was interrupted."""
     if name is None or said is None:
         yield
         return
-    worker = threading.Thread(
-        target=_keep_quietly,
-        args=(name, said, plan.root, plan.rules, engine, container),
+    worker = background.Running(
+        lambda: _keep_quietly(name, said, plan.root, plan.rules, engine, container),
         name="buildpy-keep-static",
-        daemon=True,
     )
-    worker.start()
-    try:
-        yield
-    finally:
-        worker.join()
+    yield
+    worker.result()  # not after an error or interrupt: the daemon thread ends with the process
 
 
 def _keep_quietly(*args: Any) -> None:

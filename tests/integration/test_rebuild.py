@@ -45,9 +45,13 @@ def test_source_change_reuses_the_dependency_layer(buildpy_build: BuildFn, tmp_p
 
     wsgi = app / "wsgi.py"
     wsgi.write_text(wsgi.read_text().replace("from buildpy!", "from a rebuild!"))
-    second = buildpy_build(app, builder=BUILDER)
+    second = buildpy_build(app, "--format", "json", builder=BUILDER)
     event = built_event(second)
     assert (event["phases"], event["dependencies_reused"]) == (2, True)
+    result = json.loads(second.stdout)  # --format json: the built event's figures, on stdout
+    assert result["image"] == inspect_image(second.tag)["Id"]  # in full, and it exists
+    assert result["image"].startswith(event["image"]) and result["size"] == event["size"] > 0
+    assert (result["tag"], result["dependencies_reused"]) == (second.tag, True)
     assert "dependency layer reused" in second.stderr
     assert "Installing dependencies" not in second.stdout + second.stderr
     assert "source placed" in second.stderr  # no assemble run was needed

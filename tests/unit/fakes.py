@@ -74,6 +74,11 @@ class FakeEngine:
     pushed: list[str] = field(default_factory=list)
     saved: list[tuple[str, str]] = field(default_factory=list)
     loaded: list[str] = field(default_factory=list)  # IDs of images loaded from archives
+    expected: list[str] = field(default_factory=list)  # expect_image's refs
+
+    def expect_image(self, ref: str) -> None:
+        """PodmanEngine's: inspect ahead of ``find_image`` (here: nothing to do)."""
+        self.expected.append(ref)
 
     def find_image(self, ref: str) -> ImageInfo | None:
         found = self.stored.get(ref) or self.stored.get(f"{ref}:latest")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -158,6 +161,38 @@ def test_a_build_stopped_during_its_commit_leaves_the_tag_as_it_was(app: Path) -
 OLD_APP = ImageInfo(id="sha256:old", ref="localhost/app:v1")
 
 
+@dataclass
+class _LookupDuringUpload(FakeEngine):
+    """The application phase's upload finishes only once the tag's image was looked up."""
+
+    final_upload: int = 0  # the index of the application phase's upload
+    looked_up: threading.Event = field(default_factory=threading.Event)
+
+    def find_image(self, ref: str) -> ImageInfo | None:
+        if ref == "localhost/app:v1":
+            self.looked_up.set()
+        return super().find_image(ref)
+
+    def upload(self, container: str, path: str, archive: Iterable[bytes]) -> None:
+        if len(self.uploads) == self.final_upload:
+            assert self.looked_up.wait(10), "the tag was not looked up during the upload"
+        super().upload(container, path, archive)
+
+
+@pytest.mark.parametrize("placed", [False, True])
+def test_the_tag_is_looked_up_while_the_source_uploads(app: Path, placed: bool) -> None:
+    builder = BUILDER
+    if placed:  # a dependency layer, and nothing left to run: the source is placed
+        builder = replace(BUILDER, labels={**BUILDER.labels, layer.PHASES_LABEL: "dependencies"})
+        (app / "requirements.txt").write_text("flask\n")
+    stored = {builder.ref: builder, "localhost/app:v1": OLD_APP, OLD_APP.id: OLD_APP}
+    engine = _LookupDuringUpload(stored=stored, final_upload=int(placed))
+    engine.output = [b"BUILDPY_APPLICATION_PHASE=copy\n"]
+    result = build.run(make_plan(app, tag="localhost/app:v1"), engine, output=_Sink())
+    assert engine.stored["localhost/app:v1"].id == result.image_id
+    assert (result.phases, len(engine.started)) == ((2, 1) if placed else (1, 1))
+
+
 def test_commit_sets_cmd_user_and_restores_entrypoint(app: Path) -> None:
     builder = ImageInfo(
         id="b", ref="b", user="1001", workdir="/w", entrypoint=("/init",), labels=BUILDER.labels
@@ -170,6 +205,26 @@ def test_commit_sets_cmd_user_and_restores_entrypoint(app: Path) -> None:
     assert "USER 1001" in commit.changes
     assert (commit.repository, commit.tag) == ("localhost/app", "v1")
     assert result.image_id == "sha256:result1"
+    assert engine.removed == ["ctr1"]
+
+
+@dataclass
+class _Measured(FakeEngine):
+    """Committed images have a size; every inspect is recorded."""
+
+    inspected: list[str] = field(default_factory=list)
+
+    def find_image(self, ref: str) -> ImageInfo | None:
+        self.inspected.append(ref)
+        found = super().find_image(ref)
+        return replace(found, size=4242) if found and found.id.startswith("sha256:r") else found
+
+
+def test_the_result_has_the_image_size_from_one_inspect(app: Path) -> None:
+    engine = _Measured()
+    result = build.run(make_plan(app, tag="localhost/app:v1"), engine, output=_Sink())
+    assert result.size == 4242
+    assert engine.inspected.count(result.image_id) == 1
     assert engine.removed == ["ctr1"]
 
 

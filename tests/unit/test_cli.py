@@ -171,3 +171,26 @@ def test_argument_errors_are_an_error_line_and_a_hint(capsys: pytest.CaptureFixt
         "ERROR: argument --timeout: invalid duration value: 'soon'",
         "  hint: see `buildpy build --help`",
     ]
+
+
+def test_the_program_collects_garbage_only_once_its_modules_are_loaded(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gc
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import gc, sys; from buildpy import cli; sys.argv = ['buildpy', 'builder', 'list'];"
+        " code = cli.main(); print(code, gc.isenabled(), gc.get_freeze_count() > 0)"
+    )
+    env = {**os.environ, "CONTAINER_HOST": "unix:///nonexistent/podman.sock"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.stdout.splitlines()[-1] == "0 True True", done.stderr
+    # called with arguments (a test, a caller of its own), it leaves the collector alone
+    monkeypatch.setenv("CONTAINER_HOST", "unix:///nonexistent/podman.sock")
+    frozen = gc.get_freeze_count()
+    assert cli.main(["builder", "list"]) == 0 and gc.isenabled()
+    assert gc.get_freeze_count() == frozen
+    capsys.readouterr()

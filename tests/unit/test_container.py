@@ -1,13 +1,16 @@
-"""The working container's output: what the user sees of assemble."""
+"""The working container: what the user sees of assemble, and the reaper's background work."""
 
 from __future__ import annotations
 
 import io
+import json
 
+from fakes import FakeEngine
 from hypothesis import given
 from hypothesis import strategies as st
 
-from buildpy.container import _Unmarked
+from buildpy import log
+from buildpy.container import Reaper, _Unmarked
 
 lines = st.lists(
     st.one_of(
@@ -47,3 +50,19 @@ def test_ordinary_output_is_passed_on_at_once() -> None:
     assert out.getvalue() == b"Collecting fl"  # no line is held unless it may be a marker
     shown.feed(b"ask\nBUILDPY_APPLICATION_PHASE=run\n")
     assert out.getvalue() == b"Collecting flask\n"
+
+
+def test_background_work_is_done_in_order_when_the_reaper_ends_and_never_raises() -> None:
+    engine = FakeEngine()
+    done: list[str] = []
+    said = io.StringIO()
+    log.configure(json=True, stream=said)
+    with Reaper(engine) as reaper:
+        reaper.defer("ctr1", "buildpy-build-x")
+        reaper.release()
+        reaper.background(lambda: done.append(f"after {engine.removed}"), "not this")
+        reaper.background(lambda: 1 / 0, "could not divide")
+    assert done == ["after ['ctr1']"]
+    warning = json.loads(said.getvalue())
+    assert (warning["event"], warning["error"]) == ("could not divide", "division by zero")
+    log.configure(json=True, stream=io.StringIO())

@@ -3,6 +3,7 @@ text quotes what it must, DIR holds what buildpy uploads, and DIR is never a use
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import stat
@@ -225,6 +226,11 @@ def test_cli_writes_without_podman(
     assert code == 0
     assert capsys.readouterr().out == f"{out.resolve()}\n"
     assert (out / "Containerfile").read_text().startswith(containerfile.HEADER)
+    argv = ["build", str(app), "--as-containerfile", str(out), "--builder", OWN]
+    assert cli.main([*argv, "--format", "json"]) == 0
+    said = json.loads(capsys.readouterr().out)
+    assert said["directory"] == str(out.resolve()) and said["phases"] == 2
+    assert said["command"][:2] == ["podman", "build"]
 
 
 @pytest.mark.parametrize(

@@ -114,6 +114,40 @@ def test_json_logs_are_one_event_per_line_with_the_output_as_events(
     assert built["dependencies_reused"] is False and built["seconds"] >= 0 and "size" in built
 
 
+def test_format_json_prints_the_result_as_the_built_event_says_it(
+    capsys: pytest.CaptureFixture[str], app: Path, engine: FakeEngine
+) -> None:
+    code, out, err = build(capsys, app, "--format", "json", "--log-format", "json")
+    assert code == 0 and out.count("\n") == 1, out
+    result = json.loads(out)
+    built = json.loads(err.splitlines()[-1])
+    assert result["image"] == "sha256:result1" and built["image"] == "result1"
+    logged = {k: v for k, v in built.items() if k not in ("event", "level", "timestamp")}
+    assert {**logged, "image": result["image"]} == result
+    assert {"tag", "size", "seconds", "phases", "dependencies_reused"} <= set(result)
+    assert {"assemble_seconds", "upload_seconds", "commit_seconds"} <= set(result)
+
+
+def test_format_json_leaves_the_log_as_it_is(
+    capsys: pytest.CaptureFixture[str], app: Path, engine: FakeEngine
+) -> None:
+    code, out, err = build(capsys, app, "--format", "json")
+    assert code == 0 and json.loads(out)["tag"] == TAG
+    assert err.splitlines()[-1].startswith(f"built {TAG}: image result1") and "{" not in err
+    code, out, err = build(capsys, app, "--format", "json", "-q")
+    assert (code, err) == (0, "") and json.loads(out)["image"] == "sha256:result2"
+    code, out, err = build(capsys, app, "--format", "json", "--push")  # no registry answers
+    assert code == 10 and json.loads(out)["image"] == "sha256:result3", err
+
+
+def test_the_builder_is_inspected_ahead_unless_it_is_pulled_first(
+    capsys: pytest.CaptureFixture[str], app: Path, engine: FakeEngine
+) -> None:
+    assert build(capsys, app)[0] == 0
+    assert build(capsys, app, "--pull", "always")[0] == 0  # a localhost/ name: not pulled
+    assert engine.expected == [BUILDER.ref]
+
+
 def test_quiet_shows_only_the_result_and_on_failure_the_end_of_assemble(
     capsys: pytest.CaptureFixture[str], app: Path, engine: FakeEngine
 ) -> None:

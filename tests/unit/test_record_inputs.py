@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 SCRIPT = Path(__file__).resolve().parents[2] / "s2i" / "record-inputs"
+# The interpreter without this checkout's virtualenv (-S: no site-packages): a checkout
+# under /tmp would otherwise have the record count the virtualenv's files as build-only
+# files, which in a builder image (Python under /usr or /opt) they never are.
+PYTHON = getattr(sys, "_base_executable", sys.executable)
 
 
 def record(tmp_path: Path, program: str, *args: str, status: int = 0) -> dict[str, Any]:
@@ -25,7 +29,7 @@ def record(tmp_path: Path, program: str, *args: str, status: int = 0) -> dict[st
     (root / "prog.py").write_text(program)
     out = tmp_path / "record.json"
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), str(root), str(out), str(root / "prog.py"), *args],
+        [PYTHON, "-S", str(SCRIPT), str(root), str(out), str(root / "prog.py"), *args],
         capture_output=True,
         text=True,
         cwd=root,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -110,6 +112,25 @@ def test_git_describe_parses_log() -> None:
 
 def test_git_describe_outside_a_checkout(tmp_path: Path) -> None:
     assert gitinfo.describe(tmp_path / "nowhere") is None
+
+
+def test_git_is_not_started_where_it_could_find_no_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[Sequence[str]] = []
+
+    def run(args: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        started.append(args)
+        return subprocess.CompletedProcess(args, 128, "", "fatal: not a git repository")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.delenv("GIT_DIR", raising=False)
+    assert gitinfo.run_git(["log"], tmp_path) is None and started == []
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    (tmp_path / "repo" / "app").mkdir()
+    assert gitinfo.run_git(["log"], tmp_path / "repo" / "app") is None and len(started) == 1
+    monkeypatch.setenv("GIT_DIR", str(tmp_path / "elsewhere"))
+    assert gitinfo.run_git(["log"], tmp_path) is None and len(started) == 2
 
 
 def test_connect_prefers_container_host() -> None:
@@ -462,4 +483,35 @@ def test_a_container_between_states_is_asked_to_go_again(
     else:
         engine.remove("c1")
     assert refusing.calls == calls
+    engine.close()
+
+
+def test_an_expected_image_is_inspected_once_ahead_then_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from buildpy import podman
+    from buildpy.engine import ImageInfo
+    from buildpy.errors import EngineError
+
+    engine = podman.PodmanEngine("unix:///nonexistent.sock")
+    asked: list[tuple[str, str]] = []
+
+    def inspect(ref: str) -> ImageInfo | None:
+        asked.append((ref, threading.current_thread().name))
+        if ref == "broken":
+            raise EngineError("Podman could not inspect image broken: no")
+        return ImageInfo(id=f"id-{len(asked)}", ref=ref)
+
+    monkeypatch.setattr(engine, "_inspect", inspect)
+    engine.expect_image("b")
+    engine.expect_image("broken")
+    ahead = engine.find_image("b")
+    assert ahead is not None and ahead.ref == "b"
+    with pytest.raises(EngineError, match="inspect image broken"):  # its error, when asked
+        engine.find_image("broken")
+    assert {name for _, name in asked} == {"buildpy-expect"}  # both asked on their threads
+    again = engine.find_image("b")  # the answer ahead is taken once; then asked anew
+    assert again is not None and again.id != ahead.id and asked[-1] == ("b", "MainThread")
     engine.close()
