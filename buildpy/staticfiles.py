@@ -30,7 +30,7 @@ import stat
 import tarfile
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -136,7 +136,8 @@ def find(name: str, root: Path, rules: source.IgnoreRules) -> Kept | None:
     if changed is not None:
         _log.info("collectstatic runs", path=changed)
     if kept is not None:
-        os.utime(STORE / name)  # the newest entries are kept
+        with suppress(OSError):  # replaced or pruned meanwhile: what was read still holds
+            os.utime(STORE / name)  # the newest entries are kept
     return kept
 
 
@@ -205,7 +206,10 @@ def keep(
     try:
         with open(staging / _FILES, "wb") as archive:
             found = engine.archive(container, f"{home}/{static_root}", archive)
-        if not found or not _plain(staging / _FILES):
+        if not found:
+            _log.debug("static files not kept", reason="STATIC_ROOT is missing")
+            return False
+        if not _plain(staging / _FILES):
             _log.debug("static files not kept", reason="STATIC_ROOT holds more than files")
             return False
         document = {"static_root": static_root, **view.as_json()}
@@ -268,6 +272,8 @@ def _usable(
     if not inside:
         return "STATIC_ROOT is not inside the source directory", None
     relative = static_root[len(home) + 1 :]
+    if not all(_relative(path) for path in (relative, *reads, *listed, *looked)):
+        return "the record names a path outside the source directory", None
     if source.lookup(root, rules, relative) is not None:
         return "STATIC_ROOT is part of the source", None
     view = View.of(root, rules, list(reads), listed, list(looked))
@@ -276,13 +282,24 @@ def _usable(
     return "", (view, relative, home)
 
 
+def _relative(path: object) -> bool:
+    """Whether a recorded path stays inside the source directory ("." is the directory)."""
+    if not isinstance(path, str) or path.startswith("/"):
+        return False
+    return path == "." or all(part not in ("", ".", "..") for part in path.split("/"))
+
+
 def _plain(archive: Path) -> bool:
-    """Whether an archive holds only directories and regular files."""
+    """Whether an archive holds only directories and regular files, all below one top."""
     try:
         with tarfile.open(archive, mode="r:") as opened:
-            return all(info.isdir() or info.isfile() for info in opened)
+            infos = opened.getmembers()
     except tarfile.TarError:
         return False
+    tops = {info.name.split("/", 1)[0] for info in infos}
+    return len(tops) == 1 and all(
+        (info.isdir() or info.isfile()) and _relative(info.name) for info in infos
+    )
 
 
 def _trim() -> None:

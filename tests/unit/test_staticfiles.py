@@ -107,8 +107,11 @@ def test_an_input_the_ignore_file_drops_counts_as_changed(tmp_path: Path) -> Non
         ({"static_root": "/var/www/static"}, "STATIC_ROOT outside the source"),
         ({"static_root": None}, "no STATIC_ROOT"),
         ({"reads": {"site/settings.py": "0000000000000000"}}, "source changed since upload"),
+        ({"static_root": f"{HOME}/../../etc"}, "STATIC_ROOT climbing out"),
+        ({"reads": {"../../etc/passwd": "0000000000000000"}}, "a read outside the source"),
+        ({"listed": ["/etc"]}, "an absolute listing"),
     ],
-    ids=["untracked", "outside", "none", "race"],
+    ids=["untracked", "outside", "none", "race", "climbing", "read outside", "absolute"],
 )
 def test_nothing_is_kept_from_a_record_that_cannot_be_trusted(
     tmp_path: Path, store: Path, changes: dict[str, object], why: str
