@@ -250,7 +250,7 @@ def _build(session: BuildSession, inputs: Inputs, parent: ImageInfo | None) -> D
         assembled = container.assemble(session.out).check()
         application = _application(assembled.said(APPLICATION_MARKER))
         committed = _commit_layer(session, container, inputs, application)
-    _give_names(session.engine, ImageInfo(committed.image_id, inputs.tag, labels=labels), inputs)
+    _name_later(session, ImageInfo(committed.image_id, inputs.tag, labels=labels), inputs)
     seconds = upload + assembled.seconds + committed.seconds
     return DependencyLayer(committed.image_id, False, application, seconds)
 
@@ -315,7 +315,7 @@ def _build_foreign(session: BuildSession, inputs: Inputs) -> DependencyLayer | N
             status=exc.status,
         )
         return None
-    _give_names(session.engine, ImageInfo(committed.image_id, inputs.tag, labels=labels), inputs)
+    _name_later(session, ImageInfo(committed.image_id, inputs.tag, labels=labels), inputs)
     seconds = upload + assembled.seconds + committed.seconds
     return DependencyLayer(committed.image_id, False, "run", seconds, foreign=True)
 
@@ -345,6 +345,14 @@ def _archive(inputs: Inputs, build_env: dict[str, str]) -> ArchiveFactory:
         return source.members_stream(members, uid=uid, gid=gid)
 
     return archive
+
+
+def _name_later(session: BuildSession, layer: ImageInfo, inputs: Inputs) -> None:
+    """``_give_names`` for a new layer, on the reaper's thread (done before the build
+    ends): the application phase need not wait for names only later builds look for."""
+    session.reaper.background(
+        lambda: _give_names(session.engine, layer, inputs), "could not name the dependency layer"
+    )
 
 
 def _give_names(engine: Engine, layer: ImageInfo, inputs: Inputs) -> None:
