@@ -31,12 +31,12 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
-
-from pathspec import PathSpec, RegexPattern
-from pathspec.patterns.gitignore.basic import GitIgnoreBasicPattern
+from typing import TYPE_CHECKING, Callable, Literal
 
 from buildpy.errors import SourceError
+
+if TYPE_CHECKING:  # pathspec is imported where rules are parsed: most sources have none
+    from pathspec import PathSpec, RegexPattern
 
 __all__ = [
     "IGNORE_FILE",
@@ -124,6 +124,9 @@ def _compile(line: str, lineno: int) -> RegexPattern | None:
     if text.startswith("#") or not text.removeprefix("!").strip("/"):
         return None  # blank, a comment, or only slashes (which match nothing in git either)
     text = _TRAILING_STARS.sub(r"\1**/*\2", _collapse_stars(text))
+    from pathspec import RegexPattern
+    from pathspec.patterns.gitignore.basic import GitIgnoreBasicPattern
+
     try:
         regex, include = GitIgnoreBasicPattern.pattern_to_regex(text)
         if regex is None:
@@ -150,9 +153,13 @@ class IgnoreRules:
     """The parsed rules of one ``.s2iignore``; matches posix paths relative to the root."""
 
     def __init__(self, patterns: Sequence[RegexPattern] = ()) -> None:
-        # The simple backend: re2 and hyperscan, when installed, would recompile the
-        # regexes, and they have no lookahead.
-        self._spec = PathSpec(patterns, backend="simple")
+        self._spec: PathSpec[RegexPattern] | None = None  # no rules: nothing to import
+        if patterns:
+            from pathspec import PathSpec
+
+            # The simple backend: re2 and hyperscan, when installed, would recompile the
+            # regexes, and they have no lookahead.
+            self._spec = PathSpec(patterns, backend="simple")
 
     @classmethod
     def from_text(cls, text: str) -> IgnoreRules:
@@ -177,12 +184,14 @@ class IgnoreRules:
         return cls.from_text(data.decode("utf-8", "surrogateescape"))
 
     def __bool__(self) -> bool:
-        return bool(self._spec.patterns)
+        return self._spec is not None
 
     def ignored_here(self, relpath: str, is_dir: bool) -> bool:
         """Whether the rules exclude ``relpath`` itself, not looking at its parents."""
         # pathspec tells a directory by its trailing "/"; separators=(): a backslash is
         # part of a name, not a separator.
+        if self._spec is None:
+            return False
         subject = relpath + "/" if is_dir else relpath
         return bool(self._spec.match_file(subject, separators=()))
 
