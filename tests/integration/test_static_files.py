@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,8 @@ EXAMPLE = ROOT / "examples" / "hello-django"
 def copy_example(tmp_path: Path) -> Path:
     app = tmp_path / "django"
     shutil.copytree(EXAMPLE, app)
-    (app / "requirements.txt").write_text(
-        f"# {tmp_path.name}: a key of its own\ndjango\ngunicorn\n"
-    )
+    # a dependency layer of its own, so no collectstatic result an earlier run kept
+    (app / "requirements.txt").write_text(f"# {uuid.uuid4().hex}\ndjango\ngunicorn\n")
     return app
 
 
