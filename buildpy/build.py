@@ -195,10 +195,9 @@ def _collect_static(
     the static files an earlier build kept, placed with the source, while none of their
     inputs changed (``staticfiles``); else assemble, keeping what its collectstatic makes."""
     plan = session.plan
-    env = {**plan.image_env, **session.build_env("application")}
-    if staticfiles.disabled(env):
+    name = staticfiles.name_for(plan, deps.image_id, session.builder.env)
+    if name is None:  # DISABLE_COLLECTSTATIC: nothing to run
         return _place(session, deps.image_id, commit)
-    name = staticfiles.key(deps.image_id, env)
     kept = staticfiles.find(name, plan.root, plan.rules)
     if kept is None:
         return _assemble(session, deps, commit, keep=name)

@@ -280,7 +280,7 @@ def _commit_layer(
     session: BuildSession, container: WorkingContainer, inputs: Inputs, application: str
 ) -> Committed:
     """Commit a dependency layer under its key's tag, saying what its application phase
-    needs (``copy`` or ``run``) and who owns its files."""
+    needs (``copy``, ``collectstatic`` or ``run``) and who owns its files."""
     changes = [f"LABEL {APPLICATION_LABEL}={application}"]
     owner = session.owner.label()
     if owner:

@@ -21,13 +21,7 @@ from buildpy.environment import EnvLayer, Resolved, resolve
 from buildpy.mirror import DEFAULT_HOME, SourceView, Step, Variables
 from buildpy.plan import BuildPlan
 from buildpy.registry import require_builder
-from buildpy.session import (
-    PHASE_VARIABLE,
-    build_variables,
-    buildpy_variables,
-    download_index,
-    uses_downloads,
-)
+from buildpy.session import PHASE_VARIABLE, buildpy_variables, download_index, uses_downloads
 
 SCHEMA_VERSION = 1
 BUILDPY_BUILDER_LABELS = ("io.buildpy.builder.digest", layer.PHASES_LABEL)
@@ -131,12 +125,10 @@ def _static_files(
         return None
     if not layer.can_place(plan, builder):
         return "collectstatic runs: .s2i/bin scripts, --scripts-url and --incremental run assemble"
-    downloads = download_index(plan, builder.env) if uses_downloads(plan) else None
-    env = {**plan.image_env, **build_variables(plan, downloads, "application")}
-    if staticfiles.disabled(env):
+    name = staticfiles.name_for(plan, existing.id, builder.env)
+    if name is None:
         return "none: DISABLE_COLLECTSTATIC is set; the source is placed without a run"
-    _, why = staticfiles.forecast(staticfiles.key(existing.id, env), plan.root, plan.rules)
-    return why
+    return staticfiles.forecast(name, plan.root, plan.rules)
 
 
 def _build_layers(plan: BuildPlan, builder: ImageInfo, two_phases: bool) -> tuple[EnvLayer, ...]:

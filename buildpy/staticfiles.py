@@ -39,6 +39,7 @@ from buildpy import background, cachesize, log, source
 from buildpy.engine import Engine
 from buildpy.errors import EngineError
 from buildpy.plan import BuildPlan
+from buildpy.session import build_variables, download_index, uses_downloads
 
 _log = log.get(__name__)
 
@@ -117,6 +118,16 @@ class Kept:
         return members
 
 
+def name_for(plan: BuildPlan, dependency_image: str, builder_env: Mapping[str, str]) -> str | None:
+    """The store's name for what this build's collectstatic makes on this dependency layer
+    (``key`` of every variable it sees: the image's and the build's application phase, as
+    ``BuildSession.build_env`` gives them); None when assemble would skip collectstatic
+    (any non-empty DISABLE_COLLECTSTATIC). The build and ``buildpy plan`` both ask here."""
+    downloads = download_index(plan, builder_env) if uses_downloads(plan) else None
+    env = {**plan.image_env, **build_variables(plan, downloads, "application")}
+    return None if env.get(DISABLE_VARIABLE) else key(dependency_image, env)
+
+
 def key(dependency_image: str, env: Mapping[str, str]) -> str:
     """The store's name for results made on this dependency layer with these variables
     (all that collectstatic saw besides the source: the image's and the build's)."""
@@ -124,15 +135,10 @@ def key(dependency_image: str, env: Mapping[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def disabled(env: Mapping[str, str]) -> bool:
-    """Whether assemble would skip collectstatic (any non-empty DISABLE_COLLECTSTATIC)."""
-    return bool(env.get(DISABLE_VARIABLE))
-
-
 def find(name: str, root: Path, rules: source.IgnoreRules) -> Kept | None:
     """The kept result named ``name`` if the source still gives every recorded path what
     it gave then; None (and a line saying which path changed) otherwise."""
-    kept, changed = _look_up(name, root, rules)
+    kept, changed = _look_up(name, root, rules, with_files=True)
     if changed is not None:
         _log.info("collectstatic runs", path=changed)
     if kept is not None:
@@ -141,44 +147,43 @@ def find(name: str, root: Path, rules: source.IgnoreRules) -> Kept | None:
     return kept
 
 
-def forecast(name: str, root: Path, rules: source.IgnoreRules) -> tuple[bool, str]:
-    """For ``buildpy plan``: whether the build would place kept files, and why (or why
-    collectstatic runs). Changes nothing."""
-    kept, changed = _look_up(name, root, rules)
+def forecast(name: str, root: Path, rules: source.IgnoreRules) -> str:
+    """For ``buildpy plan``: whether the build would place kept files, or why collectstatic
+    runs. Reads no archive and changes nothing."""
+    kept, changed = _look_up(name, root, rules, with_files=False)
     if kept is not None:
-        return True, f"placed as collectstatic left them ({kept.inputs} inputs unchanged)"
+        return f"placed as collectstatic left them ({kept.inputs} inputs unchanged)"
     if changed is not None:
-        return False, f"collectstatic runs: {changed} changed since it last ran"
-    why = "nothing kept for this dependency layer and these variables"
-    return False, f"collectstatic runs: {why}"
+        return f"collectstatic runs: {changed} changed since it last ran"
+    return "collectstatic runs: nothing kept for this dependency layer and these variables"
 
 
-def _look_up(name: str, root: Path, rules: source.IgnoreRules) -> tuple[Kept | None, str | None]:
-    """The kept result if it still holds, else the first recorded path that changed (None
-    when there is no usable entry)."""
+def _look_up(
+    name: str, root: Path, rules: source.IgnoreRules, with_files: bool
+) -> tuple[Kept | None, str | None]:
+    """The kept result if it still holds (its archive read only ``with_files``), else the
+    first recorded path that changed (None when there is no usable entry). Record and
+    archive come from the one directory, opened once, even while another build replaces
+    the entry."""
     try:
-        inputs, archive = _read_entry(STORE / name)
-        saved = json.loads(inputs)
+        directory = os.open(STORE / name, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None, None
+    try:
+        saved = json.loads(_read_at(directory, _INPUTS))
         then = View(saved["reads"], saved["listed"], saved["looked"])
         static_root = str(saved["static_root"])
+        now = View.of(root, rules, list(then.reads), list(then.listed), list(then.looked))
+        changed = then.first_difference(now)
+        if changed is not None:
+            return None, changed
+        archive = _read_at(directory, _FILES) if with_files else b""
     except (OSError, ValueError, KeyError, TypeError):
         return None, None
-    now = View.of(root, rules, list(then.reads), list(then.listed), list(then.looked))
-    changed = then.first_difference(now)
-    if changed is not None:
-        return None, changed
-    count = len(then.reads) + len(then.listed) + len(then.looked)
-    return Kept(static_root, count, archive), None
-
-
-def _read_entry(entry: Path) -> tuple[bytes, bytes]:
-    """An entry's record and archive, both from the one directory even while another
-    build replaces the entry (each is read through the directory opened once)."""
-    directory = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        return _read_at(directory, _INPUTS), _read_at(directory, _FILES)
     finally:
         os.close(directory)
+    count = len(then.reads) + len(then.listed) + len(then.looked)
+    return Kept(static_root, count, archive), None
 
 
 def _read_at(directory: int, name: str) -> bytes:

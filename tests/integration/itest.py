@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -34,6 +35,20 @@ def file_contains(path: Path, needle: bytes) -> bool:
                 return True
             overlap = chunk[-len(needle) :]
     return False
+
+
+def copy_app(example: Path, dest: Path, key: str, requirements: str) -> Path:
+    """A copy of ``example`` at ``dest`` whose requirements.txt (``requirements``) starts
+    with the comment ``key``: a dependency layer of its own."""
+    shutil.copytree(example, dest)
+    (dest / "requirements.txt").write_text(f"# {key}: a key of its own\n{requirements}")
+    return dest
+
+
+def logged(stderr: str, event: str) -> list[dict[str, Any]]:
+    """The JSON log events named ``event`` in a build's stderr."""
+    found = (json.loads(line) for line in stderr.splitlines() if line.startswith("{"))
+    return [entry for entry in found if entry.get("event") == event]
 
 
 def shell_env(podman_url: str) -> dict[str, str]:

@@ -10,8 +10,6 @@ the new line. A project to install keeps one phase, and says so.
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import BUILDER_PREFIX, ROOT, TEST_IMAGE_PREFIX, BuildFn, built_event
-from itest import http_get, running
+from itest import copy_app, http_get, logged, running
 
 BASE = f"{BUILDER_PREFIX}/python-311-minimal"
 EXAMPLE = ROOT / "examples" / "hello-flask"
@@ -104,18 +102,7 @@ def _remove_layers(builders: Any) -> None:
 
 
 def _app(tmp_path: Path) -> Path:
-    app = tmp_path / "flask"
-    shutil.copytree(EXAMPLE, app)
-    (app / "requirements.txt").write_text(f"# {tmp_path.name}: a key of its own\nflask\ngunicorn\n")
-    return app
-
-
-def _events(stderr: str, name: str) -> list[dict[str, Any]]:
-    return [
-        json.loads(line)
-        for line in stderr.splitlines()
-        if line.startswith("{") and f'"event": "{name}' in line
-    ]
+    return copy_app(EXAMPLE, tmp_path / "flask", tmp_path.name, "flask\ngunicorn\n")
 
 
 @pytest.mark.parametrize("kind", ["relabelled", "sclorg"])
@@ -127,7 +114,7 @@ def test_source_change_reuses_the_layer_of_a_foreign_builder(
     first = buildpy_build(app, builder=builder)
     event = built_event(first)
     assert (event["phases"], event["dependencies_reused"]) == (2, False)
-    assert _events(first.stderr, "installing dependencies with the builder's own assemble")
+    assert logged(first.stderr, "installing dependencies with the builder's own assemble")
 
     wsgi = app / "wsgi.py"
     wsgi.write_text(wsgi.read_text().replace("from buildpy!", "from a foreign rebuild!"))
@@ -138,7 +125,7 @@ def test_source_change_reuses_the_layer_of_a_foreign_builder(
     second = buildpy_build(app, builder=builder)
     event = built_event(second)
     assert (event["phases"], event["dependencies_reused"]) == (2, True)
-    assert _events(second.stderr, "dependency layer reused")
+    assert logged(second.stderr, "dependency layer reused")
     output = second.stdout + second.stderr
     assert "Successfully installed" not in output  # everything was satisfied on the layer
     with running(second.tag) as (url, name):
@@ -154,7 +141,7 @@ def test_a_project_to_install_keeps_one_phase_on_a_foreign_builder(
     )
     built = buildpy_build(app, builder=foreign_builders["sclorg"])
     assert built_event(built)["phases"] == 1
-    (said,) = _events(built.stderr, "building in one phase")
+    (said,) = logged(built.stderr, "building in one phase")
     assert "setup.py" in said["reason"] and "no dependency phase of its own" in said["reason"]
     assert "Installing application" in built.stdout + built.stderr
     with running(built.tag) as (url, name):

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import BUILDER_PREFIX, BUILDPY, ROOT, BuildFn, built_event
-from itest import http_get, inspect_image, running
+from itest import copy_app, http_get, inspect_image, running
 
 BUILDER = f"{BUILDER_PREFIX}/python-311-minimal"
 EXAMPLE = ROOT / "examples" / "hello-flask"
 
 
 def copy_example(tmp_path: Path) -> Path:
-    app = tmp_path / "flask"
-    shutil.copytree(EXAMPLE, app)
-    (app / "requirements.txt").write_text(f"# {tmp_path.name}: a key of its own\nflask\ngunicorn\n")
-    return app
+    return copy_app(EXAMPLE, tmp_path / "flask", tmp_path.name, "flask\ngunicorn\n")
 
 
 def downloads_volume() -> Path:

@@ -4,36 +4,21 @@ something did, never kept when collectstatic did what a record cannot follow."""
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 from conftest import BUILDER_PREFIX, ROOT, BuildFn, built_event
-from itest import http_get, running
+from itest import copy_app, http_get, logged, running
 
 BUILDER = f"{BUILDER_PREFIX}/python-311-minimal"
 EXAMPLE = ROOT / "examples" / "hello-django"
 
 
 def copy_example(tmp_path: Path) -> Path:
-    app = tmp_path / "django"
-    shutil.copytree(EXAMPLE, app)
     # a dependency layer of its own, so no collectstatic result an earlier run kept
-    (app / "requirements.txt").write_text(f"# {uuid.uuid4().hex}\ndjango\ngunicorn\n")
-    return app
-
-
-def events(built_stderr: str, name: str) -> list[dict[str, object]]:
-    found = []
-    for line in built_stderr.splitlines():
-        if line.startswith("{"):
-            event = json.loads(line)
-            if event.get("event") == name:
-                found.append(event)
-    return found
+    return copy_app(EXAMPLE, tmp_path / "django", uuid.uuid4().hex, "django\ngunicorn\n")
 
 
 def in_image(tag: str, *command: str) -> str:
@@ -56,7 +41,7 @@ def test_static_files_are_placed_again_until_an_input_changes(
     forecast = buildpy_build.plan(app, builder=BUILDER)["static_files"]
     assert forecast.startswith("placed as collectstatic left them"), forecast
     second = buildpy_build(app, builder=BUILDER)
-    assert events(second.stderr, "static files placed"), second.stderr[-3000:]
+    assert logged(second.stderr, "static files placed"), second.stderr[-3000:]
     assert built_event(second)["assemble_seconds"] == 0  # no container ran
     assert "Collecting Django static files" not in second.stdout + second.stderr
     assert in_image(second.tag, "cat", "staticfiles/greeting/style.css") == css.read_text()
@@ -72,14 +57,14 @@ def test_static_files_are_placed_again_until_an_input_changes(
         "collectstatic runs: greeting/static/greeting/style.css changed since it last ran"
     )
     third = buildpy_build(app, builder=BUILDER)
-    reran = events(third.stderr, "collectstatic runs")
+    reran = logged(third.stderr, "collectstatic runs")
     assert reran and reran[0]["path"] == "greeting/static/greeting/style.css"
     assert "Collecting Django static files" in third.stdout + third.stderr
     assert in_image(third.tag, "cat", "staticfiles/greeting/style.css") == "body { color: teal; }\n"
 
     (css.parent / "extra.js").write_text("// new\n")  # a directory collectstatic listed
     fourth = buildpy_build(app, builder=BUILDER)
-    assert events(fourth.stderr, "collectstatic runs")
+    assert logged(fourth.stderr, "collectstatic runs")
     assert in_image(fourth.tag, "cat", "staticfiles/greeting/extra.js") == "// new\n"
 
     settings = app / "hello" / "settings.py"  # new static directory, named by the settings
@@ -87,12 +72,12 @@ def test_static_files_are_placed_again_until_an_input_changes(
     (app / "assets" / "site.css").write_text("html {}\n")
     settings.write_text(settings.read_text() + 'STATICFILES_DIRS = [BASE_DIR / "assets"]\n')
     fifth = buildpy_build(app, builder=BUILDER)
-    assert events(fifth.stderr, "collectstatic runs")
+    assert logged(fifth.stderr, "collectstatic runs")
     assert in_image(fifth.tag, "cat", "staticfiles/site.css") == "html {}\n"
 
     (app / "assets" / "site.css").write_text("html { margin: 0 }\n")  # read since it is named
     sixth = buildpy_build(app, builder=BUILDER)
-    assert events(sixth.stderr, "collectstatic runs")
+    assert logged(sixth.stderr, "collectstatic runs")
     assert in_image(sixth.tag, "cat", "staticfiles/site.css") == "html { margin: 0 }\n"
 
 
@@ -108,7 +93,7 @@ def test_nothing_is_kept_when_collectstatic_runs_a_program(
     views = app / "greeting" / "views.py"
     views.write_text(views.read_text() + "# edited\n")
     second = buildpy_build(app, builder=BUILDER)
-    assert not events(second.stderr, "static files placed")
+    assert not logged(second.stderr, "static files placed")
     assert "Collecting Django static files" in second.stdout + second.stderr
 
 
