@@ -10,10 +10,18 @@ from __future__ import annotations
 import pytest
 from hypothesis import settings
 
-from buildpy import cachesize
+from buildpy import cachesize, log
 
 settings.register_profile("buildpy", deadline=None)
 settings.load_profile("buildpy")
+
+
+@pytest.fixture(autouse=True)
+def default_log() -> None:
+    """Every test starts from the log's default configuration (lines for people on
+    stderr), whatever an earlier test configured: a test that reads structlog events
+    asks for JSON itself, so it passes alone as well as in the suite."""
+    log.configure()
 
 
 @pytest.fixture(autouse=True)

@@ -3,8 +3,10 @@ command of the first run, and the build against the fake engine."""
 
 from __future__ import annotations
 
+import io
 import subprocess
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import pytest
 from fakes import BUILDER, FakeEngine, tree
 from structlog.testing import capture_logs
 
-from buildpy import build, cache, foreign, layer
+from buildpy import build, cache, foreign, layer, log
 from buildpy import plan as build_plan
 from buildpy.config import BuildOptions
 from buildpy.session import PHASE_VARIABLE
@@ -179,6 +181,14 @@ def _statuses(engine: FakeEngine, statuses: list[int]) -> None:
     engine.on_run = next_status
 
 
+@contextmanager
+def _logged() -> Iterator[list[MutableMapping[str, Any]]]:
+    """The build's log events (structlog's, so the log is configured for JSON)."""
+    log.configure(json=True, stream=io.StringIO())
+    with capture_logs() as logs:
+        yield logs
+
+
 def _events(logs: list[MutableMapping[str, Any]]) -> str:
     return "\n".join(f"{entry['event']} {entry.get('reason', '')}" for entry in logs)
 
@@ -186,7 +196,7 @@ def _events(logs: list[MutableMapping[str, Any]]) -> str:
 def test_a_first_run_that_fails_with_partial_source_falls_back_to_one_phase(app: Path) -> None:
     engine = FakeEngine()
     _statuses(engine, [2, 0])
-    with capture_logs() as logs:
+    with _logged() as logs:
         result = build.run(make_plan(app), engine, output=_Sink())
     assert result.phases == 1 and not result.dependencies_reused
     assert [spec.image for spec in engine.created] == [BUILDER.id, BUILDER.id]
@@ -197,7 +207,7 @@ def test_a_first_run_that_fails_with_partial_source_falls_back_to_one_phase(app:
 def test_a_second_run_that_fails_on_the_layer_falls_back_to_one_phase(app: Path) -> None:
     engine = FakeEngine()
     _statuses(engine, [0, 1, 0])
-    with capture_logs() as logs:
+    with _logged() as logs:
         result = build.run(make_plan(app), engine, output=_Sink())
     assert result.phases == 1
     assert [spec.image for spec in engine.created] == [BUILDER.id, "sha256:result1", BUILDER.id]
@@ -207,7 +217,7 @@ def test_a_second_run_that_fails_on_the_layer_falls_back_to_one_phase(app: Path)
 def test_a_project_to_install_keeps_one_phase_and_says_so(app: Path) -> None:
     (app / "setup.py").write_text("from setuptools import setup\nsetup(name='app')\n")
     engine = FakeEngine()
-    with capture_logs() as logs:
+    with _logged() as logs:
         result = build.run(make_plan(app), engine, output=_Sink())
     assert result.phases == 1 and len(engine.created) == 1
     said = _events(logs)
