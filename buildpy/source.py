@@ -547,11 +547,17 @@ def _file_records(out: _Archive, entry: Entry, name: str) -> Iterator[bytes]:
         yield from out.header(name, tarfile.REGTYPE, mode, _mtime(st), st.st_size)
         remaining = st.st_size
         while remaining:
-            data = f.read(min(remaining, out.room()))
+            # A whole chunk read while nothing is buffered goes out as read: no copies.
+            whole = not out.buf and remaining >= out.chunk_size
+            data = f.read(out.chunk_size if whole else min(remaining, out.room()))
             if not data:
                 break
             remaining -= len(data)
-            yield from out.add(data)
+            if whole:
+                out.total += len(data)
+                yield data
+            else:
+                yield from out.add(data)
         if remaining or f.read(1):
             raise SourceError(
                 f"{entry.path} changed size while being archived",

@@ -535,10 +535,13 @@ def test_big_file_is_streamed_in_bounded_chunks(tmp_path: Path) -> None:
     chunk_size = 1000
     blob = os.urandom(10 * chunk_size + 123)
     make_tree(tmp_path, {"small": b"s", "big": blob, "z": b"z" * 700})
-    chunks = list(tar_stream(tmp_path, rules=NO_RULES, chunk_size=chunk_size))
+    stream = tar_stream(tmp_path, rules=NO_RULES, chunk_size=chunk_size)
+    chunks = list(stream)
     assert len(chunks) > 10
     assert all(0 < len(c) <= chunk_size + 1024 for c in chunks)
     assert contents(b"".join(chunks)) == {"src/big": blob, "src/small": b"s", "src/z": b"z" * 700}
+    # whole chunks of the big file go out as read, and still count
+    assert stream.stats == SourceStats(files=3, bytes=sum(map(len, chunks)))
 
 
 def test_stats(tmp_path: Path) -> None:
