@@ -1140,6 +1140,8 @@ def main(argv: list[str] | None = None) -> int:
     def report() -> dict[str, Any]:
         with session() as ctx:
             ctx.shared_host = args.shared_host
+            if args.shared_host:  # its cold builds must not evict others' cached layers
+                ctx.buildpy_env["BUILDPY_CACHE_MAX"] = "off"
             return measure(ctx, args)
 
     return finish(report, markdown, args.json)
