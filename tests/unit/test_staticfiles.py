@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
-from fakes import FakeEngine
+from fakes import BUILDER, FakeEngine
 
+from buildpy import plan as build_plan
 from buildpy import source, staticfiles
+from buildpy.config import BuildOptions
+from buildpy.plan import BuildPlan
 
 HOME = "/opt/app-root/src"
 
@@ -180,3 +183,31 @@ def test_lookup_and_listing_answer_as_the_upload_would(tmp_path: Path) -> None:
     assert source.lookup(root, rules, "shop/views.py") is not None
     assert source.lookup(root, rules, "shop/views.py/x") is None
     assert source.listing(root, rules, "shop/views.py") is None
+
+
+def _plan(root: Path, **options: object) -> BuildPlan:
+    return build_plan.make(
+        BuildOptions(source=root, builder=BUILDER.ref, **options),  # type: ignore[arg-type]
+        describe=lambda where: None,
+    )
+
+
+def test_the_name_covers_what_collectstatic_sees_and_none_when_it_is_disabled(
+    tmp_path: Path,
+) -> None:
+    root = app(tmp_path)
+    (root / ".s2i").mkdir()
+    (root / ".s2i" / "environment").write_text("DEBUG=0\n")
+    name = staticfiles.name_for(_plan(root), "sha256:layer", BUILDER.env)
+    assert name is not None
+    assert name == staticfiles.name_for(_plan(root), "sha256:layer", BUILDER.env)
+    assert name != staticfiles.name_for(_plan(root), "sha256:other", BUILDER.env)
+    # a variable of the image, and one of the build only: collectstatic sees both
+    assert name != staticfiles.name_for(_plan(root, env=("DEBUG=1",)), "sha256:layer", BUILDER.env)
+    with_build_env = _plan(root, build_env=("STATIC_URL=/s/",))
+    assert name != staticfiles.name_for(with_build_env, "sha256:layer", BUILDER.env)
+    # assemble skips collectstatic for any non-empty value, so nothing is kept or placed
+    disabled = _plan(root, env=("DISABLE_COLLECTSTATIC=1",))
+    assert staticfiles.name_for(disabled, "sha256:layer", BUILDER.env) is None
+    (root / ".s2i" / "environment").write_text("DISABLE_COLLECTSTATIC=yes\n")
+    assert staticfiles.name_for(_plan(root), "sha256:layer", BUILDER.env) is None
