@@ -568,35 +568,53 @@ def podman_cp(ctx: Context, tree: Path) -> float:
         podman(ctx, "rm", "-f", "-t", "0", name, check=False)
 
 
-def measure_upload(ctx: Context, sizes_mib: list[int]) -> list[dict[str, Any]]:
+def measure_upload(ctx: Context, sizes_mib: list[int], reps: int) -> list[dict[str, Any]]:
+    """Per size: ``reps`` pairs of a buildpy build and a ``podman cp`` of the same tree, which
+    of the two goes first alternating (the second finds the tree in the page cache); medians."""
     rows = []
     for mib in sizes_mib:
-        progress(f"upload: {mib} MiB source tree")
         tree = ctx.work / f"upload-{mib}"
+        uploads: list[float] = []
+        cps: list[float] = []
+        walls: list[float] = []
+        rss: list[int] = []
+        event: dict[str, Any] = {}
         try:
             with timed(ctx, "making upload trees"):
                 make_tree(tree, mib)
-            # alternate which goes first: the second finds the tree in the page cache
-            if mib % 2:
-                cp = podman_cp(ctx, tree)
-                build = buildpy_build(ctx, tree, f"{PREFIX}upload-{mib}")
-            else:
-                build = buildpy_build(ctx, tree, f"{PREFIX}upload-{mib}")
-                cp = podman_cp(ctx, tree)
+            for rep in range(reps):
+                progress(f"upload: {mib} MiB source tree, repetition {rep + 1}/{reps}")
+                tag = f"{PREFIX}upload-{mib}"
+                if (mib + rep) % 2:
+                    cps.append(podman_cp(ctx, tree))
+                    build = buildpy_build(ctx, tree, tag)
+                else:
+                    build = buildpy_build(ctx, tree, tag)
+                    cps.append(podman_cp(ctx, tree))
+                remove_images(ctx, [tag])
+                costs = overhead(build.event, build.seconds)
+                upload = costs.get("phases", {}).get("upload", costs.get("in_process"))
+                if upload is not None:
+                    uploads.append(upload)
+                walls.append(build.seconds)
+                rss.append(build.max_rss_kib)
+                event = build.event
         finally:
             shutil.rmtree(tree, ignore_errors=True)
-            remove_images(ctx, [f"{PREFIX}upload-{mib}"])
-        costs = overhead(build.event, build.seconds)
-        upload = costs.get("phases", {}).get("upload", costs.get("in_process"))
+        upload_median = round(statistics.median(uploads), 3) if uploads else None
+        cp_median = round(statistics.median(cps), 3) if cps else None
         rows.append(
             {
                 "mib": mib,
-                "wall_seconds": round(build.seconds, 3),
-                "upload_seconds": upload,
-                "podman_cp_seconds": round(cp, 3),
-                "upload_vs_podman_cp": div(upload, cp),
-                "peak_rss_mib": round(build.max_rss_kib / 1024, 1),
-                "event": build.event,
+                "samples": len(walls),
+                "wall_seconds": round(statistics.median(walls), 3) if walls else None,
+                "upload_seconds": upload_median,
+                "upload_samples": [round(u, 3) for u in uploads],
+                "podman_cp_seconds": cp_median,
+                "podman_cp_samples": [round(c, 3) for c in cps],
+                "upload_vs_podman_cp": div(upload_median, cp_median),
+                "peak_rss_mib": round(max(rss, default=0) / 1024, 1),
+                "event": event,
             }
         )
     return rows
@@ -954,16 +972,24 @@ def size_table(apps: dict[str, Any]) -> list[str]:
 def upload_table(upload: dict[str, Any]) -> list[str]:
     lines = [
         "| source tree | buildpy wall s | upload s | upload s per GiB | podman cp s"
-        " | upload / podman cp | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|",
+        " | upload / podman cp | peak RSS MiB | each pair: upload / podman cp s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in upload["rows"]:
+        pairs = ", ".join(
+            f"{num(u)} / {num(c)}"
+            for u, c in zip(row.get("upload_samples", []), row.get("podman_cp_samples", []))
+        )
         lines.append(
-            f"| {row['mib']} MiB | {row['wall_seconds']:.2f} "
+            f"| {row['mib']} MiB | {num(row['wall_seconds'])} "
             f"| {num(row['upload_seconds'])} | {num(row.get('seconds_per_gib'))} "
             f"| {num(row.get('podman_cp_seconds'))} | {num(row.get('upload_vs_podman_cp'))} "
-            f"| {row['peak_rss_mib']:.1f} |"
+            f"| {row['peak_rss_mib']:.1f} | {pairs} |"
         )
+    lines.append("")
+    lines.append(
+        "Medians of each size's pairs; which of the two goes first alternates between pairs."
+    )
     lines.append("")
     lines.append(f"Growth (least-squares slope): {num(upload['seconds_per_gib_fit'])} s per GiB.")
     return lines
@@ -1080,7 +1106,7 @@ def measure(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
         for name in args.apps
     }
     foreign = measure_foreign(ctx, args.foreign_apps, args.reps)
-    upload = summarize_upload(measure_upload(ctx, args.upload_mib))
+    upload = summarize_upload(measure_upload(ctx, args.upload_mib, args.reps))
     startup = measure_startup()
     return {
         "machine": {**machine(ctx, builder_size), "loadavg_at_start": load},
