@@ -13,6 +13,9 @@ against. This module knows the directory and nothing of engines:
   does not hold is gone (a CI cache does not grow with every change);
 * ``take``: an archive of an earlier export that is still wanted is hard-linked into
   the new one instead of being written again.
+
+Besides images and wheels, a directory may carry one kept collectstatic result (see
+``staticfiles``): an archive of the store's entry, named by its key.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _IMAGE_ID = re.compile(r"^(?:sha256:)?[0-9a-z]{1,64}$")  # Podman: hex; the fake: "result1"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _INDEX = re.compile(r"^(?:[0-9a-f]{16})?$")  # cache.index_digest, or empty (unknown)
+_STATIC_NAME = re.compile(r"^[0-9a-f]{32}$")  # staticfiles.key
 REFRESH = "export the cache again (`buildpy cache export DIR SOURCE`), or delete DIR"
 
 
@@ -78,6 +82,14 @@ class Downloads:
 
 
 @dataclass(frozen=True)
+class StaticFiles:
+    """A kept collectstatic result (``staticfiles.pack``), and its name in the store."""
+
+    file: CachedFile
+    name: str
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What a cache directory holds, and the builder image it was made against."""
 
@@ -87,11 +99,13 @@ class Manifest:
     downloads: Downloads | None = None
     buildpy: str = __version__
     created: str = ""
+    static: StaticFiles | None = None  # absent from exports before 2026-12-06
 
     @property
     def files(self) -> tuple[CachedFile, ...]:
         found = tuple(image.file for image in self.images)
-        return found + ((self.downloads.file,) if self.downloads else ())
+        found += (self.downloads.file,) if self.downloads else ()
+        return found + ((self.static.file,) if self.static else ())
 
     def image(self, image_id: str) -> CachedImage | None:
         return next((image for image in self.images if image.id == image_id), None)
@@ -115,6 +129,8 @@ class Manifest:
                 "index": self.downloads.index,
             },
         }
+        if self.static is not None:
+            document["static"] = {**_file_json(self.static.file), "name": self.static.name}
         return json.dumps(document, indent=2) + "\n"
 
 
@@ -158,6 +174,7 @@ def parse(document: Any, where: str) -> Manifest:
         )
     builder = _Fields(fields.get("builder", dict), f"{where}: builder")
     downloads = fields.get("downloads", (dict, type(None)))
+    static = document.get("static")  # optional: older exports have none
     manifest = Manifest(
         builder_ref=builder.get("ref", str),
         builder_id=builder.matching("id", _IMAGE_ID),
@@ -165,6 +182,7 @@ def parse(document: Any, where: str) -> Manifest:
         downloads=None if downloads is None else _downloads(downloads, where),
         buildpy=fields.get("buildpy", str),
         created=fields.get("created", str),
+        static=None if static is None else _static(static, where),
     )
     names = [file.name for file in manifest.files]
     if len(set(names)) != len(names):
@@ -189,6 +207,11 @@ def _downloads(item: Any, where: str) -> Downloads:
     if not isinstance(index, str) or not _INDEX.match(index):
         raise CacheDirError(f"{where}: downloads: 'index' is not valid: {index!r}", REFRESH)
     return Downloads(_file(fields), fields.get("wheels", int), index)
+
+
+def _static(item: Any, where: str) -> StaticFiles:
+    fields = _Fields(item, f"{where}: static")
+    return StaticFiles(_file(fields), fields.matching("name", _STATIC_NAME))
 
 
 def _file(fields: _Fields) -> CachedFile:

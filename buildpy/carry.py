@@ -23,6 +23,12 @@ Wheels move through a short-lived container with the volume mounted, as Podman
 dependency image picks the cached wheels whose name and version are installed
 there; on import a shell script copies each wheel the volume lacks into it under a
 temporary name and renames it, so a build never sees half a wheel.
+
+A Django application's kept collectstatic result for the exported layer (``staticfiles``:
+the static files and the record of what collectstatic read) travels too, so the
+runner's first build can place them instead of running collectstatic. Import puts it
+into the runner's store last, after the images: a failure there costs one
+collectstatic run, never the import.
 """
 
 from __future__ import annotations
@@ -35,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from buildpy import cache, cachedir, layer, log, session
-from buildpy.cachedir import CachedImage, Downloads, Manifest
+from buildpy import cache, cachedir, layer, log, session, staticfiles
+from buildpy.cachedir import CachedImage, Downloads, Manifest, StaticFiles
 from buildpy.container import WorkingContainer
 from buildpy.engine import ContainerSpec, ImageArchives, ImageInfo, VolumeMount
 from buildpy.errors import BuilderImageError, CacheDirError, EngineError
@@ -46,6 +52,7 @@ from buildpy.plan import BuildPlan
 _log = log.get(__name__)
 
 DOWNLOADS_FILE = "downloads.tar"
+STATIC_FILE = "static-files.tar"
 SELECTED = "/tmp/buildpy-wheels.tar"  # written by SELECT_WHEELS in the helper container
 COUNT_MARKER = "BUILDPY_WHEELS"
 
@@ -101,6 +108,7 @@ class Imported:
     loaded: tuple[CachedImage, ...] = ()
     present: tuple[CachedImage, ...] = ()  # already in local storage: only named
     wheels: int = 0  # added to the download cache
+    static: bool = False  # a kept collectstatic result was put into the store
 
 
 # ----------------------------------------------------------------------------- export
@@ -123,7 +131,8 @@ def export(engine: ImageArchives, plan: BuildPlan, builder: ImageInfo, directory
                 images.append(_save(engine, info, names, builder, work))
         index = session.download_index(plan, builder.env)
         downloads = _save_downloads(engine, builder, wanted[0][0], work, index) if wanted else None
-        manifest = Manifest(builder.ref, builder.id, tuple(images), downloads)
+        static = _save_static(plan, builder, wanted[0][0], work) if wanted else None
+        manifest = Manifest(builder.ref, builder.id, tuple(images), downloads, static=static)
         cachedir.write(work, manifest)
     return Exported(manifest, tuple(kept), reason)
 
@@ -214,6 +223,16 @@ def _save_downloads(
     return Downloads(cachedir.describe(path), count, index)
 
 
+def _save_static(
+    plan: BuildPlan, builder: ImageInfo, dependencies: ImageInfo, work: Path
+) -> StaticFiles | None:
+    """The collectstatic result kept for this layer and the plan's variables, if any."""
+    name = staticfiles.name_for(plan, dependencies.id, builder.env)
+    if name is None or not staticfiles.pack(name, work / STATIC_FILE):
+        return None
+    return StaticFiles(cachedir.describe(work / STATIC_FILE), name)
+
+
 def _wheels(index: str) -> str:
     """The wheel directory of the download cache of the package index ``index``."""
     return cache.download_variables(index)["BUILDPY_WHEEL_CACHE"]
@@ -243,6 +262,8 @@ def import_cache(engine: ImageArchives, directory: Path) -> Imported:
         check_archive(directory / image.file.name, image)
     if manifest.downloads is not None:
         check_downloads(directory / manifest.downloads.file.name)
+    if manifest.static is not None:
+        check_static(directory / manifest.static.file.name)
     builder = _builder(engine, manifest, directory)
     loaded: list[CachedImage] = []
     present: list[CachedImage] = []
@@ -263,7 +284,8 @@ def import_cache(engine: ImageArchives, directory: Path) -> Imported:
             _log.info(
                 "not importing the wheels: the export does not say which index they came from"
             )
-    return Imported(manifest, tuple(loaded), tuple(present), wheels)
+    static = manifest.static is not None and _place_static(directory, manifest.static)
+    return Imported(manifest, tuple(loaded), tuple(present), wheels, static)
 
 
 def check_archive(path: Path, image: CachedImage) -> None:
@@ -300,6 +322,25 @@ def check_downloads(path: Path) -> None:
             member.isdir() and member.name == "wheels"
         ):
             raise CacheDirError(f"{path}: unexpected member {member.name!r}", cachedir.REFRESH)
+
+
+def check_static(path: Path) -> None:
+    """The kept collectstatic result is one ``staticfiles.pack`` made."""
+    try:
+        staticfiles.unpacked(path)
+    except ValueError as exc:
+        raise CacheDirError(
+            f"{path} is not a kept collectstatic result: {exc}", cachedir.REFRESH
+        ) from exc
+
+
+def _place_static(directory: Path, static: StaticFiles) -> bool:
+    try:
+        staticfiles.unpack(static.name, directory / static.file.name)
+    except (OSError, ValueError) as exc:
+        _log.warning("the static files were not imported: collectstatic runs once", error=str(exc))
+        return False
+    return True
 
 
 def _builder(engine: ImageArchives, manifest: Manifest, directory: Path) -> ImageInfo:

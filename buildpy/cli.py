@@ -895,6 +895,9 @@ def _cache_export(args: argparse.Namespace) -> int:
     if downloads is not None:
         wheels = f"{downloads.wheels} wheels"
         print(f"exported\tdownloads\t{wheels}\t{_mb(downloads.file.size)}\t{downloads.file.name}")
+    static = exported.manifest.static
+    if static is not None:
+        print(f"exported\tstatic\t{static.name}\t{_mb(static.file.size)}\t{static.file.name}")
     return 0
 
 
@@ -933,6 +936,8 @@ def _cache_import(args: argparse.Namespace) -> int:
             print(f"{verb}\timage\t{','.join(image.names)}\t{_mb(image.file.size)}")
     if imported.manifest is not None and imported.manifest.downloads is not None:
         print(f"imported\tdownloads\t{imported.wheels} wheels")
+    if imported.static and imported.manifest is not None and imported.manifest.static is not None:
+        print(f"imported\tstatic\t{imported.manifest.static.name}")
     return 0
 
 
@@ -947,6 +952,7 @@ def _import(engine: PodmanEngine, directory: Path) -> carry.Imported:
         loaded=len(imported.loaded),
         present=len(imported.present),
         wheels=imported.wheels,
+        static_files=imported.static,
         seconds=round(time.monotonic() - started, 3),
     )
     return imported

@@ -15,8 +15,9 @@ Nothing is kept when the record cannot be trusted (collectstatic ran a program, 
 network, read a build-only file or wrote outside STATIC_ROOT), when STATIC_ROOT is not
 inside the source directory or is itself part of the source, or when what it holds is
 not plain files and directories. The store (``$XDG_CACHE_HOME/buildpy/static``) keeps the
-newest ``KEEP`` entries; ``buildpy cache prune`` empties it. docs/reference/static-files.md
-says all of this for users.
+newest ``KEEP`` entries; ``buildpy cache prune`` empties it; ``buildpy cache export`` carries
+the entry of the exported layer to another machine (``pack``, ``unpack``).
+docs/reference/static-files.md says all of this for users.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from buildpy import background, cachesize, log, source
 from buildpy.engine import Engine
@@ -214,14 +215,14 @@ def keep(
         if not found:
             _log.debug("static files not kept", reason="STATIC_ROOT is missing")
             return False
-        if not _plain(staging / _FILES):
+        with open(staging / _FILES, "rb") as written:
+            plain = _plain(written)
+        if not plain:
             _log.debug("static files not kept", reason="STATIC_ROOT holds more than files")
             return False
         document = {"static_root": static_root, **view.as_json()}
         (staging / _INPUTS).write_text(json.dumps(document), encoding="utf-8")
-        entry = STORE / name
-        shutil.rmtree(entry, ignore_errors=True)
-        os.replace(staging, entry)
+        _replace(staging, name)
     except (OSError, EngineError) as exc:
         _log.debug("static files not kept", reason=str(exc))
         return False
@@ -229,6 +230,82 @@ def keep(
         shutil.rmtree(staging, ignore_errors=True)
     _trim()
     return True
+
+
+def _replace(staging: Path, name: str) -> None:
+    """Make a staged entry (a directory in STORE) the entry called ``name``."""
+    entry = STORE / name
+    shutil.rmtree(entry, ignore_errors=True)
+    os.replace(staging, entry)
+
+
+# ----------------------------------------------------------------------------- carried
+
+
+def pack(name: str, dest: Path) -> bool:
+    """Write the kept result ``name``, record and archive, as one tar at ``dest`` (for
+    ``buildpy cache export``); False when the store has no such entry. Both come from the
+    one directory, opened once, even while another build replaces the entry."""
+    try:
+        directory = os.open(STORE / name, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        parts = {part: _read_at(directory, part) for part in (_INPUTS, _FILES)}
+    except OSError:
+        return False
+    finally:
+        os.close(directory)
+    with tarfile.open(dest, "w") as packed:
+        for part, data in parts.items():
+            info = tarfile.TarInfo(part)
+            info.size, info.mode = len(data), 0o600
+            packed.addfile(info, io.BytesIO(data))
+    return True
+
+
+def unpacked(path: Path) -> tuple[bytes, bytes]:
+    """The record and archive of a ``pack`` tar; ValueError saying what is wrong with it
+    (``buildpy cache import`` asks before it changes anything)."""
+    try:
+        with tarfile.open(path, mode="r:") as packed:
+            infos = {info.name: info for info in packed.getmembers()}
+            if set(infos) != {_INPUTS, _FILES} or not all(i.isfile() for i in infos.values()):
+                raise ValueError(f"it must hold {_INPUTS} and {_FILES}, and nothing else")
+            record, files = (_member(packed, infos[part]) for part in (_INPUTS, _FILES))
+    except (OSError, tarfile.TarError) as exc:
+        raise ValueError(f"it cannot be read as a tar: {exc}") from exc
+    try:
+        saved = json.loads(record)
+        View(dict(saved["reads"]), dict(saved["listed"]), dict(saved["looked"]))
+        static_root = saved["static_root"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"its {_INPUTS} is not a collectstatic record") from exc
+    if not _relative(static_root) or static_root == ".":
+        raise ValueError(f"its STATIC_ROOT {static_root!r} is not inside the source directory")
+    if not _plain(io.BytesIO(files)):
+        raise ValueError(f"its {_FILES} holds more than the files of one directory")
+    return record, files
+
+
+def _member(packed: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    handle = packed.extractfile(info)
+    return handle.read() if handle is not None else b""
+
+
+def unpack(name: str, path: Path) -> None:
+    """Put a ``pack`` tar (checked again here) into the store as the entry ``name``, as
+    if a build on this machine had kept it; ValueError or OSError when it cannot be."""
+    record, files = unpacked(path)
+    STORE.mkdir(parents=True, exist_ok=True, mode=0o700)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=STORE))
+    try:
+        (staging / _FILES).write_bytes(files)
+        (staging / _INPUTS).write_bytes(record)
+        _replace(staging, name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _trim()
 
 
 @contextmanager
@@ -294,10 +371,10 @@ def _relative(path: object) -> bool:
     return path == "." or all(part not in ("", ".", "..") for part in path.split("/"))
 
 
-def _plain(archive: Path) -> bool:
+def _plain(archive: BinaryIO) -> bool:
     """Whether an archive holds only directories and regular files, all below one top."""
     try:
-        with tarfile.open(archive, mode="r:") as opened:
+        with tarfile.open(fileobj=archive, mode="r:") as opened:
             infos = opened.getmembers()
     except tarfile.TarError:
         return False

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import settings
 
-from buildpy import cachesize, log
+from buildpy import cachesize, log, staticfiles
 
 settings.register_profile("buildpy", deadline=None)
 settings.load_profile("buildpy")
@@ -29,7 +29,9 @@ def private_state(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Builds run in this process keep buildpy's state files (the last uses of dependency
-    layers, their locks) in a temporary directory, never in the user's ~/.cache."""
+    layers, their locks, kept static files) in a temporary directory, never in the
+    user's ~/.cache."""
     state = tmp_path_factory.mktemp("state")
     monkeypatch.setattr(cachesize, "LAST_USED", state / "dependency-uses.json")
     monkeypatch.setattr(cachesize, "LOCK_DIR", state / "locks")
+    monkeypatch.setattr(staticfiles, "STORE", state / "static")

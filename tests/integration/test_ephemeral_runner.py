@@ -3,7 +3,9 @@
 The second storage (``storage.empty_storage``) holds nothing but the builder image,
 loaded from an archive, as a runner that pulls only its builder would. After the
 import, a build after a source-only change must reuse the dependency layer and the
-app must answer HTTP; a tampered archive must be refused with nothing imported.
+app must answer HTTP; a tampered archive must be refused with nothing imported. A
+Django runner with a cache directory of its own (``XDG_CACHE_HOME``) places the
+static files the machine's collectstatic left instead of running it.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Callable
 
 import pytest
-from conftest import BUILDPY, BuildFn, built_event
-from itest import http_get, running
+from conftest import BUILDPY, ROOT, BuildFn, built_event
+from itest import copy_app, http_get, logged, running
 from storage import Storage, empty_storage
 from test_rebuild import BUILDER, copy_example
 
@@ -35,9 +38,11 @@ def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmptyStorage]:
     yield make
 
 
-def buildpy(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CONTAINER_HOST": url}
-    return subprocess.run([*BUILDPY, *args], capture_output=True, text=True, env=env, timeout=600)
+def buildpy(
+    url: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "CONTAINER_HOST": url, **(env or {})}
+    return subprocess.run([*BUILDPY, *args], capture_output=True, text=True, env=full, timeout=600)
 
 
 def test_an_imported_cache_lets_empty_storage_reuse_the_dependency_layer(
@@ -98,3 +103,36 @@ def test_a_tampered_archive_is_refused_and_nothing_is_imported(
         assert refused.stdout == ""
         assert storage.names() == before
         assert storage.run("volume", "ls", "-q").stdout.split() == []
+
+
+def test_a_django_runner_places_the_static_files_the_machine_collected(
+    buildpy_build: BuildFn, podman_url: str, runner: EmptyStorage, tmp_path: Path
+) -> None:
+    example = ROOT / "examples" / "hello-django"
+    app = copy_app(example, tmp_path / "django", uuid.uuid4().hex, "django\ngunicorn\n")
+    machine = {"XDG_CACHE_HOME": str(tmp_path / "machine-home-cache")}
+    first = buildpy_build(app, builder=BUILDER, env=machine)
+    assert "Collecting Django static files" in first.stdout + first.stderr
+    directory = tmp_path / "ci-cache"
+    inputs = ["--builder", BUILDER, *buildpy_build.offline_inputs()]
+    export = ["cache", "export", str(directory), str(app), *inputs]
+    exported = buildpy(podman_url, *export, env=machine)
+    assert exported.returncode == 0, exported.stderr
+    assert "exported\tstatic\t" in exported.stdout
+
+    views = app / "greeting" / "views.py"
+    views.write_text(views.read_text().replace("Hello from Django", "Howdy from Django"))
+    own = {"XDG_CACHE_HOME": str(tmp_path / "runner-home-cache")}  # nothing kept there yet
+    with runner() as storage:
+        imported = buildpy(storage.url, "cache", "import", str(directory), env=own)
+        assert imported.returncode == 0, imported.stderr
+        assert "imported\tstatic\t" in imported.stdout
+        second = buildpy_build(app, builder=BUILDER, env={"CONTAINER_HOST": storage.url, **own})
+        assert logged(second.stderr, "static files placed"), second.stderr[-3000:]
+        event = built_event(second)
+        assert event["dependencies_reused"] and event["assemble_seconds"] == 0  # no run
+        with running(second.tag, podman=storage.podman) as (url, name):
+            assert http_get(url + "/", name=name, podman=storage.podman) == (
+                200,
+                "Howdy from Django on buildpy!\n",
+            )

@@ -12,6 +12,7 @@ import sys
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -20,9 +21,9 @@ from fakes import FakeEngine, tar_of
 from hypothesis import given
 from hypothesis import strategies as st
 
-from buildpy import build, cache, cachedir, carry, layer
+from buildpy import build, cache, cachedir, carry, layer, staticfiles
 from buildpy import plan as build_plan
-from buildpy.cachedir import CachedFile, CachedImage, Downloads, Manifest
+from buildpy.cachedir import CachedFile, CachedImage, Downloads, Manifest, StaticFiles
 from buildpy.config import BuildOptions
 from buildpy.engine import ImageInfo
 from buildpy.errors import BuilderImageError, CacheDirError, EngineError
@@ -119,6 +120,90 @@ def test_export_then_import_into_empty_storage(app: Path, tmp_path: Path) -> Non
     (app / "app.py").write_text("print('changed')\n")
     runner.output = [b"BUILDPY_APPLICATION_PHASE=copy\n"]
     assert build.run(plan_of(app), runner, output=_Sink()).dependencies_reused
+
+
+def _keep_static(engine: FakeEngine, app: Path, store: Path) -> str:
+    """A kept collectstatic result for the app's dependency layer, as a build leaves it."""
+    tag, _ = layer.names(plan_of(app), BUILDER)
+    found = engine.find_image(tag)
+    assert found is not None
+    name = staticfiles.name_for(plan_of(app), found.id, BUILDER.env)
+    assert name is not None
+    (store / name).mkdir(parents=True)
+    view = staticfiles.View.of(app, plan_of(app).rules, ["app.py"], ["."], [])
+    record = {"static_root": "staticfiles", **view.as_json()}
+    (store / name / "inputs.json").write_text(json.dumps(record))
+    (store / name / "files.tar").write_bytes(tar_of({"staticfiles/site.css": b"a {}"}))
+    return name
+
+
+def test_a_kept_collectstatic_result_travels_with_its_layer(
+    app: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = built(app)
+    name = _keep_static(source, app, staticfiles.STORE)
+    exported = export(source, app, tmp_path / "cache")
+    assert exported.manifest.static is not None and exported.manifest.static.name == name
+    assert (tmp_path / "cache" / carry.STATIC_FILE).is_file()
+
+    machine = staticfiles.STORE
+    monkeypatch.setattr(staticfiles, "STORE", tmp_path / "runner-store")  # another machine
+    runner = storage()
+    runner.output = [b"BUILDPY_WHEELS=2\n"]
+    imported = carry.import_cache(runner, tmp_path / "cache")
+    assert imported.static
+    for part in ("inputs.json", "files.tar"):
+        carried = (staticfiles.STORE / name / part).read_bytes()
+        assert carried == (machine / name / part).read_bytes()
+    kept = staticfiles.find(name, app, plan_of(app).rules)  # what the runner's build asks
+    assert kept is not None and kept.static_root == "staticfiles"
+    assert [m.name for m in kept.members("src") if m.data] == ["src/staticfiles/site.css"]
+
+
+def test_without_a_kept_result_nothing_static_is_exported(app: Path, tmp_path: Path) -> None:
+    exported = export(built(app), app, tmp_path / "cache")
+    assert exported.manifest.static is None
+    assert not (tmp_path / "cache" / carry.STATIC_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    ("members", "words"),
+    [
+        ({"inputs.json": b"{}", "files.tar": b""}, "not a collectstatic record"),
+        ({"inputs.json": b"{}"}, "must hold inputs.json and files.tar"),
+        (
+            {
+                "inputs.json": b'{"static_root": "../x", "reads": {}, "listed": {}, "looked": {}}',
+                "files.tar": tar_of({"x/a": b""}),
+            },
+            "not inside the source directory",
+        ),
+        (
+            {
+                "inputs.json": b'{"static_root": "s", "reads": {}, "listed": {}, "looked": {}}',
+                "files.tar": tar_of({"s/a": b"", "t/b": b""}),
+            },
+            "more than the files of one directory",
+        ),
+    ],
+)
+def test_a_bad_static_result_is_refused_before_anything_is_imported(
+    app: Path, tmp_path: Path, members: dict[str, bytes], words: str
+) -> None:
+    source = built(app)
+    _keep_static(source, app, staticfiles.STORE)
+    directory = tmp_path / "cache"
+    export(source, app, directory)
+    (directory / carry.STATIC_FILE).write_bytes(tar_of(members))
+    manifest = cachedir.read(directory)
+    assert manifest is not None and manifest.static is not None
+    static = StaticFiles(cachedir.describe(directory / carry.STATIC_FILE), manifest.static.name)
+    cachedir.write(directory, replace(manifest, static=static))  # the sizes and digests agree
+
+    runner = storage()
+    with pytest.raises(CacheDirError, match=words):
+        carry.import_cache(runner, directory)
+    assert runner.loaded == [] and runner.created == []
 
 
 def test_importing_again_only_names_what_is_present(app: Path, tmp_path: Path) -> None:
@@ -293,6 +378,7 @@ def test_replacement_works_without_an_atomic_exchange(
         ({"builder": {"ref": "b", "id": "sha256:../x"}}, "'id' is not valid"),
         ({"images": [{"file": "../x", "names": [], "size": 1}]}, "'file' is not valid"),
         ({"downloads": {"file": "d.tar", "size": "1", "sha256": "0" * 64}}, "'size'"),
+        ({"static": {"file": "s.tar", "size": 1, "sha256": "0" * 64, "name": "../x"}}, "'name'"),
     ],
 )
 def test_bad_manifests_say_what_is_wrong(change: dict[str, object], words: str) -> None:
@@ -327,12 +413,20 @@ _images = st.builds(
     _hex,
     st.lists(_images, max_size=3, unique_by=lambda i: i.file.name).map(tuple),
     st.none() | st.builds(Downloads, _files, st.integers(0, 10_000)),
+    st.none() | st.builds(StaticFiles, _files, _hex.map(lambda h: h[:32])),
 )
 def test_a_manifest_reads_back_as_written(
-    ref: str, builder: str, images: tuple[CachedImage, ...], downloads: Downloads | None
+    ref: str,
+    builder: str,
+    images: tuple[CachedImage, ...],
+    downloads: Downloads | None,
+    static: StaticFiles | None,
 ) -> None:
     names = [i.file.name for i in images] + ([downloads.file.name] if downloads else [])
-    manifest = Manifest(ref, f"sha256:{builder}", images, downloads, created="2026-12-05T00:00Z")
+    names += [static.file.name] if static else []
+    manifest = Manifest(
+        ref, f"sha256:{builder}", images, downloads, created="2026-12-05T00:00Z", static=static
+    )
     if len(set(names)) != len(names):
         with pytest.raises(CacheDirError, match="listed twice"):
             cachedir.parse(json.loads(manifest.to_json()), "m")
