@@ -468,17 +468,25 @@ class _Unmarked:
     def __init__(self, out: Output) -> None:
         self._out = out
         self._held = b""  # the start of a line that may be a marker
+        self._in_marker = False  # within a marker line: nothing is passed on until its end
         self._mid_line = False  # the last byte passed on was not a newline
 
     def feed(self, chunk: bytes) -> None:
         data, self._held = self._held + chunk, b""
+        if self._in_marker:  # (a long one, such as collectstatic's record, is not copied)
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            data, self._in_marker = data[end + 1 :], False
         *lines, last = data.split(b"\n")
         shown = bytearray()
         for line in lines:
             if self._mid_line or not line.startswith(MARKER):
                 shown += line + b"\n"
             self._mid_line = False
-        if not self._mid_line and (MARKER.startswith(last) or last.startswith(MARKER)):
+        if not self._mid_line and last.startswith(MARKER):
+            self._in_marker = True
+        elif not self._mid_line and MARKER.startswith(last):
             self._held = last
         else:
             shown += last
@@ -496,24 +504,47 @@ class _Unmarked:
 
 
 class _Tail:
-    """The last ``size`` lines of a byte stream, decoded for an error message."""
+    """The last ``size`` lines of a byte stream, decoded for an error message and for the
+    lines addressed to buildpy (``MARKER``). A line goes in cut at ``LINE_LIMIT`` bytes
+    (output for people; memory stays bounded), a marker line whole up to ``MARKER_LIMIT``
+    (collectstatic's record names every file it read: thousands for a large project)."""
+
+    LINE_LIMIT = 64 * 1024
+    MARKER_LIMIT = 16 * 1024 * 1024
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._lines: deque[str] = deque(maxlen=size)
-        self._partial = b""
+        self._pieces: list[bytes] = []  # the line not ended yet, as it came (no copies)
+        self._pending = 0  # its length
 
     def feed(self, chunk: bytes) -> None:
-        data = self._partial + chunk
-        *complete, self._partial = data.split(b"\n")
+        *complete, rest = chunk.split(b"\n")
         for line in complete:
-            self._lines.append(line.decode(errors="replace").rstrip("\r"))
-        if len(self._partial) > 64 * 1024:
-            self._lines.append(self._partial.decode(errors="replace"))
-            self._partial = b""
+            self._add(b"".join([*self._pieces, line]))
+            self._pieces, self._pending = [], 0
+        if rest:
+            self._pieces.append(rest)
+            self._pending += len(rest)
+        if self._pending > self.LINE_LIMIT and (
+            self._pending > self.MARKER_LIMIT or not self._marker_line()
+        ):
+            self._add(b"".join(self._pieces))
+            self._pieces, self._pending = [], 0
+
+    def _add(self, line: bytes) -> None:
+        self._lines.append(line.decode(errors="replace").rstrip("\r"))
+
+    def _marker_line(self) -> bool:
+        head = b""
+        for piece in self._pieces:
+            head += piece[: len(MARKER)]
+            if len(head) >= len(MARKER):
+                break
+        return head.startswith(MARKER)
 
     def lines(self) -> list[str]:
         lines = list(self._lines)
-        if self._partial:
-            lines.append(self._partial.decode(errors="replace"))
+        if self._pieces:
+            lines.append(b"".join(self._pieces).decode(errors="replace"))
         return lines[-self._size :]

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from buildpy import log
-from buildpy.container import Reaper, _Unmarked
+from buildpy.container import Assembled, Reaper, _Tail, _Unmarked
 
 lines = st.lists(
     st.one_of(
@@ -50,6 +50,36 @@ def test_ordinary_output_is_passed_on_at_once() -> None:
     assert out.getvalue() == b"Collecting fl"  # no line is held unless it may be a marker
     shown.feed(b"ask\nBUILDPY_APPLICATION_PHASE=run\n")
     assert out.getvalue() == b"Collecting flask\n"
+
+
+def _fed(tail: _Tail, data: bytes, size: int) -> list[str]:
+    for start in range(0, len(data), size):
+        tail.feed(data[start : start + size])
+    return tail.lines()
+
+
+def test_a_long_marker_line_reaches_buildpy_whole_and_is_never_shown() -> None:
+    record = json.dumps({"reads": {f"app/module_{i}.py": "0" * 64 for i in range(20_000)}})
+    assert len(record) > 1_000_000  # a large project's collectstatic record
+    data = f"Collecting static\nBUILDPY_STATIC_INPUTS={record}\ndone\n".encode()
+    lines = _fed(_Tail(10), data, 8192)  # as the attach stream cuts it
+    assert Assembled(0, tuple(lines), 0.0).said("BUILDPY_STATIC_INPUTS") == record
+    out = io.BytesIO()
+    shown = _Unmarked(out)
+    for start in range(0, len(data), 8192):
+        shown.feed(data[start : start + 8192])
+    shown.close()
+    assert out.getvalue() == b"Collecting static\ndone\n"
+
+
+def test_other_long_lines_are_cut_and_a_marker_line_only_past_its_own_limit() -> None:
+    tail = _Tail(10)
+    lines = _fed(tail, b"x" * (3 * _Tail.LINE_LIMIT) + b"\n", 4096)
+    assert len(lines) >= 3 and all(len(line) <= _Tail.LINE_LIMIT + 4096 for line in lines)
+    tail = _Tail(10)
+    tail.MARKER_LIMIT = 100_000
+    lines = _fed(tail, b"BUILDPY_X=" + b"y" * 250_000 + b"\n", 4096)
+    assert len(lines) >= 2 and all(len(line) <= 100_000 + 4096 for line in lines)
 
 
 def test_background_work_is_done_in_order_when_the_reaper_ends_and_never_raises() -> None:
