@@ -334,6 +334,7 @@ def machine_line(builder: str) -> str:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
+    note = rebuild.compile_buildpy()
     archive = builder_archive(args.builder, args.builder_archive)
     with (
         tempfile.TemporaryDirectory(prefix="bpe-", dir=args.workdir) as tmp,
@@ -351,6 +352,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "reps": args.reps,
         "apps": apps,
         "targets": targets(apps),
+        "notes": [note],
     }
 
 
