@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,13 @@ BATTERY_SCRATCH = "/tmp/bpt-"  # where the failure battery's cases keep their so
 # build may evict the dependency layers another test is about to reuse. The size limit is
 # tested in a storage of its own (test_cache_limit.py), with the limit given there.
 os.environ.setdefault("BUILDPY_CACHE_MAX", "off")
+# Ctrl-C's signal reaches the builds the tests start as it reaches a terminal's foreground
+# job. A test run started in the background by a shell without job control (a CI step run
+# as `cmd &`, `nohup`) has SIGINT ignored, and children inherit an ignored signal (buildpy
+# then rightly keeps ignoring it, and the interrupt tests would wait in vain); a handler
+# here is reset to the default in each child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if TYPE_CHECKING:
     from battery import Case
