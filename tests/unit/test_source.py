@@ -19,7 +19,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from buildpy.errors import SourceError
-from buildpy.source import IgnoreRules, Layout, Member, SourceStats, tar_stream, walk
+from buildpy.source import (
+    IgnoreRules,
+    Layout,
+    Member,
+    SourceStats,
+    tar_stream,
+    ustar_header,
+    walk,
+)
 
 NO_RULES = IgnoreRules()
 
@@ -791,3 +799,46 @@ def test_runs_of_stars_read_as_git_reads_them(
 )
 def test_many_stars_in_one_segment_match_in_linear_time() -> None:
     assert _matches_within("*a" * 8 + "*b", "a" * 60, seconds=2)
+
+
+_header_names = st.one_of(
+    st.from_regex(r"src(/[A-Za-z0-9._-]{1,30}){1,5}", fullmatch=True),
+    st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0"), max_size=120),
+    st.text("ab/", min_size=97, max_size=103),  # about ustar's 100 bytes
+).filter(bool)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    _header_names,
+    st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE]),
+    st.integers(0, 0o177777),
+    st.integers(0, 2**22),
+    st.integers(0, 2**22),
+    st.integers(0, 2**34),
+    st.integers(-5, 2**34),
+    st.one_of(st.just("a.py"), st.text("ab/", min_size=97, max_size=103), _header_names),
+)
+def test_direct_headers_are_tarfiles_or_left_to_it(
+    name: str, kind: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, link: str
+) -> None:
+    """The direct header is byte for byte what tarfile writes, and is declined exactly
+    when tarfile needs PAX records (its output is then longer than one block)."""
+    link = link if kind == tarfile.SYMTYPE else ""
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime, info.size = kind, mode, mtime, size
+    info.uid, info.gid, info.uname, info.gname, info.linkname = uid, gid, "", "", link
+    expected = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    direct = ustar_header(name, kind, mode, uid, gid, size, mtime, link)
+    if direct is None:
+        assert len(expected) > 512
+    else:
+        assert direct == expected
+
+
+@pytest.mark.parametrize(("name", "link"), [(100, 100), (101, 1), (1, 101), (99, 0)])
+def test_direct_headers_stop_where_ustar_fields_end(name: int, link: int) -> None:
+    kind = tarfile.SYMTYPE if link else tarfile.DIRTYPE  # a directory's name gains a "/"
+    direct = ustar_header("n" * name, kind, 0o755, 1001, 0, 0, 0, "l" * link)
+    fits = name + (0 if link else 1) <= 100 and link <= 100
+    assert (direct is not None) == fits
