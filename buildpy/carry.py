@@ -108,7 +108,7 @@ class Imported:
     loaded: tuple[CachedImage, ...] = ()
     present: tuple[CachedImage, ...] = ()  # already in local storage: only named
     wheels: int = 0  # added to the download cache
-    static: bool = False  # a kept collectstatic result was put into the store
+    static: StaticFiles | None = None  # the kept collectstatic result put into the store
 
 
 # ----------------------------------------------------------------------------- export
@@ -262,8 +262,7 @@ def import_cache(engine: ImageArchives, directory: Path) -> Imported:
         check_archive(directory / image.file.name, image)
     if manifest.downloads is not None:
         check_downloads(directory / manifest.downloads.file.name)
-    if manifest.static is not None:
-        check_static(directory / manifest.static.file.name)
+    static = None if manifest.static is None else check_static(directory, manifest.static)
     builder = _builder(engine, manifest, directory)
     loaded: list[CachedImage] = []
     present: list[CachedImage] = []
@@ -284,8 +283,8 @@ def import_cache(engine: ImageArchives, directory: Path) -> Imported:
             _log.info(
                 "not importing the wheels: the export does not say which index they came from"
             )
-    static = manifest.static is not None and _place_static(directory, manifest.static)
-    return Imported(manifest, tuple(loaded), tuple(present), wheels, static)
+    placed = manifest.static if static is not None and _place_static(*static) else None
+    return Imported(manifest, tuple(loaded), tuple(present), wheels, placed)
 
 
 def check_archive(path: Path, image: CachedImage) -> None:
@@ -324,20 +323,23 @@ def check_downloads(path: Path) -> None:
             raise CacheDirError(f"{path}: unexpected member {member.name!r}", cachedir.REFRESH)
 
 
-def check_static(path: Path) -> None:
-    """The kept collectstatic result is one ``staticfiles.pack`` made."""
+def check_static(directory: Path, static: StaticFiles) -> tuple[str, bytes, bytes]:
+    """The name, record and archive of the kept collectstatic result, which must be one
+    ``staticfiles.pack`` made; what import places later is what was checked here."""
+    path = directory / static.file.name
     try:
-        staticfiles.unpacked(path)
+        record, files = staticfiles.unpacked(path)
     except ValueError as exc:
         raise CacheDirError(
             f"{path} is not a kept collectstatic result: {exc}", cachedir.REFRESH
         ) from exc
+    return static.name, record, files
 
 
-def _place_static(directory: Path, static: StaticFiles) -> bool:
+def _place_static(name: str, record: bytes, files: bytes) -> bool:
     try:
-        staticfiles.unpack(static.name, directory / static.file.name)
-    except (OSError, ValueError) as exc:
+        staticfiles.place(name, record, files)
+    except OSError as exc:
         _log.warning("the static files were not imported: collectstatic runs once", error=str(exc))
         return False
     return True

@@ -936,8 +936,8 @@ def _cache_import(args: argparse.Namespace) -> int:
             print(f"{verb}\timage\t{','.join(image.names)}\t{_mb(image.file.size)}")
     if imported.manifest is not None and imported.manifest.downloads is not None:
         print(f"imported\tdownloads\t{imported.wheels} wheels")
-    if imported.static and imported.manifest is not None and imported.manifest.static is not None:
-        print(f"imported\tstatic\t{imported.manifest.static.name}")
+    if imported.static is not None:
+        print(f"imported\tstatic\t{imported.static.name}")
     return 0
 
 
@@ -952,7 +952,7 @@ def _import(engine: PodmanEngine, directory: Path) -> carry.Imported:
         loaded=len(imported.loaded),
         present=len(imported.present),
         wheels=imported.wheels,
-        static_files=imported.static,
+        static_files=imported.static is not None,
         seconds=round(time.monotonic() - started, 3),
     )
     return imported

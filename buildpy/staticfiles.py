@@ -16,7 +16,7 @@ network, read a build-only file or wrote outside STATIC_ROOT), when STATIC_ROOT 
 inside the source directory or is itself part of the source, or when what it holds is
 not plain files and directories. The store (``$XDG_CACHE_HOME/buildpy/static``) keeps the
 newest ``KEEP`` entries; ``buildpy cache prune`` empties it; ``buildpy cache export`` carries
-the entry of the exported layer to another machine (``pack``, ``unpack``).
+the entry of the exported layer to another machine (``pack``, ``unpacked``, ``place``).
 docs/reference/static-files.md says all of this for users.
 """
 
@@ -30,7 +30,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -167,29 +167,35 @@ def _look_up(
     archive come from the one directory, opened once, even while another build replaces
     the entry."""
     try:
-        directory = os.open(STORE / name, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return None, None
-    try:
-        saved = json.loads(_read_at(directory, _INPUTS))
-        then = View(saved["reads"], saved["listed"], saved["looked"])
-        static_root = str(saved["static_root"])
-        now = View.of(root, rules, list(then.reads), list(then.listed), list(then.looked))
-        changed = then.first_difference(now)
-        if changed is not None:
-            return None, changed
-        archive = _read_at(directory, _FILES) if with_files else b""
+        with _entry(name) as read:
+            saved = json.loads(read(_INPUTS))
+            then = View(saved["reads"], saved["listed"], saved["looked"])
+            static_root = str(saved["static_root"])
+            now = View.of(root, rules, list(then.reads), list(then.listed), list(then.looked))
+            changed = then.first_difference(now)
+            if changed is not None:
+                return None, changed
+            archive = read(_FILES) if with_files else b""
     except (OSError, ValueError, KeyError, TypeError):
         return None, None
-    finally:
-        os.close(directory)
     count = len(then.reads) + len(then.listed) + len(then.looked)
     return Kept(static_root, count, archive), None
 
 
-def _read_at(directory: int, name: str) -> bytes:
-    with open(os.open(name, os.O_RDONLY, dir_fd=directory), "rb") as handle:
-        return handle.read()
+@contextmanager
+def _entry(name: str) -> Iterator[Callable[[str], bytes]]:
+    """Read the entry ``name``'s files through its directory, opened once: what is read
+    comes from one entry even while another build replaces it. OSError when it is gone."""
+    directory = os.open(STORE / name, os.O_RDONLY | os.O_DIRECTORY)
+
+    def read(part: str) -> bytes:
+        with open(os.open(part, os.O_RDONLY, dir_fd=directory), "rb") as handle:
+            return handle.read()
+
+    try:
+        yield read
+    finally:
+        os.close(directory)
 
 
 def keep(
@@ -244,18 +250,12 @@ def _replace(staging: Path, name: str) -> None:
 
 def pack(name: str, dest: Path) -> bool:
     """Write the kept result ``name``, record and archive, as one tar at ``dest`` (for
-    ``buildpy cache export``); False when the store has no such entry. Both come from the
-    one directory, opened once, even while another build replaces the entry."""
+    ``buildpy cache export``); False when the store has no such entry."""
     try:
-        directory = os.open(STORE / name, os.O_RDONLY | os.O_DIRECTORY)
+        with _entry(name) as read:
+            parts = {part: read(part) for part in (_INPUTS, _FILES)}
     except OSError:
         return False
-    try:
-        parts = {part: _read_at(directory, part) for part in (_INPUTS, _FILES)}
-    except OSError:
-        return False
-    finally:
-        os.close(directory)
     with tarfile.open(dest, "w") as packed:
         for part, data in parts.items():
             info = tarfile.TarInfo(part)
@@ -265,8 +265,8 @@ def pack(name: str, dest: Path) -> bool:
 
 
 def unpacked(path: Path) -> tuple[bytes, bytes]:
-    """The record and archive of a ``pack`` tar; ValueError saying what is wrong with it
-    (``buildpy cache import`` asks before it changes anything)."""
+    """The record and archive of a ``pack`` tar, for ``place``; ValueError saying what is
+    wrong with it (``buildpy cache import`` asks before it changes anything)."""
     try:
         with tarfile.open(path, mode="r:") as packed:
             infos = {info.name: info for info in packed.getmembers()}
@@ -293,10 +293,9 @@ def _member(packed: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
     return handle.read() if handle is not None else b""
 
 
-def unpack(name: str, path: Path) -> None:
-    """Put a ``pack`` tar (checked again here) into the store as the entry ``name``, as
-    if a build on this machine had kept it; ValueError or OSError when it cannot be."""
-    record, files = unpacked(path)
+def place(name: str, record: bytes, files: bytes) -> None:
+    """Put what ``unpacked`` gave into the store as the entry ``name``, as if a build on
+    this machine had kept it; OSError when it cannot be."""
     STORE.mkdir(parents=True, exist_ok=True, mode=0o700)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=STORE))
     try:
