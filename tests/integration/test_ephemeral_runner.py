@@ -105,6 +105,7 @@ def test_a_tampered_archive_is_refused_and_nothing_is_imported(
         assert storage.run("volume", "ls", "-q").stdout.split() == []
 
 
+@pytest.mark.rootless
 def test_a_django_runner_places_the_static_files_the_machine_collected(
     buildpy_build: BuildFn, podman_url: str, runner: EmptyStorage, tmp_path: Path
 ) -> None:
