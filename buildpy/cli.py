@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -501,13 +501,22 @@ def _report(exc: BuildpyError) -> None:
 @contextmanager
 def _engine() -> Iterator[PodmanEngine]:
     """The Podman engine for one command: a service found or started, closed afterwards."""
-    from buildpy.podman import PodmanEngine  # podman-py, requests, urllib3: only now
     from buildpy.service import connect
 
-    if _collection is not None:
-        _collection.started()
-    with connect() as url, PodmanEngine(url) as engine:
-        yield engine
+    with ExitStack() as stack:
+        try:  # the client is imported while a private service starts (``connect``)
+            url = stack.enter_context(connect(meanwhile=_load_client))
+        finally:  # the modules are loaded (or, with no service, will not be): work follows
+            if _collection is not None:
+                _collection.started()
+        from buildpy.podman import PodmanEngine  # loaded by now
+
+        yield stack.enter_context(PodmanEngine(url))
+
+
+def _load_client() -> None:
+    """Import the engine's client: podman-py, requests and urllib3, about 60 ms."""
+    import buildpy.podman  # noqa: F401
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -135,9 +135,16 @@ def _die_with_parent() -> Callable[[], None]:
     return in_the_child
 
 
+def _nothing() -> None:
+    return None
+
+
 @contextmanager
-def private_service(podman: str = "podman") -> Iterator[str]:
-    """Run ``podman system service`` on a temporary socket; yield its unix:// URL."""
+def private_service(
+    podman: str = "podman", meanwhile: Callable[[], object] = _nothing
+) -> Iterator[str]:
+    """Run ``podman system service`` on a temporary socket; yield its unix:// URL.
+    ``meanwhile`` runs while the service starts (see ``connect``)."""
     binary = shutil.which(podman)
     if binary is None:
         raise EngineUnavailable(
@@ -155,15 +162,17 @@ def private_service(podman: str = "podman") -> Iterator[str]:
     def command(sock: Path) -> list[str]:
         return [binary, "system", "service", "--time=0", f"unix://{sock}"]
 
-    with _socket_process("buildpy-podman-", command, failed, own_tmpdir=True) as url:
+    with _socket_process("buildpy-podman-", command, failed, meanwhile, own_tmpdir=True) as url:
         _log.debug("podman service started", url=url)
         yield url
 
 
 @contextmanager
-def ssh_tunnel(host: str, identity: str | None, ssh: str = "ssh") -> Iterator[str]:
+def ssh_tunnel(
+    host: str, identity: str | None, ssh: str = "ssh", meanwhile: Callable[[], object] = _nothing
+) -> Iterator[str]:
     """Forward a temporary local socket to the Podman socket an ssh:// URL names;
-    yield the local socket's unix:// URL."""
+    yield the local socket's unix:// URL. ``meanwhile`` runs while ssh connects."""
     url = urllib.parse.urlparse(host)
     if identity is not None and not os.path.isfile(os.path.expanduser(identity)):
         raise EngineUnavailable(
@@ -190,7 +199,7 @@ def ssh_tunnel(host: str, identity: str | None, ssh: str = "ssh") -> Iterator[st
         forward = ["-L", f"{sock}:{url.path}", f"ssh://{url.netloc}"]
         return [binary, "-N", *_SSH_OPTIONS, *key, *forward]
 
-    with _socket_process("buildpy-ssh-", command, failed) as local:
+    with _socket_process("buildpy-ssh-", command, failed, meanwhile) as local:
         _log.debug("ssh tunnel to podman", host=url.netloc, socket=url.path)
         yield local
 
@@ -208,11 +217,13 @@ def _socket_process(
     prefix: str,
     command: Callable[[Path], list[str]],
     failed: Callable[[str], EngineUnavailable],
+    meanwhile: Callable[[], object],
     own_tmpdir: bool = False,
 ) -> Iterator[str]:
     """Run ``command(SOCK)`` for a socket in a new temporary directory until the block
     ends; yield ``unix://SOCK`` once a Podman service answers there (else raise
-    ``failed(why)``). With ``own_tmpdir``, the process gets a TMPDIR removed with it."""
+    ``failed(why)``), having run ``meanwhile`` while the process started. With
+    ``own_tmpdir``, the process gets a TMPDIR removed with it."""
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
     sock = workdir / "podman.sock"
     errlog = workdir / "process.log"
@@ -228,6 +239,7 @@ def _socket_process(
             env=None if scratch is None else {**os.environ, "TMPDIR": str(scratch)},
         )
     try:
+        meanwhile()
         why = _await_socket(proc, str(sock), errlog)
         if why is not None:
             raise failed(why)
@@ -295,12 +307,19 @@ def connect(
     podman: str = "podman",
     ping: Callable[[str], bool] = ping_unix,
     candidates: Sequence[str] | None = None,
+    meanwhile: Callable[[], object] = _nothing,
 ) -> Iterator[str]:
-    """Yield the base URL of a Podman service, starting a private one if needed."""
+    """Yield the base URL of a Podman service, starting a private one if needed.
+
+    ``meanwhile`` runs once before the URL is yielded: while a private service or an ssh
+    tunnel starts, a process of its own on another core (a service took 35 ms to answer
+    here), so the caller's own start-up work, such as importing the client, costs no
+    time of its own there.
+    """
     env = os.environ if env is None else env
     host = env.get("CONTAINER_HOST")
     if host and host.startswith("ssh://"):
-        with ssh_tunnel(host, env.get("CONTAINER_SSHKEY") or None) as local:
+        with ssh_tunnel(host, env.get("CONTAINER_SSHKEY") or None, meanwhile=meanwhile) as local:
             yield local
         return
     if host:
@@ -311,6 +330,7 @@ def connect(
                 " or unset CONTAINER_HOST to let buildpy start a private service"
                 " (`buildpy doctor` checks the whole set-up)",
             )
+        meanwhile()
         yield host
         return
     if candidates is None:
@@ -319,9 +339,10 @@ def connect(
         found = next((path for path in candidates if ping(path)), None)
     if found is not None:
         _log.debug("using podman service", socket=found)
+        meanwhile()
         yield f"unix://{found}"
         return
-    with private_service(podman) as url:
+    with private_service(podman, meanwhile) as url:
         yield url
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -175,10 +176,56 @@ def test_connect_refuses_a_silent_container_host() -> None:
 
 def test_connect_uses_the_first_socket_that_answers() -> None:
     answered = {"/b.sock"}
+    ran: list[str] = []
     with service.connect(
-        {}, candidates=["/a.sock", "/b.sock"], ping=lambda p: p in answered
+        {},
+        candidates=["/a.sock", "/b.sock"],
+        ping=lambda p: p in answered,
+        meanwhile=lambda: ran.append("meanwhile"),
     ) as url:
         assert url == "unix:///b.sock"
+        assert ran == ["meanwhile"]
+
+
+_FAKE_SERVICE = """\
+import os, socket, sys, time
+sock = sys.argv[-1].removeprefix("unix://")
+while not os.path.exists(os.environ["MEANWHILE_MARK"]):  # answers only after meanwhile ran
+    time.sleep(0.01)
+server = socket.socket(socket.AF_UNIX)
+server.bind(sock)
+server.listen()
+while True:
+    conn, _ = server.accept()
+    conn.recv(1024)
+    conn.sendall(b"HTTP/1.0 200 OK\\r\\n\\r\\nOK")
+    conn.close()
+"""
+
+
+def test_meanwhile_runs_while_the_private_service_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller's start-up work (importing the client) runs after the service's process
+    is started and before buildpy waits for its socket: the fake service answers only
+    once that work has run, so waiting first would time out."""
+    mark = tmp_path / "meanwhile-ran"
+    fake = tmp_path / "podman"
+    fake.write_text(f"#!{sys.executable}\n{_FAKE_SERVICE}")
+    fake.chmod(0o755)
+    monkeypatch.setenv("MEANWHILE_MARK", str(mark))
+    monkeypatch.setattr(service, "START_TIMEOUT", 5.0)
+    started: list[bool] = []
+
+    def meanwhile() -> None:
+        started.append(True)
+        mark.touch()
+
+    with service.connect(
+        {}, candidates=[], podman=str(fake), ping=lambda p: False, meanwhile=meanwhile
+    ) as url:
+        assert url.startswith("unix://") and service.ping_unix(url.removeprefix("unix://"))
+    assert started == [True]
 
 
 SSH_HOST = "ssh://root@127.0.0.1:2222/run/podman/podman.sock"
