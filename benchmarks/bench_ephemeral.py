@@ -156,7 +156,7 @@ def sequence(base: Path, app: App, archive: Path, index: str, rep: int) -> dict[
             machine, "cache", "export", str(cache), str(src), *inputs(machine)
         ).seconds
         view = src / app.view
-        view.write_text(view.read_text().replace("buildpy!", f"buildpy (edit {rep})!", 1))
+        view.write_text(app.edited(view.read_text(), rep))
         warm = rebuild.buildpy_build(machine.ctx, src, f"{rebuild.PREFIX}{app.name}-warm")
         seconds["warm"], events["warm"] = warm.seconds, warm.event
         seconds["import"] = buildpy(runner, "cache", "import", str(cache)).seconds
@@ -165,9 +165,7 @@ def sequence(base: Path, app: App, archive: Path, index: str, rep: int) -> dict[
         again = buildpy(runner, "cache", "export", str(cache), str(src), *inputs(runner))
         seconds["export_again"] = again.seconds
         sizes = cache_sizes(cache, machine, cold.event)
-        http = check_http(
-            runner, ephemeral.image, app.body.replace("buildpy!", f"buildpy (edit {rep})!")
-        )
+        http = check_http(runner, ephemeral.image, app.answer(rep))
     shutil.rmtree(src, ignore_errors=True)
     shutil.rmtree(cache, ignore_errors=True)
     return {"seconds": seconds, "events": events, "sizes": sizes, "http": http, "kept": kept(again)}
@@ -200,7 +198,7 @@ def kept(done: rebuild.Run) -> int | None:
     return None
 
 
-def check_http(storage: Storage, image: str, body: str) -> str:
+def check_http(storage: Storage, image: str, body: str | None) -> str:
     """GET / from the image on 127.0.0.1 (bounded); a failure is a finding, not an error."""
     port = rebuild.free_port()
     name = f"buildpy-bench-{secrets.token_hex(4)}"
@@ -215,7 +213,7 @@ def check_http(storage: Storage, image: str, body: str) -> str:
         got = rebuild.poll(f"http://127.0.0.1:{port}/", rebuild.HTTP_DEADLINE)
     finally:
         rebuild.run([*storage.podman, "rm", "-f", "-t", "0", name], env=podman_env(), check=False)
-    return "ok" if got == f"200 {body}" else f"unexpected: {got!r}"
+    return rebuild.verdict(got, body)
 
 
 # ----------------------------------------------------------------------------- summaries

@@ -2,7 +2,8 @@
 """Rebuild benchmark: buildpy against `podman build` of a dependency-first Containerfile.
 
     .venv/bin/python benchmarks/bench_rebuild.py [--reps N] [--apps flask,django]
-        [--upload-mib 256,512,1024] [--foreign-apps flask,django] [--shared-host] [--json FILE]
+        [--app DIR[:VIEW]] [--upload-mib 256,512,1024] [--foreign-apps flask,django]
+        [--shared-host] [--json FILE]
 
 In one run, on this machine, from one package source (the test wheelhouse served on 127.0.0.1):
 for each example app, a cold build, a rebuild after a source-only change and a rebuild after
@@ -92,7 +93,21 @@ class App:
     name: str
     source: Path
     view: str  # the file the source-only change edits
-    body: str  # what GET / answers
+    body: str | None  # what GET / answers; None (an app given with --app): any 200
+    wheels: Path | None = None  # its own package source (--app), served with the wheelhouse
+
+    def edited(self, text: str, rep: int) -> str:
+        """The view after the source-only change: the example apps' answer changes; a
+        given app's view gets a comment line (a change to the source, not to what it says)."""
+        if self.body is None:
+            return f"{text.rstrip()}\n# bench_rebuild.py: edit {rep}\n"
+        return text.replace("buildpy!", f"buildpy (edit {rep})!", 1)
+
+    def answer(self, rep: int | None = None) -> str | None:
+        """What GET / should answer (after edit ``rep``); None when only the status counts."""
+        if self.body is None or rep is None:
+            return self.body
+        return self.edited(self.body, rep)
 
 
 APPS = {
@@ -193,12 +208,15 @@ def podman(ctx: Context, *args: str, check: bool = True) -> Run:
 
 
 @contextmanager
-def session() -> Iterator[Context]:
-    """Temp dir, one Podman service, the wheelhouse on 127.0.0.1; all gone at the end."""
+def session(apps: Sequence[App] = ()) -> Iterator[Context]:
+    """Temp dir, one Podman service, the wheelhouse on 127.0.0.1 (with the package
+    sources of ``apps`` given with --app); all gone at the end."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, ExitStack() as stack:
         work = Path(tmp)
         sock = stack.enter_context(podman_service(work / "podman.sock"))
-        index = stack.enter_context(wheelhouse_server())
+        extra = [app.wheels for app in apps if app.wheels is not None]
+        served = merged_index(work / "index", [WHEELHOUSE, *extra]) if extra else WHEELHOUSE
+        index = stack.enter_context(wheelhouse_server(served))
         (work / "tmp").mkdir()
         base = {k: v for k, v in os.environ.items() if k != "CONTAINER_HOST"}
         ctx = Context(
@@ -258,9 +276,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def wheelhouse_server() -> Iterator[str]:
+def wheelhouse_server(directory: Path = WHEELHOUSE) -> Iterator[str]:
     """The wheelhouse as a find-links page on 127.0.0.1 (plain files: no caching headers)."""
-    handler = functools.partial(_QuietHandler, directory=str(WHEELHOUSE))
+    handler = functools.partial(_QuietHandler, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -280,6 +298,72 @@ def ensure_wheelhouse() -> None:
         run([str(ROOT / "scripts" / "make-wheelhouse")])
     if missing():
         raise BenchError(f"{WHEELHOUSE} still lacks {missing()}: add them to tests/wheelhouse.txt")
+
+
+def merged_index(directory: Path, sources: Sequence[Path]) -> Path:
+    """One directory of links to the package files of ``sources`` (the first source
+    that has a file name wins), for one find-links page."""
+    directory.mkdir()
+    for source in sources:
+        for file in sorted(source.iterdir()):
+            link = directory / file.name
+            if file.is_file() and not file.name.startswith(".") and not link.exists():
+                link.symlink_to(file)
+    return directory
+
+
+# ----------------------------------------------------------------------------- given apps
+
+APP_VIEWS = ("wsgi.py", "app.py", "application.py", "manage.py")
+# Where given apps' package sources are kept between runs (collected once per requirements).
+APP_WHEELS = WHEELHOUSE.parent / "bench-apps"
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def given_app(text: str) -> App:
+    """``--app DIR[:VIEW]``: an application of one's own, measured as the examples are.
+
+    It needs requirements.txt (the baseline installs from it first, and the dependency
+    step adds a line to it); VIEW is the file the source-only step changes (default: the
+    first of APP_VIEWS there, else its first .py file). Its packages are collected once
+    from the index (``buildpy wheelhouse``) and served on 127.0.0.1 with the wheelhouse,
+    so both sides install from the same local source. GET / must answer 200.
+    """
+    where, _, view = text.partition(":")
+    source = Path(where).expanduser().resolve()
+    if not (source / "requirements.txt").is_file():
+        raise argparse.ArgumentTypeError(f"{source} has no requirements.txt")
+    if not view:
+        found = [name for name in APP_VIEWS if (source / name).is_file()]
+        found += sorted(p.name for p in source.glob("*.py"))
+        if not found:
+            raise argparse.ArgumentTypeError(f"{source} has no .py file to change: give DIR:VIEW")
+        view = found[0]
+    elif not (source / view).is_file():
+        raise argparse.ArgumentTypeError(f"{source / view} is not a file")
+    return App(source.name, source, view, None)
+
+
+def collect_wheels(app: App) -> App:
+    """The app with its package source: ``buildpy wheelhouse`` of it from the index, once
+    per requirements.txt (kept under APP_WHEELS), with the host's CA bundle when there is
+    one (TLS-intercepting proxies)."""
+    import hashlib
+
+    digest = hashlib.sha256((app.source / "requirements.txt").read_bytes()).hexdigest()[:16]
+    wheels = APP_WHEELS / f"{app.name}-{digest}"
+    stamp = wheels / ".collected"
+    if not stamp.exists():
+        progress(f"{app.name}: collecting its packages into {wheels} (once)")
+        command = [str(BUILDPY), "wheelhouse", "-q", str(app.source), str(wheels)]
+        command += ["--network", "host"]
+        if HOST_CA_BUNDLE.is_file():
+            command += ["--ca-bundle", str(HOST_CA_BUNDLE)]
+        done = run(command, check=False)
+        if done.returncode != 0:
+            raise BenchError(f"could not collect {app.name}'s packages: {done.stderr[-2000:]}")
+        stamp.touch()
+    return App(app.name, app.source, app.view, app.body, wheels)
 
 
 def image_id(ref: str, env: dict[str, str]) -> str:
@@ -431,7 +515,7 @@ def sequence(ctx: Context, app: App, side: str, rep: int) -> dict[str, Build]:
     PRUNES[side](ctx)
     builds = {"cold": build(ctx, src, f"{tag}-cold", cold=True)}
     view = src / app.view
-    view.write_text(view.read_text().replace("buildpy!", f"buildpy (edit {rep})!", 1))
+    view.write_text(app.edited(view.read_text(), rep))
     builds["source"] = build(ctx, src, f"{tag}-source")
     with open(src / "requirements.txt", "a") as reqs:
         reqs.write(f"\n{NEW_DEPENDENCY}\n")
@@ -440,8 +524,9 @@ def sequence(ctx: Context, app: App, side: str, rep: int) -> dict[str, Build]:
     return builds
 
 
-def check_http(ctx: Context, image: str, body: str) -> str:
-    """Run the image with its port on 127.0.0.1 and ask GET / once it answers (bounded)."""
+def check_http(ctx: Context, image: str, body: str | None) -> str:
+    """Run the image with its port on 127.0.0.1 and ask GET / once it answers (bounded);
+    ``body`` None: any 200 answer is right."""
     port = free_port()
     name = f"buildpy-bench-{secrets.token_hex(4)}"
     podman(ctx, "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", image)
@@ -449,6 +534,13 @@ def check_http(ctx: Context, image: str, body: str) -> str:
         got = poll(f"http://127.0.0.1:{port}/", HTTP_DEADLINE)
     finally:
         podman(ctx, "rm", "-f", "-t", "0", name, check=False)
+    return verdict(got, body)
+
+
+def verdict(got: str, body: str | None) -> str:
+    """``poll``'s answer against the expected body (None: any 200 answer)."""
+    if body is None:
+        return "ok (200; body not checked)" if got.startswith("200 ") else f"unexpected: {got!r}"
     return "ok" if got == f"200 {body}" else f"unexpected: {got!r}"
 
 
@@ -533,7 +625,7 @@ def record(ctx: Context, result: AppResult, app: App, side: str, builds: dict[st
     result.sizes[side].append(image_size(ctx, builds["cold"].image))
     if side not in result.http:
         with timed(ctx, "HTTP checks"):
-            result.http[side] = check_http(ctx, builds["cold"].image, app.body)
+            result.http[side] = check_http(ctx, builds["cold"].image, app.answer())
 
 
 def make_tree(root: Path, mib: int) -> None:
@@ -634,14 +726,14 @@ def foreign_builder(ctx: Context) -> str:
     return image_id(tag, ctx.podman_env)
 
 
-def measure_foreign(ctx: Context, names: list[str], reps: int) -> dict[str, Any]:
+def measure_foreign(ctx: Context, apps: list[App], reps: int) -> dict[str, Any]:
     """Per app: cold build and source-only rebuild on the foreign builder, and their ratio."""
-    if not names:
+    if not apps:
         return {}
     builder = foreign_builder(ctx)
     found: dict[str, Any] = {}
-    for name in names:
-        app = APPS[name]
+    for app in apps:
+        name = app.name
         seconds: dict[str, list[float]] = {"cold": [], "source": []}
         events: dict[str, list[dict[str, Any]]] = {"cold": [], "source": []}
         http = ""
@@ -652,16 +744,15 @@ def measure_foreign(ctx: Context, names: list[str], reps: int) -> dict[str, Any]
             tag = f"{PREFIX}{name}-foreign-{rep}"
             builds = {"cold": buildpy_build(ctx, src, f"{tag}-cold", True, builder)}
             view = src / app.view
-            view.write_text(view.read_text().replace("buildpy!", f"buildpy (edit {rep})!", 1))
+            view.write_text(app.edited(view.read_text(), rep))
             builds["source"] = buildpy_build(ctx, src, f"{tag}-source", builder=builder)
             shutil.rmtree(src)
             for step, build in builds.items():
                 seconds[step].append(build.seconds)
                 events[step].append(build.event)
             if not http:
-                body = app.body.replace("buildpy!", f"buildpy (edit {rep})!", 1)
                 with timed(ctx, "HTTP checks"):
-                    http = check_http(ctx, builds["source"].image, body)
+                    http = check_http(ctx, builds["source"].image, app.answer(rep))
             with timed(ctx, "removing images"):
                 tags = [b.image for b in builds.values()]
                 remove_images(ctx, tags + dependency_images(ctx, tags))
@@ -1115,10 +1206,10 @@ def measure(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     load = [round(x, 2) for x in os.getloadavg()]
     builder_size = image_size(ctx, ctx.builder)
     apps = {
-        name: summarize_app(measure_app(ctx, APPS[name], args.reps), builder_size)
+        name: summarize_app(measure_app(ctx, args.known[name], args.reps), builder_size)
         for name in args.apps
     }
-    foreign = measure_foreign(ctx, args.foreign_apps, args.reps)
+    foreign = measure_foreign(ctx, [args.known[name] for name in args.foreign_apps], args.reps)
     upload = summarize_upload(measure_upload(ctx, args.upload_mib, args.reps))
     startup = measure_startup()
     return {
@@ -1144,8 +1235,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--apps",
         type=_list(str),
-        default=list(APPS),
-        help="comma-separated, from: " + ",".join(APPS),
+        default=None,
+        help="comma-separated, from: " + ",".join(APPS) + " and the --app names (default: all)",
+    )
+    parser.add_argument(
+        "--app",
+        type=given_app,
+        action="append",
+        default=[],
+        metavar="DIR[:VIEW]",
+        help="also measure this application (needs requirements.txt; VIEW: the file the"
+        " source-only step changes); named by its directory; its packages are collected once"
+        " from the index (may be repeated)",
     )
     parser.add_argument(
         "--upload-mib",
@@ -1156,7 +1257,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--foreign-apps",
         type=_list(str),
-        default=list(APPS),
+        default=None,
         help="apps to build on the foreign builder (default: all; '' to skip)",
     )
     parser.add_argument(
@@ -1167,7 +1268,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON here")
     args = parser.parse_args(argv)
-    unknown = [a for a in [*args.apps, *args.foreign_apps] if a not in APPS]
+    args.known = dict(APPS)
+    for app in args.app:
+        if app.name in args.known:
+            parser.error(f"--app {app.source}: an app named {app.name} is measured already")
+        args.known[app.name] = app
+    args.apps = list(args.known) if args.apps is None else args.apps
+    args.foreign_apps = list(args.known) if args.foreign_apps is None else args.foreign_apps
+    unknown = [a for a in [*args.apps, *args.foreign_apps] if a not in args.known]
     if unknown or args.reps < 1:
         parser.error(f"unknown apps {unknown}" if unknown else "--reps must be at least 1")
     return args
@@ -1177,7 +1285,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
 
     def report() -> dict[str, Any]:
-        with session() as ctx:
+        wanted = {*args.apps, *args.foreign_apps}
+        for app in args.app:  # their packages, from the index, before anything is measured
+            if app.name in wanted:
+                args.known[app.name] = collect_wheels(app)
+        with session([args.known[name] for name in wanted]) as ctx:
             ctx.shared_host = args.shared_host
             if args.shared_host:  # its cold builds must not evict others' cached layers
                 ctx.buildpy_env["BUILDPY_CACHE_MAX"] = "off"
