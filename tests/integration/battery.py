@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import BATTERY_SCRATCH, BUILDPY, WHEELHOUSE
+from storage import local_env
 
 BUILDER = "localhost/buildpy/python-311-minimal"
 SOURCE_LABEL = "io.openshift.s2i.build.source-location"
@@ -784,13 +785,19 @@ def cmdline(pid: int) -> str:
 
 @contextmanager
 def image_root(tag: str) -> Iterator[Path]:
-    """The image's file system, mounted read-only on the host for the block."""
-    done = subprocess.run(["podman", "image", "mount", tag], capture_output=True, text=True)
+    """The image's file system, mounted read-only on the host for the block (by the local
+    podman CLI: a remote one, as CONTAINER_HOST makes it, cannot mount)."""
+    local = local_env()
+    done = subprocess.run(
+        ["podman", "image", "mount", tag], capture_output=True, text=True, env=local
+    )
     assert done.returncode == 0, done.stderr
     try:
         yield Path(done.stdout.strip())
     finally:
-        subprocess.run(["podman", "image", "unmount", tag], capture_output=True, check=False)
+        subprocess.run(
+            ["podman", "image", "unmount", tag], capture_output=True, check=False, env=local
+        )
 
 
 @dataclass(frozen=True)

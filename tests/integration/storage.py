@@ -39,14 +39,20 @@ class Storage:
         return ["podman", "--root", str(self.root), "--runroot", str(self.runroot)]
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if k != "CONTAINER_HOST"}
         return subprocess.run(
-            [*self.podman, *args], capture_output=True, text=True, check=check, env=env
+            [*self.podman, *args], capture_output=True, text=True, check=check, env=local_env()
         )
 
     def names(self) -> list[str]:
         listed = self.run("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
         return sorted(listed.split())
+
+
+def local_env() -> dict[str, str]:
+    """This process's environment without CONTAINER_HOST, for the podman CLI: with it set
+    (a developer's own service), the CLI is a remote client, which takes no --root and
+    cannot run a service of its own."""
+    return {k: v for k, v in os.environ.items() if k != "CONTAINER_HOST"}
 
 
 def builder_archive(ref: str) -> Path:
@@ -56,13 +62,16 @@ def builder_archive(ref: str) -> Path:
         capture_output=True,
         text=True,
         check=True,
+        env=local_env(),
     ).stdout.strip()
     stem = ref.rsplit("/", 1)[-1].replace(":", "_")
     path = ARCHIVES / f"{stem}@{found[:12]}.tar"
     if not path.is_file():
         ARCHIVES.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.partial")
-        subprocess.run(["podman", "save", "-q", "-o", str(partial), ref], check=True)
+        subprocess.run(
+            ["podman", "save", "-q", "-o", str(partial), ref], check=True, env=local_env()
+        )
         partial.rename(path)
         for older in ARCHIVES.glob(f"{stem}@*.tar"):  # one archive per builder name
             if older != path:
@@ -79,7 +88,9 @@ def empty_storage(workdir: Path, builder: str) -> Iterator[Storage]:
     try:
         with (
             open(workdir / "service.log", "wb") as log,
-            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log) as proc,
+            subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=log, env=local_env()
+            ) as proc,
         ):  # leaving the block waits for the service to end
             try:
                 _await(proc, workdir / "podman.sock")
@@ -91,7 +102,9 @@ def empty_storage(workdir: Path, builder: str) -> Iterator[Storage]:
     finally:
         _unmount_under(workdir)
         if os.getuid() != 0:  # rootless: its layers belong to the user's subordinate ids
-            subprocess.run(["podman", "unshare", "rm", "-rf", str(workdir)], check=False)
+            subprocess.run(
+                ["podman", "unshare", "rm", "-rf", str(workdir)], check=False, env=local_env()
+            )
         shutil.rmtree(workdir, ignore_errors=True)
 
 
