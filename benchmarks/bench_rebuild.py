@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import http.server
 import json
 import os
@@ -348,8 +349,6 @@ def collect_wheels(app: App) -> App:
     """The app with its package source: ``buildpy wheelhouse`` of it from the index, once
     per requirements.txt (kept under APP_WHEELS), with the host's CA bundle when there is
     one (TLS-intercepting proxies)."""
-    import hashlib
-
     digest = hashlib.sha256((app.source / "requirements.txt").read_bytes()).hexdigest()[:16]
     wheels = APP_WHEELS / f"{app.name}-{digest}"
     stamp = wheels / ".collected"

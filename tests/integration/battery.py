@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import BATTERY_SCRATCH, BUILDPY, WHEELHOUSE
-from storage import local_env
+from storage import LOCAL_PODMAN
 
 BUILDER = "localhost/buildpy/python-311-minimal"
 SOURCE_LABEL = "io.openshift.s2i.build.source-location"
@@ -787,17 +787,12 @@ def cmdline(pid: int) -> str:
 def image_root(tag: str) -> Iterator[Path]:
     """The image's file system, mounted read-only on the host for the block (by the local
     podman CLI: a remote one, as CONTAINER_HOST makes it, cannot mount)."""
-    local = local_env()
-    done = subprocess.run(
-        ["podman", "image", "mount", tag], capture_output=True, text=True, env=local
-    )
+    done = subprocess.run([*LOCAL_PODMAN, "image", "mount", tag], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     try:
         yield Path(done.stdout.strip())
     finally:
-        subprocess.run(
-            ["podman", "image", "unmount", tag], capture_output=True, check=False, env=local
-        )
+        subprocess.run([*LOCAL_PODMAN, "image", "unmount", tag], capture_output=True, check=False)
 
 
 @dataclass(frozen=True)

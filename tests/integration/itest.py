@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from storage import local_env
+from storage import LOCAL_PODMAN
 
 # Names of the containers `running` started in this session: root's storage is shared by
 # every session on the host, so another session's containers are not this one's leftovers.
@@ -90,20 +90,11 @@ def running(
         cmd += ["--user", user]
     for key, value in (env or {}).items():
         cmd += ["-e", f"{key}={value}"]
-    cli = cli_env(podman)
-    subprocess.run([*cmd, *args, image], check=True, capture_output=True, text=True, env=cli)
+    subprocess.run([*cmd, *args, image], check=True, capture_output=True, text=True)
     try:
         yield f"http://127.0.0.1:{host_port}", name
     finally:
-        subprocess.run(
-            [*podman, "rm", "-f", "-t", "2", name], capture_output=True, check=False, env=cli
-        )
-
-
-def cli_env(podman: Sequence[str]) -> dict[str, str] | None:
-    """The environment for ``podman``: with global options (``--root``: another storage),
-    without CONTAINER_HOST, which would make the CLI a remote client that takes none."""
-    return local_env() if len(podman) > 1 else None
+        subprocess.run([*podman, "rm", "-f", "-t", "2", name], capture_output=True, check=False)
 
 
 @functools.cache
@@ -147,9 +138,7 @@ def http_get(
         time.sleep(0.25)
     logs = ""
     if name:
-        shown = subprocess.run(
-            [*podman, "logs", name], capture_output=True, text=True, env=cli_env(podman)
-        )
+        shown = subprocess.run([*podman, "logs", name], capture_output=True, text=True)
         logs = shown.stdout + shown.stderr
     pytest.fail(f"{url} did not answer within {timeout} s ({last}); container log:\n{logs[-3000:]}")
 
@@ -259,10 +248,9 @@ def podman_service(sock: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A `podman system service` of the test's own on ``sock`` (to kill mid-build);
     killed at the end of the block in any case."""
     service = subprocess.Popen(
-        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+        [*LOCAL_PODMAN, "system", "service", "--time=0", f"unix://{sock}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=local_env(),  # a remote CLI (CONTAINER_HOST) cannot serve
     )
     try:
         deadline = time.monotonic() + 30

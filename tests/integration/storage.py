@@ -26,6 +26,11 @@ from buildpy.service import ping_unix
 ARCHIVES = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "buildpy" / "builders"
 
 
+# The podman CLI on this host's storage even when CONTAINER_HOST is set (a developer's
+# own service): what needs local storage (--root, mounts, serving) cannot be remote.
+LOCAL_PODMAN = ("env", "-u", "CONTAINER_HOST", "podman")
+
+
 @dataclass(frozen=True)
 class Storage:
     root: Path
@@ -34,44 +39,32 @@ class Storage:
 
     @property
     def podman(self) -> list[str]:
-        """The podman command for this storage (never with CONTAINER_HOST: it makes the CLI
-        a remote client, which takes no --root)."""
-        return ["podman", "--root", str(self.root), "--runroot", str(self.runroot)]
+        """The podman command for this storage, run without CONTAINER_HOST wherever it is
+        used (set, it makes the CLI a remote client, which takes no --root)."""
+        return [*LOCAL_PODMAN, "--root", str(self.root), "--runroot", str(self.runroot)]
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.podman, *args], capture_output=True, text=True, check=check, env=local_env()
-        )
+        return subprocess.run([*self.podman, *args], capture_output=True, text=True, check=check)
 
     def names(self) -> list[str]:
         listed = self.run("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
         return sorted(listed.split())
 
 
-def local_env() -> dict[str, str]:
-    """This process's environment without CONTAINER_HOST, for the podman CLI: with it set
-    (a developer's own service), the CLI is a remote client, which takes no --root and
-    cannot run a service of its own."""
-    return {k: v for k, v in os.environ.items() if k != "CONTAINER_HOST"}
-
-
 def builder_archive(ref: str) -> Path:
     """``podman save`` of a builder in the machine's storage, kept by its ID."""
     found = subprocess.run(
-        ["podman", "image", "inspect", "--format", "{{.Id}}", ref],
+        [*LOCAL_PODMAN, "image", "inspect", "--format", "{{.Id}}", ref],
         capture_output=True,
         text=True,
         check=True,
-        env=local_env(),
     ).stdout.strip()
     stem = ref.rsplit("/", 1)[-1].replace(":", "_")
     path = ARCHIVES / f"{stem}@{found[:12]}.tar"
     if not path.is_file():
         ARCHIVES.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.partial")
-        subprocess.run(
-            ["podman", "save", "-q", "-o", str(partial), ref], check=True, env=local_env()
-        )
+        subprocess.run([*LOCAL_PODMAN, "save", "-q", "-o", str(partial), ref], check=True)
         partial.rename(path)
         for older in ARCHIVES.glob(f"{stem}@*.tar"):  # one archive per builder name
             if older != path:
@@ -88,9 +81,7 @@ def empty_storage(workdir: Path, builder: str) -> Iterator[Storage]:
     try:
         with (
             open(workdir / "service.log", "wb") as log,
-            subprocess.Popen(
-                command, stdout=subprocess.DEVNULL, stderr=log, env=local_env()
-            ) as proc,
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log) as proc,
         ):  # leaving the block waits for the service to end
             try:
                 _await(proc, workdir / "podman.sock")
@@ -102,9 +93,7 @@ def empty_storage(workdir: Path, builder: str) -> Iterator[Storage]:
     finally:
         _unmount_under(workdir)
         if os.getuid() != 0:  # rootless: its layers belong to the user's subordinate ids
-            subprocess.run(
-                ["podman", "unshare", "rm", "-rf", str(workdir)], check=False, env=local_env()
-            )
+            subprocess.run([*LOCAL_PODMAN, "unshare", "rm", "-rf", str(workdir)], check=False)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
