@@ -290,10 +290,11 @@ def _placed_source(
     """The source as assemble would leave it in $HOME: owned by the user, group like owner
     (and ``extra`` members after it)."""
 
-    def archive(uid: int, gid: int) -> source.TarStream:
-        return source.tar_stream(
+    def archive(uid: int, gid: int) -> source.TarStream | source.SplitArchive:
+        return source.tree_archive(
             plan.root,
             rules=plan.rules,
+            size=plan.source_size,
             layout=source.Layout(dest, uid, gid, group_like_owner=True),
             extra=extra or (),
         )
@@ -311,10 +312,11 @@ def source_archive(plan: BuildPlan, build_env: Mapping[str, str]) -> ArchiveFact
     ]
     extra += build_env_member(build_env)
 
-    def archive(uid: int, gid: int) -> source.TarStream:
-        return source.tar_stream(
+    def archive(uid: int, gid: int) -> source.TarStream | source.SplitArchive:
+        return source.tree_archive(
             plan.root,
             rules=plan.rules,
+            size=plan.source_size,
             layout=source.Layout("src", uid, gid),
             extra=extra,
         )

@@ -15,6 +15,7 @@ file, deletes it and execs assemble, so the committed layer has no trace of it.
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 import time
@@ -54,7 +55,7 @@ class Output(Protocol):
 
 
 # Archive members, given the uid and gid that must own them.
-ArchiveFactory = Callable[[int, int], Iterable[bytes]]
+ArchiveFactory = Callable[[int, int], "Iterable[bytes] | source.SplitArchive"]
 
 
 def build_env_member(values: Mapping[str, str]) -> list[source.Member]:
@@ -147,12 +148,51 @@ class WorkingContainer:
         started = time.monotonic()
         uid, gid = self._owner.ids(self._engine, self.id)
         stream = archive(uid, gid)
-        self._engine.upload(self.id, path, stream)
+        streams = 1
+        if isinstance(stream, source.SplitArchive):
+            self._engine.mount(self.id)
+            self._upload_split(path, stream)
+            streams = len(stream.parts) + 1
+        else:
+            self._engine.upload(self.id, path, stream)
         seconds = time.monotonic() - started
-        if isinstance(stream, source.TarStream) and stream.stats is not None:
-            files, size = stream.stats.files, stream.stats.bytes
-            _log.debug("uploaded", path=path, files=files, bytes=size, seconds=round(seconds, 3))
+        stats = getattr(stream, "stats", None)  # a TarStream's or SplitArchive's, once read
+        if isinstance(stats, source.SourceStats):
+            _log.debug(
+                "uploaded",
+                path=path,
+                files=stats.files,
+                bytes=stats.bytes,
+                streams=streams,
+                seconds=round(seconds, 3),
+            )
         return seconds
+
+    def _upload_split(self, path: str, split: source.SplitArchive) -> None:
+        """The parts at once, each on a connection of its own (the first on this thread),
+        then the stream that goes after them. A part that fails stops the others after
+        the file each is sending; the first error is raised once all have stopped."""
+
+        def send(part: source.TarStream) -> None:
+            try:
+                self._engine.upload(self.id, path, part)
+            except BaseException:
+                split.stop()
+                raise
+
+        first, *rest = split.parts
+        others = [Running(functools.partial(send, part), "buildpy-upload") for part in rest]
+        waits: list[Callable[[], None]] = [functools.partial(send, first)]
+        waits += [other.result for other in others]
+        errors: list[BaseException] = []
+        for wait in waits:
+            try:
+                wait()
+            except BaseException as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        self._engine.upload(self.id, path, split.last())
 
     def assemble(self, out: Output) -> Assembled:
         """Run the container's command, stream its output to ``out``, say how it ended.

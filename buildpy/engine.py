@@ -162,7 +162,14 @@ class Engine(Protocol):
         ...
 
     def upload(self, container: str, path: str, archive: Iterable[bytes]) -> None:
-        """Stream a tar archive into ``path`` inside the container."""
+        """Stream a tar archive into ``path`` inside the container. Several may stream
+        into one container at once (from threads of their own), with distinct members."""
+        ...
+
+    def mount(self, container: str) -> None:
+        """Keep the container's filesystem mounted until the container is removed, so
+        that uploads into it neither mount nor unmount it. Each unmount syncs the
+        host's filesystem: about 0.5 s after a 1 GiB upload."""
         ...
 
     def read_file(self, container: str, path: str) -> bytes | None:

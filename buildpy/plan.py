@@ -35,6 +35,7 @@ from buildpy.config import BuildOptions
 from buildpy.errors import UsageError
 
 _log = log.get(__name__)
+_NOTHING = source.TreeSize()  # a plan made without walking its tree (tests) splits nothing
 
 S2I_ENVIRONMENT = ".s2i/environment"
 CA_TARGET = "/dev/shm/buildpy-ca-bundle.crt"  # a tmpfs: the mount point is never committed
@@ -70,6 +71,7 @@ class BuildPlan:
     build_layers: tuple[environment.EnvLayer, ...] = ()  # where build_env's values come from
     wheelhouse: indexes.Wheelhouse | None = None
     scripts_url: scripts.ScriptsURL | None = None  # --scripts-url, checked
+    source_size: source.TreeSize = _NOTHING  # what the upload of the tree holds
 
     @property
     def uploaded_scripts(self) -> dict[str, Path]:
@@ -102,7 +104,7 @@ def make(
     files, ca_env = _build_files(options, os.environ if environ is None else environ)
     build_layers = _build_layers(ca_env, options)
     rules = source.IgnoreRules.load(root)
-    source.check_tree(root, rules, warn=_warn)
+    size = source.check_tree(root, rules, warn=_warn)
     own_scripts = scripts.source_scripts(root)
     given = None if options.scripts_url is None else scripts.parse_url(options.scripts_url)
     for path in scripts.uploaded(given, own_scripts).values():  # even if .s2iignore'd
@@ -122,6 +124,7 @@ def make(
         build_layers=build_layers,
         wheelhouse=_wheelhouse(options),
         scripts_url=given,
+        source_size=size,
     )
 
 

@@ -224,6 +224,10 @@ class PodmanEngine:
         if not ok:
             raise EngineError(f"Podman refused the source archive for {path}")
 
+    def mount(self, container: str) -> None:
+        with _translated("mount the working container"):
+            self._client.api.post(f"/containers/{container}/mount").raise_for_status()
+
     def read_file(self, container: str, path: str) -> bytes | None:
         buffer = io.BytesIO()
         return buffer.getvalue() if self.copy_file(container, path, buffer) else None

@@ -23,12 +23,14 @@ files.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import stat
 import tarfile
+import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
@@ -45,12 +47,17 @@ __all__ = [
     "Layout",
     "Member",
     "SourceStats",
+    "SplitArchive",
     "TarStream",
+    "TreeSize",
     "check_tree",
     "members_stream",
     "read_file",
     "source_root",
+    "split_tar_stream",
     "tar_stream",
+    "tree_archive",
+    "upload_parts",
     "walk",
 ]
 
@@ -264,12 +271,25 @@ def source_root(path: Path) -> Path:
     return path.resolve()
 
 
-def check_tree(root: Path, rules: IgnoreRules, *, warn: Warn | None = None) -> None:
+@dataclass(frozen=True)
+class TreeSize:
+    """What the upload will hold of the tree: regular files and their bytes."""
+
+    files: int = 0
+    bytes: int = 0
+
+
+def check_tree(root: Path, rules: IgnoreRules, *, warn: Warn | None = None) -> TreeSize:
     """Walk the tree as the upload will: SourceError for what cannot be read, ``warn``
-    for what is skipped or huge. Done before any container exists, so such a tree costs
-    none; the upload walks it again (without warnings) and still fails on what changed."""
-    for _ in walk(root, rules, warn=warn):
-        pass
+    for what is skipped or huge; return its size. Done before any container exists, so
+    such a tree costs none; the upload walks it again (without warnings) and still fails
+    on what changed."""
+    files = size = 0
+    for entry in walk(root, rules, warn=warn):
+        if entry.kind == "file":
+            files += 1
+            size += entry.size
+    return TreeSize(files, size)
 
 
 def _list_dir(path: Path) -> list[os.DirEntry[str]]:
@@ -662,6 +682,15 @@ def tar_stream(
     or ``chunk_size``. Raises while iterating: SourceError as :func:`walk` does, and for a
     file that changes while being read (the archive is never silently corrupt).
     """
+    dest, root_st = _checked(root, layout, extra, chunk_size)
+    out = _Archive(layout, chunk_size)
+    return TarStream(_stream(out, (root, root_st), rules, dest, extra, warn), out)
+
+
+def _checked(
+    root: Path, layout: Layout, extra: Sequence[Member], chunk_size: int
+) -> tuple[str, os.stat_result]:
+    """The archive's arguments checked: ``dest`` cleaned, and the root's stat."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
     dest = _archive_path(layout.dest, "dest")
@@ -669,9 +698,7 @@ def tar_stream(
         _archive_path(member.name, "a member name")
         if member.name.endswith("/") and member.data:
             raise ValueError(f"directory member {member.name!r} cannot have data")
-    root_st = _check_root(root)
-    out = _Archive(layout, chunk_size)
-    return TarStream(_stream(out, (root, root_st), rules, dest, extra, warn), out)
+    return dest, _check_root(root)
 
 
 def _stream(
@@ -683,18 +710,169 @@ def _stream(
     warn: Warn | None,
 ) -> Iterator[bytes]:
     path, root_st = root
+    yield from _tree_records(out, root_st, dest, walk(path, rules, warn=warn), extra)
+    yield from out.end()
+
+
+def _tree_records(
+    out: _Archive,
+    root_st: os.stat_result,
+    dest: str,
+    entries: Iterable[Entry],
+    extra: Sequence[Member],
+) -> Iterator[bytes]:
+    """``dest`` and the parents above it, the entries under it, then the extras."""
     yield from out.parent_dirs(dest)
     out.dirs.add(dest)
     root_mode = stat.S_IMODE(root_st.st_mode) & 0o777
     yield from out.header(dest, tarfile.DIRTYPE, root_mode, _mtime(root_st))
-    for entry in walk(path, rules, warn=warn):
+    for entry in entries:
         name = f"{dest}/{entry.relpath}"
         if extra and entry.kind == "dir":
             out.dirs.add(name)
         yield from _entry_records(out, entry, name)
     for member in extra:
         yield from _member_records(out, member)
+
+
+# A tree at least this large goes up in parallel streams (``upload_parts``): below it,
+# another request costs more than the second core saves.
+SPLIT_BYTES = 32 * 2**20
+MAX_PARTS = 4
+
+
+def upload_parts(size: TreeSize, cpus: int | None = None) -> int:
+    """How many streams to send a tree of ``size`` in at once: one per CPU (at most
+    ``MAX_PARTS``) for a tree of ``SPLIT_BYTES`` or more, else one. On the receiving
+    side each stream is unpacked by a process of its own; one such process was the
+    bottleneck of a large upload."""
+    if size.bytes < SPLIT_BYTES:
+        return 1
+    return max(1, min(MAX_PARTS, cpus if cpus is not None else os.cpu_count() or 1))
+
+
+class _SharedWalk:
+    """One walk of the tree, handed out to the parts that send it a file or symlink at a
+    time: a part busy with a large file asks for nothing, so the parts carry about equal
+    bytes. Directories are not handed out but kept, for the stream that follows the
+    parts. ``stop`` ends the walk for every part (one of them failed)."""
+
+    def __init__(self, entries: Iterator[Entry]) -> None:
+        self._entries = entries
+        self._lock = threading.Lock()
+        self._stopped = False
+        self.dirs: list[Entry] = []
+
+    def take(self) -> Entry | None:
+        """The next file or symlink, or None at the end (or once stopped)."""
+        with self._lock:
+            for entry in self._entries:
+                if self._stopped:
+                    break
+                if entry.kind != "dir":
+                    return entry
+                self.dirs.append(entry)
+            return None
+
+    def stop(self) -> None:
+        self._stopped = True
+
+
+def _part_records(out: _Archive, walk: _SharedWalk, dest: str) -> Iterator[bytes]:
+    try:
+        while (entry := walk.take()) is not None:
+            yield from _entry_records(out, entry, f"{dest}/{entry.relpath}")
+    except BaseException:
+        walk.stop()
+        raise
     yield from out.end()
+
+
+class SplitArchive:
+    """The members of one :func:`tar_stream` as ``parts``, sent at the same time on
+    connections of their own, then ``last``, sent once every part is in.
+
+    The parts take the tree's files and symlinks from one walk, as each is ready for
+    more; they hold no directories (the receiving side makes those a part needs).
+    ``last`` holds every directory (``dest`` and the walk's), as the one stream would,
+    then the extras: sent after the parts, it gives each directory its owner, mode and
+    mtime (which the parts' files changed), and the extras land over the tree as they
+    do in one stream. What lands is what one stream gives; which part carries which
+    file depends on how fast each is sent.
+    """
+
+    def __init__(
+        self,
+        walk: _SharedWalk,
+        root: tuple[str, os.stat_result],
+        layout: Layout,
+        extra: Sequence[Member],
+        *,
+        parts: int,
+        chunk_size: int,
+    ) -> None:
+        self._chunk_size = chunk_size
+        self._walk, (self._dest, self._root_st) = walk, root
+        self._layout, self._extra = layout, extra
+        outs = [_Archive(layout, self._chunk_size) for _ in range(parts)]
+        self.parts = tuple(TarStream(_part_records(o, walk, self._dest), o) for o in outs)
+        self._last: TarStream | None = None
+
+    @property
+    def stats(self) -> SourceStats | None:
+        """What all the streams sent, once the last has been read to its end."""
+        streams = (*self.parts, self._last)
+        if any(stream is None or stream.stats is None for stream in streams):
+            return None
+        every = [stream.stats for stream in streams if stream is not None and stream.stats]
+        return SourceStats(sum(s.files for s in every), sum(s.bytes for s in every))
+
+    def stop(self) -> None:
+        """End every part early (after the file each is sending): another part failed."""
+        self._walk.stop()
+
+    def last(self) -> TarStream:
+        """The directories and the extras; ask once every part has been read to its end."""
+        if any(part.stats is None for part in self.parts):
+            raise RuntimeError("the last stream of a split archive goes after its parts")
+        out = _Archive(self._layout, self._chunk_size)
+        records = _tree_records(out, self._root_st, self._dest, self._walk.dirs, self._extra)
+        self._last = TarStream(itertools.chain(records, out.end()), out)
+        return self._last
+
+
+def split_tar_stream(
+    root: Path,
+    *,
+    rules: IgnoreRules,
+    parts: int,
+    layout: Layout = Layout(),
+    extra: Sequence[Member] = (),
+    chunk_size: int = 1 << 20,
+) -> SplitArchive:
+    """What :func:`tar_stream` sends, in ``parts`` streams and one after them
+    (:class:`SplitArchive`). Raises as tar_stream does."""
+    if parts < 1:
+        raise ValueError("parts must be positive")
+    checked = _checked(root, layout, extra, chunk_size)
+    shared = _SharedWalk(_walk(root, rules, None))
+    return SplitArchive(shared, checked, layout, extra, parts=parts, chunk_size=chunk_size)
+
+
+def tree_archive(
+    root: Path,
+    *,
+    rules: IgnoreRules,
+    size: TreeSize,
+    layout: Layout = Layout(),
+    extra: Sequence[Member] = (),
+) -> TarStream | SplitArchive:
+    """The upload of a tree whose size ``check_tree`` gave: one stream, or as many as
+    :func:`upload_parts` says for a large tree."""
+    parts = upload_parts(size)
+    if parts == 1:
+        return tar_stream(root, rules=rules, layout=layout, extra=extra)
+    return split_tar_stream(root, rules=rules, parts=parts, layout=layout, extra=extra)
 
 
 def members_stream(members: Sequence[Member], *, uid: int = 1001, gid: int = 0) -> Iterator[bytes]:

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 from battery import APP_PY, BUILDER, Case, Failure, Outcome, image_root, params, unreadable
+from storage import LOCAL_PODMAN
+
+from buildpy import source
 
 HINT_CHMOD = "make it readable (chmod u+r) or list it in .s2iignore"
 HINT_PATTERN = "fix the pattern: a character range goes from low to high"
@@ -232,6 +236,73 @@ def test_sockets_and_fifos_are_skipped_with_a_warning(
     )
     with image_root(tag) as root:
         assert not os.path.lexists(root / "opt/app-root/src" / special)
+
+
+# --------------------------------------------------------------------------- large trees
+
+
+def _large_tree(app: Path) -> None:
+    """Over ``source.SPLIT_BYTES`` in large and small files, an empty directory, a
+    symlink; each directory's mtime set apart, after its files."""
+    big = app / "big"
+    big.mkdir(mode=0o750)
+    for i in range(3):
+        (big / f"blob-{i}.bin").write_bytes(os.urandom(12 * 2**20))
+    for i in range(5):
+        folder = app / "small" / f"d{i}"
+        folder.mkdir(parents=True)
+        for j in range(40):
+            (folder / f"f{j}.txt").write_bytes(os.urandom(1024))
+    (app / "empty").mkdir()
+    (app / "small" / "to-big").symlink_to("../big")
+    for number, rel in enumerate(["big", "empty", "small", *(f"small/d{i}" for i in range(5))]):
+        mtime = 1_500_000_000 + number * 86_400
+        os.utime(app / rel, (mtime, mtime))
+
+
+@pytest.mark.rootless
+@pytest.mark.parametrize("way", ["assembled", "placed"])
+def test_a_large_tree_arrives_whole_with_its_directories_as_they_were(case: Case, way: str) -> None:
+    """A source this large goes up in parallel streams, its directories last (their
+    mtimes would otherwise be the upload's time): the image holds it exactly, whether
+    assemble moves it into place or buildpy places it (a dependency layer and nothing
+    left to run)."""
+    files = {"requirements.txt": f"six\n# {case.marker}\n"} if way == "placed" else {}
+    app = case.app({"app.py": APP_PY, **files}, name=f"large-{way}")
+    _large_tree(app)
+    size = source.check_tree(app, source.IgnoreRules())
+    assert size.bytes >= source.SPLIT_BYTES
+    tag = case.tag(f"large-{way}")
+    extra = case.index().pip_args() if files else []
+    outcome = case.run("-v", str(app), "--builder", BUILDER, "--tag", tag, *extra)
+    outcome.expect_success(tag)
+    uploads = [e for e in outcome.logged("uploaded") if e["bytes"] > size.bytes]
+    assert [e["streams"] for e in uploads] == [source.upload_parts(size) + 1]
+    assert _image_tree(tag) == _source_tree(app)
+
+
+_LIST = (
+    "cd /opt/app-root/src && find . -mindepth 1 -printf '%y %P %Ts %l\\n'"
+    " && find . -type f -exec sha256sum {} +"
+)
+
+
+def _image_tree(tag: str) -> list[str]:
+    """Every entry under the image's $HOME (kind, path, mtime, link), then the files'
+    digests, from a container of the image (as rootless as the build)."""
+    run = [*LOCAL_PODMAN, "run", "--rm", "--network", "none", "--entrypoint", "sh", tag]
+    done = subprocess.run([*run, "-c", _LIST], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return sorted(done.stdout.splitlines())
+
+
+def _source_tree(app: Path) -> list[str]:
+    """The same listing of the source directory."""
+    done = subprocess.run(
+        ["sh", "-c", _LIST.replace("/opt/app-root/src", str(app))], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return sorted(done.stdout.splitlines())
 
 
 # --------------------------------------------------------------------------- large files

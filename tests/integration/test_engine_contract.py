@@ -10,6 +10,7 @@ engine, so the fake cannot drift from Podman unnoticed.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import subprocess
@@ -24,6 +25,7 @@ from conftest import BUILDER_PREFIX
 from fakes import FakeEngine, tar_of
 from itest import free_port
 
+from buildpy.background import Running
 from buildpy.engine import (
     ENGINE_VARIABLES,
     CommitSpec,
@@ -106,6 +108,30 @@ def test_uploaded_files_can_be_read_back(subject: Subject) -> None:
         assert engine.copy_file(container, "/tmp/contract/absent", sink) is False
     finally:
         engine.remove(container)
+
+
+def test_a_mounted_container_takes_uploads_at_once_and_still_runs(subject: Subject) -> None:
+    """What a large source's upload relies on (``source.SplitArchive``): the container
+    mounted first, then archives streamed into it at the same time from threads of their
+    own, and one after them; it runs with all of them in place."""
+    engine = subject.engine
+    container = engine.create(spec(subject, ("cat", "/tmp/c/a/1", "/tmp/c/b/2", "/tmp/c/z")))
+    try:
+        engine.mount(container)
+        sending = [
+            Running(functools.partial(engine.upload, container, "/tmp", [tar_of({name: data})]))
+            for name, data in (("c/a/1", b"one "), ("c/b/2", b"two "))
+        ]
+        for upload in sending:
+            upload.result()
+        engine.upload(container, "/tmp", [tar_of({"c/z": b"last\n"})])
+        subject.will_print(b"one two last\n", 0)
+        chunks: list[bytes] = []
+        assert engine.run(container, chunks.append) == 0
+        assert b"".join(chunks) == b"one two last\n"
+    finally:
+        engine.remove(container)
+    engine.remove(container)  # gone, mounted or not
 
 
 def run_once(engine: Engine, container_spec: ContainerSpec) -> tuple[int, bytes]:

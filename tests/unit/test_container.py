@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import io
 import json
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import pytest
 from fakes import FakeEngine
 from hypothesis import given
 from hypothesis import strategies as st
 
-from buildpy import log
-from buildpy.container import Assembled, Reaper, _Tail, _Unmarked
+from buildpy import log, source
+from buildpy.container import Assembled, Reaper, WorkingContainer, _Tail, _Unmarked
+from buildpy.engine import ContainerSpec
+from buildpy.errors import EngineError
 
 lines = st.lists(
     st.one_of(
@@ -96,3 +105,69 @@ def test_background_work_is_done_in_order_when_the_reaper_ends_and_never_raises(
     warning = json.loads(said.getvalue())
     assert (warning["event"], warning["error"]) == ("could not divide", "division by zero")
     log.configure(json=True, stream=io.StringIO())
+
+
+def _names(data: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return tar.getnames()
+
+
+def _big_tree(root: Path) -> Path:
+    for i in range(4):
+        (root / f"d{i}").mkdir()
+        for j in range(3):
+            (root / f"d{i}" / f"f{j}").write_bytes(b"x" * 700)
+    return root
+
+
+def _split(root: Path, chunk_size: int = 1 << 20) -> Callable[[int, int], source.SplitArchive]:
+    def archive(uid: int, gid: int) -> source.SplitArchive:
+        layout = source.Layout("src", uid, gid)
+        return source.split_tar_stream(
+            root, rules=source.IgnoreRules(), parts=2, layout=layout, chunk_size=chunk_size
+        )
+
+    return archive
+
+
+def test_a_split_upload_mounts_sends_the_parts_then_the_directories(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    with WorkingContainer(engine, ContainerSpec("img", ("true",))) as container:
+        container.upload("/tmp", _split(_big_tree(tmp_path)))
+    assert engine.mounted == ["ctr1"]
+    *parts, (_, last) = engine.uploads
+    assert len(parts) == 2
+    assert _names(last) == ["src", "src/d0", "src/d1", "src/d2", "src/d3"]
+    sent = sorted(name for _, data in parts for name in _names(data))
+    assert sent == [f"src/d{i}/f{j}" for i in range(4) for j in range(3)]
+
+
+@dataclass
+class _FailingPart(FakeEngine):
+    """The first upload fails after its first chunk; the others send slowly."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    failed: bool = False
+    sent: list[bytes] = field(default_factory=list)
+
+    def upload(self, container: str, path: str, archive: Iterable[bytes]) -> None:
+        chunks = iter(archive)
+        with self.lock:
+            fail, self.failed = not self.failed, True
+        if fail:
+            next(chunks)
+            raise EngineError("Podman refused the source archive")
+        for chunk in chunks:
+            time.sleep(0.01)
+            self.sent.append(chunk)
+
+
+def test_when_a_part_fails_the_others_stop_and_nothing_follows(tmp_path: Path) -> None:
+    engine = _FailingPart()
+    working = WorkingContainer(engine, ContainerSpec("img", ("true",)))
+    with pytest.raises(EngineError, match="refused"), working as container:
+        container.upload("/tmp", _split(_big_tree(tmp_path), chunk_size=512))
+    sent = b"".join(engine.sent)
+    assert sent.count(b"x" * 700) <= 6  # the files it had taken, not the tree's 12
+    assert b"src/d0/\0" not in sent  # directories go last, and nothing went after the failure
+    assert engine.removed == ["ctr1"]

@@ -24,7 +24,12 @@ from buildpy.source import (
     Layout,
     Member,
     SourceStats,
+    SplitArchive,
+    TreeSize,
+    check_tree,
+    split_tar_stream,
     tar_stream,
+    upload_parts,
     ustar_header,
     walk,
 )
@@ -842,3 +847,135 @@ def test_direct_headers_stop_where_ustar_fields_end(name: int, link: int) -> Non
     direct = ustar_header("n" * name, kind, 0o755, 1001, 0, 0, 0, "l" * link)
     fits = name + (0 if link else 1) <= 100 and link <= 100
     assert (direct is not None) == fits
+
+
+# --------------------------------------------------------------------------- split archives
+
+
+def _described(data: bytes) -> list[tuple[Any, ...]]:
+    """Every member of an archive with all the metadata an unpacker uses, and its data."""
+    found = []
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        for info in tf:
+            handle = tf.extractfile(info) if info.isfile() else None
+            body = handle.read() if handle is not None else b""
+            found.append(
+                (
+                    info.name,
+                    info.type,
+                    info.mode,
+                    info.uid,
+                    info.gid,
+                    info.mtime,
+                    info.linkname,
+                    body,
+                )
+            )
+    return found
+
+
+def _read_split(split: SplitArchive, turns: list[int]) -> tuple[list[bytes], bytes]:
+    """Read the parts interleaved as ``turns`` says (a part's index per chunk, as threads
+    sending at different speeds would), the rest in order, then the last stream."""
+    chunks: list[list[bytes]] = [[] for _ in split.parts]
+    live = list(range(len(split.parts)))
+    for turn in turns:
+        if not live:
+            break
+        index = live[turn % len(live)]
+        chunk = next(split.parts[index], None)
+        if chunk is None:
+            live.remove(index)
+        else:
+            chunks[index].append(chunk)
+    for index in live:
+        chunks[index].extend(split.parts[index])
+    return [b"".join(part) for part in chunks], b"".join(split.last())
+
+
+_names = st.text(alphabet="ab_", min_size=1, max_size=3)
+
+
+def _plant(root: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` under ``root``, skipping a name that clashes with one written."""
+    for rel, data in files.items():
+        path = root / rel
+        if path.is_dir() or any(p.is_file() for p in path.parents if p != root):
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    files=st.dictionaries(
+        st.lists(_names, min_size=1, max_size=3).map("/".join),
+        st.binary(max_size=3000),
+        max_size=12,
+    ),
+    parts=st.integers(min_value=1, max_value=4),
+    turns=st.lists(st.integers(min_value=0, max_value=3), max_size=40),
+    group_like_owner=st.booleans(),
+)
+def test_a_split_archive_unpacks_to_what_one_stream_does(
+    files: dict[str, bytes], parts: int, turns: list[int], group_like_owner: bool
+) -> None:
+    """The tree's files and symlinks once each across the parts, and no directory there;
+    the last stream: every directory, then the extras, as the one stream has them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        _plant(root, files)
+        (root / "link").symlink_to("a")
+        (root / "empty").mkdir(mode=0o750, exist_ok=True)
+        os.utime(root / "empty", (1_000_000, 1_000_000))
+        layout = Layout("src", 1001, 0, group_like_owner)
+        extra = [Member("scripts/run", b"#!/bin/sh\n", 0o755), Member("src/a", b"extra wins")]
+        stream = tar_stream(root, rules=NO_RULES, layout=layout, extra=extra)
+        one = _described(b"".join(stream))
+        split = split_tar_stream(root, rules=NO_RULES, parts=parts, layout=layout, extra=extra)
+        in_parts, last = _read_split(split, turns)
+    extras = len(one) - len(extra)
+    from_parts = [member for part in in_parts for member in _described(part)]
+    assert sorted(from_parts) == sorted(m for m in one[:extras] if m[1] != tarfile.DIRTYPE)
+    assert _described(last) == [
+        m for i, m in enumerate(one) if m[1] == tarfile.DIRTYPE or i >= extras
+    ]
+    assert split.stats is not None and stream.stats is not None
+    assert split.stats.files == stream.stats.files
+
+
+def test_the_last_stream_goes_after_the_parts(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"a": b"1"})
+    split = split_tar_stream(tmp_path, rules=NO_RULES, parts=2)
+    assert split.stats is None
+    with pytest.raises(RuntimeError, match="after its parts"):
+        split.last()
+
+
+def test_stopping_ends_every_part_with_a_whole_archive(tmp_path: Path) -> None:
+    make_tree(tmp_path, {f"d{i}/f{j}": b"x" * 600 for i in range(6) for j in range(3)})
+    split = split_tar_stream(tmp_path, rules=NO_RULES, parts=2, chunk_size=512)
+    first, second = split.parts
+    started = next(first)
+    split.stop()
+    sent = [started + b"".join(first), b"".join(second)]
+    assert [len(contents(data)) for data in sent] == [1, 0]  # the file it was sending
+
+
+def test_check_tree_gives_the_files_the_upload_holds(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"a": b"12", "b/c": b"345", "skip/d": b"6789"}, dirs=("e",))
+    (tmp_path / "l").symlink_to("a")
+    assert check_tree(tmp_path, IgnoreRules.from_text("skip/\n")) == TreeSize(files=2, bytes=5)
+
+
+@pytest.mark.parametrize(
+    ("size", "cpus", "parts"),
+    [
+        (TreeSize(10, 32 * 2**20 - 1), 2, 1),
+        (TreeSize(10, 32 * 2**20), 2, 2),
+        (TreeSize(10, 2**30), 1, 1),
+        (TreeSize(10, 2**30), 16, 4),
+    ],
+)
+def test_large_trees_go_in_a_part_per_cpu(size: TreeSize, cpus: int, parts: int) -> None:
+    assert upload_parts(size, cpus) == parts
