@@ -170,14 +170,16 @@ class WorkingContainer:
 
     def _upload_split(self, path: str, split: source.SplitArchive) -> None:
         """The parts at once, each on a connection of its own (the first on this thread),
-        then the stream that goes after them. A part that fails stops the others after
-        the file each is sending; the first error is raised once all have stopped."""
+        then the stream that goes after them. When one part fails (or Ctrl-C comes), the
+        others are cut short at their next chunk, and once all have ended the first
+        failure is raised (not the others' UploadStopped), so nothing still writes into
+        the container when it is removed."""
 
         def send(part: source.TarStream) -> None:
             try:
                 self._engine.upload(self.id, path, part)
             except BaseException:
-                split.stop()
+                split.stop()  # at once, from the thread that failed
                 raise
 
         first, *rest = split.parts
@@ -188,10 +190,11 @@ class WorkingContainer:
         for wait in waits:
             try:
                 wait()
-            except BaseException as exc:
+            except BaseException as exc:  # Ctrl-C too: raised once the others have ended
                 errors.append(exc)
+                split.stop()
         if errors:
-            raise errors[0]
+            raise next((e for e in errors if not isinstance(e, source.UploadStopped)), errors[0])
         self._engine.upload(self.id, path, split.last())
 
     def assemble(self, out: Output) -> Assembled:

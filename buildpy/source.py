@@ -50,6 +50,7 @@ __all__ = [
     "SplitArchive",
     "TarStream",
     "TreeSize",
+    "UploadStopped",
     "check_tree",
     "members_stream",
     "read_file",
@@ -755,7 +756,7 @@ class _SharedWalk:
     """One walk of the tree, handed out to the parts that send it a file or symlink at a
     time: a part busy with a large file asks for nothing, so the parts carry about equal
     bytes. Directories are not handed out but kept, for the stream that follows the
-    parts. ``stop`` ends the walk for every part (one of them failed)."""
+    parts. ``stop`` (one of them failed) cuts every part short at its next chunk."""
 
     def __init__(self, entries: Iterator[Entry]) -> None:
         self._entries = entries
@@ -777,11 +778,22 @@ class _SharedWalk:
     def stop(self) -> None:
         self._stopped = True
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+
+class UploadStopped(Exception):
+    """A part of a split upload was cut short because another part failed."""
+
 
 def _part_records(out: _Archive, walk: _SharedWalk, dest: str) -> Iterator[bytes]:
     try:
         while (entry := walk.take()) is not None:
-            yield from _entry_records(out, entry, f"{dest}/{entry.relpath}")
+            for chunk in _entry_records(out, entry, f"{dest}/{entry.relpath}"):
+                if walk.stopped:
+                    raise UploadStopped("another part of the upload failed")
+                yield chunk
     except BaseException:
         walk.stop()
         raise
@@ -828,7 +840,8 @@ class SplitArchive:
         return SourceStats(sum(s.files for s in every), sum(s.bytes for s in every))
 
     def stop(self) -> None:
-        """End every part early (after the file each is sending): another part failed."""
+        """Cut every part short: each raises UploadStopped instead of its next chunk
+        (another part failed, or the build was interrupted)."""
         self._walk.stop()
 
     def last(self) -> TarStream:

@@ -8,6 +8,8 @@ Each stage is held open so the interrupt lands inside it, not near it:
 * ``dependencies``: pip in the dependency phase, waiting on an index that answers late;
 * ``upload``, ``commit``: the proxy signals the build as the call goes by (for
   ``--timeout``, it holds the call: a service that hangs there);
+* ``split-upload``: the same, for a source large enough to go up in parallel streams
+  (all of them end before the container is removed);
 * ``assemble``: the source's own assemble, sleeping.
 
 Ctrl-C, SIGTERM and a second signal are exit 130, ``--timeout`` exit 124; SIGKILL
@@ -25,6 +27,8 @@ from contextlib import contextmanager
 
 import pytest
 from battery import APP_PY, BUILDER, Case, Running, swept
+
+from buildpy.source import SPLIT_BYTES
 
 SLOW_ASSEMBLE = "#!/bin/sh\ntrap '' TERM\necho assembling-now\nexec sleep 120\n"
 INTERRUPTED = "interrupted; the working container was removed"
@@ -72,8 +76,11 @@ def at_stage(case: Case, stage: str, how: str, *extra: str) -> Iterator[Running]
             yield running
         else:  # a call through the proxy
             proxy = case.proxy()
-            call = {"upload": UPLOAD, "commit": COMMIT}[stage]
+            call = {"upload": UPLOAD, "split-upload": UPLOAD, "commit": COMMIT}[stage]
             app = case.app({"app.py": APP_PY, ".s2i/bin/assemble": "#!/bin/sh\necho done\n"})
+            if stage == "split-upload":
+                for i in range(4):  # SPLIT_BYTES and more: parallel streams
+                    (app / f"blob-{i}.bin").write_bytes(os.urandom(SPLIT_BYTES // 2))
             if how in ("timeout", "SIGKILL"):
                 hit = proxy.on(call, "hold")
             else:
@@ -129,6 +136,7 @@ SIGNAL_STAGES = [
     "connecting",
     "dependencies",
     "upload",
+    "split-upload",
     "assemble",
     "commit",
 ]
@@ -138,10 +146,12 @@ SIGNAL_STAGES = [
 @pytest.mark.parametrize("stage", SIGNAL_STAGES)
 def test_a_signal_at_each_stage(case: Case, stage: str, how: str) -> None:
     with at_stage(case, stage, how) as running:
-        if stage not in ("upload", "commit"):  # the proxy signals those itself
+        if stage not in ("upload", "split-upload", "commit"):  # the proxy signals those
             running.signal(getattr(signal, how))
         outcome = running.finish()
     outcome.expect(130, INTERRUPTED, None)
+    if stage == "split-upload":
+        assert outcome.logged("source uploaded") == [], "the signal came after the upload"
     for tag in case.cache_images:
         assert case.api.image(tag) is None, f"an interrupted dependency phase made {tag}"
 

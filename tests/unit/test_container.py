@@ -171,3 +171,29 @@ def test_when_a_part_fails_the_others_stop_and_nothing_follows(tmp_path: Path) -
     assert sent.count(b"x" * 700) <= 6  # the files it had taken, not the tree's 12
     assert b"src/d0/\0" not in sent  # directories go last, and nothing went after the failure
     assert engine.removed == ["ctr1"]
+
+
+@dataclass
+class _Interrupted(FakeEngine):
+    """Ctrl-C comes while this thread sends its part; the other part is slower."""
+
+    ended: list[str] = field(default_factory=list)
+
+    def upload(self, container: str, path: str, archive: Iterable[bytes]) -> None:
+        if threading.current_thread() is threading.main_thread():
+            raise KeyboardInterrupt
+        try:
+            for _ in archive:
+                time.sleep(0.01)
+        finally:
+            self.ended.append(threading.current_thread().name)
+
+
+def test_ctrl_c_is_raised_once_every_part_has_ended(tmp_path: Path) -> None:
+    """So that no part still writes into the container while it is removed."""
+    engine = _Interrupted()
+    working = WorkingContainer(engine, ContainerSpec("img", ("true",)))
+    with pytest.raises(KeyboardInterrupt), working as container:
+        container.upload("/tmp", _split(_big_tree(tmp_path), chunk_size=512))
+    assert engine.ended == ["buildpy-upload"]
+    assert engine.removed == ["ctr1"]
