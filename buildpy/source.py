@@ -816,7 +816,7 @@ class SplitArchive:
     def __init__(
         self,
         walk: _SharedWalk,
-        root: tuple[str, os.stat_result],
+        dest_and_root: tuple[str, os.stat_result],  # as _checked gives them
         layout: Layout,
         extra: Sequence[Member],
         *,
@@ -824,7 +824,7 @@ class SplitArchive:
         chunk_size: int,
     ) -> None:
         self._chunk_size = chunk_size
-        self._walk, (self._dest, self._root_st) = walk, root
+        self._walk, (self._dest, self._root_st) = walk, dest_and_root
         self._layout, self._extra = layout, extra
         outs = [_Archive(layout, self._chunk_size) for _ in range(parts)]
         self.parts = tuple(TarStream(_part_records(o, walk, self._dest), o) for o in outs)
