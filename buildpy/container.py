@@ -150,7 +150,6 @@ class WorkingContainer:
         stream = archive(uid, gid)
         streams = 1
         if isinstance(stream, source.SplitArchive):
-            self._engine.mount(self.id)
             self._upload_split(path, stream)
             streams = len(stream.parts) + 1
         else:

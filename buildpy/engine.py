@@ -85,7 +85,9 @@ ENGINE_VARIABLES = ("TERM", "container")
 class ContainerSpec:
     """A working container. ``env`` and ``labels`` are committed into the image;
     ``unset_env`` names variables the container must not have from its image or from
-    the engine's defaults (``ENGINE_VARIABLES``), so the commit cannot keep them."""
+    the engine's defaults (``ENGINE_VARIABLES``), so the commit cannot keep them.
+    Working containers are thrown away once committed, so the engine may skip syncing
+    their files to disk (Podman: ``volatile``)."""
 
     image: str
     command: tuple[str, ...]
@@ -164,12 +166,6 @@ class Engine(Protocol):
     def upload(self, container: str, path: str, archive: Iterable[bytes]) -> None:
         """Stream a tar archive into ``path`` inside the container. Several may stream
         into one container at once (from threads of their own), with distinct members."""
-        ...
-
-    def mount(self, container: str) -> None:
-        """Keep the container's filesystem mounted until the container is removed, so
-        that uploads into it neither mount nor unmount it. Each unmount syncs the
-        host's filesystem: about 0.5 s after a 1 GiB upload."""
         ...
 
     def read_file(self, container: str, path: str) -> bytes | None:

@@ -224,10 +224,6 @@ class PodmanEngine:
         if not ok:
             raise EngineError(f"Podman refused the source archive for {path}")
 
-    def mount(self, container: str) -> None:
-        with _translated("mount the working container"):
-            self._client.api.post(f"/containers/{container}/mount").raise_for_status()
-
     def read_file(self, container: str, path: str) -> bytes | None:
         buffer = io.BytesIO()
         return buffer.getvalue() if self.copy_file(container, path, buffer) else None
@@ -503,7 +499,11 @@ class PodmanEngine:
 def create_payload(spec: ContainerSpec) -> dict[str, Any]:
     """libpod's SpecGenerator for a working container, as podman-py 5.8 renders its create
     arguments (empty values left out, so an empty entrypoint is the image's), plus
-    ``unsetenv``: what Podman must not give the container (see ``ContainerSpec``)."""
+    ``unsetenv``: what Podman must not give the container (see ``ContainerSpec``), and
+    ``volatile``: its overlay is mounted without syncs (``fsync=volatile``), as buildah
+    mounts its build containers. Otherwise each unmount (after every copy into a
+    container that is not running, and when it stops) syncs the host's whole file
+    system: about 0.5 s after a GiB, 0.04-0.11 s after a dependency layer's commit."""
     payload: dict[str, Any] = {
         "image": spec.image,
         "command": list(spec.command),
@@ -529,6 +529,7 @@ def create_payload(spec: ContainerSpec) -> dict[str, Any]:
         "unsetenv": list(spec.unset_env),
         "user": spec.user,
         "name": spec.name,
+        "volatile": True,
     }
     if spec.network:
         kind, sep, path = spec.network.partition(":")

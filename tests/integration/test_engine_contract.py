@@ -110,14 +110,13 @@ def test_uploaded_files_can_be_read_back(subject: Subject) -> None:
         engine.remove(container)
 
 
-def test_a_mounted_container_takes_uploads_at_once_and_still_runs(subject: Subject) -> None:
-    """What a large source's upload relies on (``source.SplitArchive``): the container
-    mounted first, then archives streamed into it at the same time from threads of their
-    own, and one after them; it runs with all of them in place."""
+def test_uploads_go_into_one_container_at_once_and_it_still_runs(subject: Subject) -> None:
+    """What a large source's upload relies on (``source.SplitArchive``): archives
+    streamed into one container at the same time, from threads of their own, then one
+    after them; it runs with all of them in place."""
     engine = subject.engine
     container = engine.create(spec(subject, ("cat", "/tmp/c/a/1", "/tmp/c/b/2", "/tmp/c/z")))
     try:
-        engine.mount(container)
         sending = [
             Running(functools.partial(engine.upload, container, "/tmp", [tar_of({name: data})]))
             for name, data in (("c/a/1", b"one "), ("c/b/2", b"two "))
@@ -131,7 +130,20 @@ def test_a_mounted_container_takes_uploads_at_once_and_still_runs(subject: Subje
         assert b"".join(chunks) == b"one two last\n"
     finally:
         engine.remove(container)
-    engine.remove(container)  # gone, mounted or not
+
+
+@pytest.mark.rootless
+def test_working_containers_are_volatile(podman_url: str) -> None:
+    """Podman mounts them without syncs (``create_payload``): the overlay at / says
+    ``fsync=volatile``. Podman only; the fake has no mounts."""
+    with PodmanEngine(podman_url) as engine:
+        base = engine.find_image(BUILDER)
+        assert base is not None
+        subject = Subject(engine, base, None)
+        command = ("sh", "-c", "grep ' / / ' /proc/self/mountinfo")
+        status, output = run_once(engine, spec(subject, command))
+    assert status == 0, output
+    assert "fsync=volatile" in output.decode() or ",volatile" in output.decode(), output
 
 
 def run_once(engine: Engine, container_spec: ContainerSpec) -> tuple[int, bytes]:

@@ -51,7 +51,6 @@ class FakeEngine:
     on_run: Callable[[], None] | None = None
     created: list[ContainerSpec] = field(default_factory=list)
     uploads: list[tuple[str, bytes]] = field(default_factory=list)
-    mounted: list[str] = field(default_factory=list)
     commits: list[CommitSpec] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
@@ -209,9 +208,6 @@ class FakeEngine:
                     self.volume_files.setdefault(inside[0], {})[inside[1]] = handle.read()
                 else:
                     self.placed[(container, full)] = handle.read()
-
-    def mount(self, container: str) -> None:
-        self.mounted.append(container)
 
     def _file(self, container: str, path: str) -> bytes | None:
         inside = self._in_volume(container, path)

@@ -71,7 +71,7 @@ def test_a_one_phase_build_clears_nothing(app: Path) -> None:
 
 def test_the_libpod_create_payload_unsets_and_mounts_read_only() -> None:
     """What podman.py posts: podman-py's rendering (empty values left out, so an empty
-    entrypoint is the image's) with ``unsetenv`` and read-only volumes."""
+    entrypoint is the image's) with ``unsetenv``, read-only volumes and ``volatile``."""
     spec = ContainerSpec(
         image="sha256:img",
         command=("/bin/sh", "-c", "true"),
@@ -93,11 +93,13 @@ def test_the_libpod_create_payload_unsets_and_mounts_read_only() -> None:
         "unsetenv": ["TERM", "container"],
         "user": "1001",
         "name": "buildpy-build-x",
+        "volatile": True,
         "netns": {"nsmode": "none"},
     }
     bare = create_payload(ContainerSpec("img", ("true",), network="ns:/run/netns/x"))
     assert bare == {
         "image": "img",
         "command": ["true"],
+        "volatile": True,
         "netns": {"nsmode": "path", "value": "/run/netns/x"},
     }
