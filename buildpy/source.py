@@ -736,8 +736,9 @@ def _tree_records(
         yield from _member_records(out, member)
 
 
-# A tree at least this large goes up in parallel streams (``upload_parts``): below it,
-# another request costs more than the second core saves.
+# A tree at least this large goes up in parallel streams (``upload_parts``). At 32 MiB
+# splitting neither helped nor hurt on a 2-core host (benchmarks/README.md), at 128 MiB
+# it took a quarter off; smaller trees go in one stream.
 SPLIT_BYTES = 32 * 2**20
 MAX_PARTS = 4
 
