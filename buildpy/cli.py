@@ -856,6 +856,8 @@ def _cache(args: argparse.Namespace) -> int:
     static = staticfiles.prune() if args.cache_command == "prune" else 0
     for name in swept:
         print(f"removed\t{'volume' if leftovers.is_volume(name) else 'container'}\t{name}")
+    for path in leftovers.sweep_dirs() if args.cache_command == "prune" else []:
+        print(f"removed\tdirectory\t{path}")
     for verb, found in sections:
         for item in found.images:
             tags = ",".join(item.tags) or item.id[:12]

@@ -285,6 +285,7 @@ class Reaper:
     def sweep(self) -> None:
         """Remove, in the background, what builds killed outright left behind."""
         self._pool.submit(leftovers.sweep, self._engine)
+        self._pool.submit(leftovers.sweep_dirs)
 
     def __exit__(self, *exc_info: object) -> None:
         with _signals_held():  # a second Ctrl-C must not cut the removals short

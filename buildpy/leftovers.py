@@ -15,6 +15,11 @@ named the same way and carries ``VOLUME_LABEL``.
 machine by a process that is gone, and never one of a build still running (same PID
 and start time). Builds run it in the background as they start, and ``buildpy cache
 prune`` runs it too.
+
+The temporary directories of a private Podman service or an ssh tunnel (its socket and
+log, and the service's large temporary files, hundreds of MB when a pull or an export
+is cut short) are named the same way (``dir_prefix``); ``sweep_dirs`` removes those of
+this user whose process is gone, alongside ``sweep``.
 """
 
 from __future__ import annotations
@@ -23,9 +28,13 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import socket
-from collections.abc import Callable, Sequence
+import stat
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from buildpy import log
 from buildpy.engine import Engine
@@ -72,6 +81,54 @@ def container_name(kind: str = "build", maker: Maker | None = None) -> str:
     made_by = maker or Maker.this_process()
     owner = f"h{made_by.host}-p{made_by.pid}-s{made_by.start}"
     return f"buildpy-{kind}-{owner}-{secrets.token_hex(4)}"
+
+
+def dir_prefix(kind: str, maker: Maker | None = None) -> str:
+    """The start of a temporary directory's name (``tempfile.mkdtemp``'s prefix): who
+    made it, as a working container's name says."""
+    made_by = maker or Maker.this_process()
+    return f"buildpy-{kind}-h{made_by.host}-p{made_by.pid}-s{made_by.start}-"
+
+
+_DIR = re.compile(r"^buildpy-[a-z]+-h([0-9a-f]{8})-p([0-9]+)-s([0-9]+)-")
+
+
+def scratch_base() -> Path:
+    """Where large temporary files go: TMPDIR, else /var/tmp (Podman's own default)."""
+    return Path(os.environ.get("TMPDIR") or "/var/tmp")
+
+
+def sweep_dirs(
+    bases: Iterable[Path] | None = None, alive: Callable[[Maker], bool] | None = None
+) -> list[str]:
+    """Remove the temporary directories (``dir_prefix``) this user's builds on this
+    machine left in ``bases`` (default: the temporary directory and ``scratch_base``)
+    when killed outright; return their paths. Never raises."""
+    if bases is None:
+        bases = {Path(tempfile.gettempdir()), scratch_base()}
+    alive = alive or is_alive
+    removed = []
+    for base in bases:
+        try:
+            entries = list(os.scandir(base))
+        except OSError:
+            continue
+        for entry in entries:
+            found = _DIR.match(entry.name)
+            if found is None:
+                continue
+            maker = Maker(found.group(1), int(found.group(2)), int(found.group(3)))
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            mine = stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+            if not mine or maker.host != host_digest() or alive(maker):
+                continue
+            shutil.rmtree(entry.path, ignore_errors=True)
+            _log.info("removed a temporary directory left by a killed build", path=entry.path)
+            removed.append(entry.path)
+    return removed
 
 
 def is_volume(name: str) -> bool:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from buildpy import log
+from buildpy import leftovers, log
 from buildpy.errors import EngineUnavailable
 
 _log = log.get(__name__)
@@ -162,7 +162,7 @@ def private_service(
     def command(sock: Path) -> list[str]:
         return [binary, "system", "service", "--time=0", f"unix://{sock}"]
 
-    with _socket_process("buildpy-podman-", command, failed, meanwhile, own_tmpdir=True) as url:
+    with _socket_process("podman", command, failed, meanwhile, own_tmpdir=True) as url:
         _log.debug("podman service started", url=url)
         yield url
 
@@ -199,7 +199,7 @@ def ssh_tunnel(
         forward = ["-L", f"{sock}:{url.path}", f"ssh://{url.netloc}"]
         return [binary, "-N", *_SSH_OPTIONS, *key, *forward]
 
-    with _socket_process("buildpy-ssh-", command, failed, meanwhile) as local:
+    with _socket_process("ssh", command, failed, meanwhile) as local:
         _log.debug("ssh tunnel to podman", host=url.netloc, socket=url.path)
         yield local
 
@@ -214,7 +214,7 @@ _SSH_OPTIONS = (
 
 @contextmanager
 def _socket_process(
-    prefix: str,
+    kind: str,
     command: Callable[[Path], list[str]],
     failed: Callable[[str], EngineUnavailable],
     meanwhile: Callable[[], object],
@@ -223,8 +223,10 @@ def _socket_process(
     """Run ``command(SOCK)`` for a socket in a new temporary directory until the block
     ends; yield ``unix://SOCK`` once a Podman service answers there (else raise
     ``failed(why)``), having run ``meanwhile`` while the process started. With
-    ``own_tmpdir``, the process gets a TMPDIR removed with it."""
-    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    ``own_tmpdir``, the process gets a TMPDIR removed with it. Both directories are
+    named for this process (``leftovers.dir_prefix``): if it is killed outright, a
+    later build removes them (``leftovers.sweep_dirs``)."""
+    workdir = Path(tempfile.mkdtemp(prefix=leftovers.dir_prefix(kind)))
     sock = workdir / "podman.sock"
     errlog = workdir / "process.log"
     scratch = _scratch_dir() if own_tmpdir else None
@@ -262,8 +264,8 @@ def _scratch_dir() -> Path | None:
     """
     if os.getuid() != 0 and not os.environ.get("XDG_RUNTIME_DIR"):
         return None
-    base = os.environ.get("TMPDIR") or "/var/tmp"  # Podman's own default for large files
-    return Path(tempfile.mkdtemp(prefix="buildpy-podman-tmp-", dir=base))
+    prefix = leftovers.dir_prefix("scratch")
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=leftovers.scratch_base()))
 
 
 def _await_socket(proc: subprocess.Popen[bytes], sock: str, errlog: Path) -> str | None:

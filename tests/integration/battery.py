@@ -839,8 +839,9 @@ class Failure:
         return outcome
 
 
-def swept(case: Case, outcome: Outcome, pid: int) -> None:
-    """The build left its working container, and the next build removes it."""
+def swept(case: Case, outcome: Outcome, pid: int) -> Outcome:
+    """The build left its working container, and the next build removes it; that next
+    build's outcome."""
     left = case.containers_of(pid)
     assert len(left) == 1 and left[0].startswith("buildpy-build-h"), outcome.stderr
     nxt = case.app({"app.py": APP_PY}, name="next")
@@ -850,6 +851,7 @@ def swept(case: Case, outcome: Outcome, pid: int) -> None:
     assert case.containers_of(pid) == []
     removed = after.logged("removed a working container left by a killed build")
     assert left[0] in [entry["container"] for entry in removed], after.stderr
+    return after
 
 
 def unreadable(*names: str) -> Callable[[Path], None]:

@@ -218,6 +218,26 @@ def test_sigterm_stops_the_private_service_too(case: Case) -> None:
     outcome.expect(130, INTERRUPTED, None)
 
 
+def test_sigkill_leaves_the_private_services_directories_the_next_build_removes(
+    case: Case,
+) -> None:
+    """Its socket directory and its scratch directory (where Podman puts large temporary
+    files) are named for the killed build, and the next build removes them."""
+    app = case.app({"app.py": APP_PY, ".s2i/bin/assemble": SLOW_ASSEMBLE})
+    running = case.start(str(app), "--builder", BUILDER, host="unset")
+    running.wait_for("assembling-now")
+    made = sorted(name for name in os.listdir(case.tmp) if name.startswith("buildpy-"))
+    assert [name.split("-")[1] for name in made] == ["podman", "scratch"], made
+    assert all(f"-p{running.pid}-" in name for name in made), made
+    running.signal(signal.SIGKILL)
+    outcome = running.finish(keep=True, grace=10)
+    assert outcome.code == -signal.SIGKILL
+    after = swept(case, outcome, running.pid)
+    removed = after.logged("removed a temporary directory left by a killed build")
+    assert sorted(os.path.basename(entry["path"]) for entry in removed) == made
+    assert not any(name.startswith("buildpy-") for name in os.listdir(case.tmp))
+
+
 def test_ctrl_c_during_the_commit_leaves_the_tag_where_it_was(case: Case) -> None:
     app = case.app({"app.py": APP_PY, ".s2i/bin/assemble": "#!/bin/sh\necho done\n"})
     tag = case.tag()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 from fakes import FakeEngine
 
@@ -70,3 +71,36 @@ def test_sweep_removes_build_volumes_of_gone_builds_once_no_container_uses_them(
     assert leftovers.sweep(engine) == [left]
     assert set(engine.volumes_made) == {mine, other, "buildpy-downloads"}
     assert leftovers.is_volume(left) and not leftovers.is_volume(leftovers.container_name())
+
+
+def test_directories_of_gone_builds_are_removed_and_others_kept(tmp_path: Path) -> None:
+    """A private service's directories left by a build killed outright go; those of a
+    build still running, of another machine, and anything not named by buildpy stay."""
+    me = Maker.this_process()
+    child = subprocess.Popen(["true"])
+    child.wait()
+    gone = Maker(me.host, child.pid, 1)
+    left = tmp_path / (leftovers.dir_prefix("podman", gone) + "x1")
+    scratch = tmp_path / (leftovers.dir_prefix("scratch", gone) + "x2")
+    running = tmp_path / (leftovers.dir_prefix("podman", me) + "x3")
+    elsewhere = tmp_path / (leftovers.dir_prefix("podman", Maker("ffffffff", child.pid, 1)) + "x4")
+    unrelated = tmp_path / "buildpy-podman-abc123"
+    for path in (left, scratch, running, elsewhere, unrelated):
+        path.mkdir()
+        (path / "process.log").write_text("log\n")
+    (tmp_path / (leftovers.dir_prefix("ssh", gone) + "file")).write_text("not a directory\n")
+    removed = leftovers.sweep_dirs([tmp_path])
+    assert sorted(removed) == sorted([str(left), str(scratch)])
+    assert {p.name for p in tmp_path.iterdir()} == {
+        running.name,
+        elsewhere.name,
+        unrelated.name,
+        leftovers.dir_prefix("ssh", gone) + "file",
+    }
+
+
+def test_a_private_service_names_its_directories_for_its_process() -> None:
+    prefix = leftovers.dir_prefix("podman")
+    me = Maker.this_process()
+    assert prefix == f"buildpy-podman-h{me.host}-p{me.pid}-s{me.start}-"
+    assert leftovers.sweep_dirs([Path("/nonexistent-dir")]) == []
