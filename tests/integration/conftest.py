@@ -261,6 +261,8 @@ class BuildFn:
             cmd, capture_output=True, text=True, env=self._env(env), timeout=timeout
         )
         self.images.append(tag)
+        # The image itself too: a test that builds a tag again leaves the first one untagged.
+        self.images.extend(_built_image(done.stderr))
         if check and done.returncode != 0:
             pytest.fail(f"buildpy build failed ({done.returncode}):\n{done.stderr[-4000:]}")
         return Built(done.returncode, done.stdout, done.stderr, tag)
@@ -300,6 +302,19 @@ def built_event(built: Built) -> dict[str, Any]:
             event: dict[str, Any] = json.loads(line)
             return event
     raise AssertionError(f"no 'built' log line in:\n{built.stderr[-2000:]}")
+
+
+def _built_image(stderr: str) -> list[str]:
+    """The image a build made (its short ID), from its closing log line: JSON, or for
+    people (``built TAG: image 1a7eab06fb79, ...``); none when it made none."""
+    for line in reversed(stderr.splitlines()):
+        if line.startswith("{") and '"event": "built"' in line:
+            image = json.loads(line).get("image")
+            return [image] if isinstance(image, str) and image else []
+        found = re.match(r"built .*?image ([0-9a-f]{12})", line)
+        if found is not None:
+            return [found.group(1)]
+    return []
 
 
 def _given_tag(args: tuple[str, ...]) -> str | None:
