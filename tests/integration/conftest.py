@@ -262,7 +262,7 @@ class BuildFn:
         )
         self.images.append(tag)
         # The image itself too: a test that builds a tag again leaves the first one untagged.
-        self.images.extend(_built_image(done.stderr))
+        self.images.extend(built_images(done.stderr))
         if check and done.returncode != 0:
             pytest.fail(f"buildpy build failed ({done.returncode}):\n{done.stderr[-4000:]}")
         return Built(done.returncode, done.stdout, done.stderr, tag)
@@ -304,17 +304,17 @@ def built_event(built: Built) -> dict[str, Any]:
     raise AssertionError(f"no 'built' log line in:\n{built.stderr[-2000:]}")
 
 
-def _built_image(stderr: str) -> list[str]:
-    """The image a build made (its short ID), from its closing log line: JSON, or for
-    people (``built TAG: image 1a7eab06fb79, ...``); none when it made none."""
-    for line in reversed(stderr.splitlines()):
+def built_images(stderr: str) -> list[str]:
+    """The images builds made (short IDs), from their closing log lines: JSON (logs off a
+    terminal), or for people (``built TAG: image 1a7eab06fb79, ...``)."""
+    found = []
+    for line in stderr.splitlines():
         if line.startswith("{") and '"event": "built"' in line:
             image = json.loads(line).get("image")
-            return [image] if isinstance(image, str) and image else []
-        found = re.match(r"built .*?image ([0-9a-f]{12})", line)
-        if found is not None:
-            return [found.group(1)]
-    return []
+            found += [image] if isinstance(image, str) and image else []
+        elif said := re.match(r"built .*?image ([0-9a-f]{12})", line):
+            found.append(said.group(1))
+    return found
 
 
 def _given_tag(args: tuple[str, ...]) -> str | None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import BUILDER_PREFIX, HOST_CA, ROOT
+from conftest import BUILDER_PREFIX, HOST_CA, ROOT, built_images
 from itest import shell_env
 
 SHELL = ("sh", "bash", "console")
@@ -186,6 +186,7 @@ def test_the_page_runs_as_written(page: Path, podman_url: str, tmp_path: Path) -
     env = shell_env(podman_url)
     tags = names(script, "--tag") | names(script, "-t")
     containers = names(script, "--name")
+    made: list[str] = []  # every image the page built: a tag built twice leaves the first
     try:
         done = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", script],
@@ -195,6 +196,7 @@ def test_the_page_runs_as_written(page: Path, podman_url: str, tmp_path: Path) -
             text=True,
             timeout=900,
         )
+        made = built_images(done.stderr)
         assert done.returncode == 0, (
             f"{page.relative_to(ROOT)} failed as written ({done.returncode}):\n"
             f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
@@ -207,5 +209,5 @@ def test_the_page_runs_as_written(page: Path, podman_url: str, tmp_path: Path) -
     finally:
         for name in containers:
             subprocess.run(["podman", "rm", "-f", "-t", "2", name], capture_output=True)
-        for tag in tags:
+        for tag in [*tags, *made]:
             subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
