@@ -44,7 +44,10 @@ _log = log.get(__name__)
 
 VOLUME_LABEL = "io.buildpy.build-volume"  # not io.buildpy.cache: never listed or pruned as cache
 VOLUME_KIND = "wheelhouse"  # build volumes are named container_name(VOLUME_KIND)
-_NAME = re.compile(r"^buildpy-[a-z]+-h([0-9a-f]{8})-p([0-9]+)-s([0-9]+)-[0-9a-f]+$")
+# buildpy-KIND-hHOST-pPID-sSTART-: who made a container or a temporary directory.
+_OWNER = r"^buildpy-[a-z]+-h([0-9a-f]{8})-p([0-9]+)-s([0-9]+)-"
+_NAME = re.compile(_OWNER + r"[0-9a-f]+$")  # a container's or volume's: a random suffix
+_DIR = re.compile(_OWNER)  # a temporary directory's: mkdtemp's suffix
 
 
 @dataclass(frozen=True)
@@ -78,19 +81,18 @@ def start_time(pid: int) -> int | None:
 
 def container_name(kind: str = "build", maker: Maker | None = None) -> str:
     """A working container's name: buildpy-*, with who made it."""
-    made_by = maker or Maker.this_process()
-    owner = f"h{made_by.host}-p{made_by.pid}-s{made_by.start}"
-    return f"buildpy-{kind}-{owner}-{secrets.token_hex(4)}"
+    return dir_prefix(kind, maker) + secrets.token_hex(4)
 
 
 def dir_prefix(kind: str, maker: Maker | None = None) -> str:
-    """The start of a temporary directory's name (``tempfile.mkdtemp``'s prefix): who
-    made it, as a working container's name says."""
+    """The start of a name that says who made the thing (``tempfile.mkdtemp``'s prefix
+    for a temporary directory; a container's name adds a random suffix)."""
     made_by = maker or Maker.this_process()
     return f"buildpy-{kind}-h{made_by.host}-p{made_by.pid}-s{made_by.start}-"
 
 
-_DIR = re.compile(r"^buildpy-[a-z]+-h([0-9a-f]{8})-p([0-9]+)-s([0-9]+)-")
+def _maker(found: re.Match[str] | None) -> Maker | None:
+    return None if found is None else Maker(found[1], int(found[2]), int(found[3]))
 
 
 def scratch_base() -> Path:
@@ -98,15 +100,13 @@ def scratch_base() -> Path:
     return Path(os.environ.get("TMPDIR") or "/var/tmp")
 
 
-def sweep_dirs(
-    bases: Iterable[Path] | None = None, alive: Callable[[Maker], bool] | None = None
-) -> list[str]:
+def sweep_dirs(bases: Iterable[Path] | None = None) -> list[str]:
     """Remove the temporary directories (``dir_prefix``) this user's builds on this
     machine left in ``bases`` (default: the temporary directory and ``scratch_base``)
     when killed outright; return their paths. Never raises."""
     if bases is None:
         bases = {Path(tempfile.gettempdir()), scratch_base()}
-    alive = alive or is_alive
+    host, uid = host_digest(), os.getuid()
     removed = []
     for base in bases:
         try:
@@ -114,16 +114,14 @@ def sweep_dirs(
         except OSError:
             continue
         for entry in entries:
-            found = _DIR.match(entry.name)
-            if found is None:
+            maker = _maker(_DIR.match(entry.name))
+            if maker is None or maker.host != host or is_alive(maker):
                 continue
-            maker = Maker(found.group(1), int(found.group(2)), int(found.group(3)))
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            mine = stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
-            if not mine or maker.host != host_digest() or alive(maker):
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
                 continue
             shutil.rmtree(entry.path, ignore_errors=True)
             _log.info("removed a temporary directory left by a killed build", path=entry.path)
@@ -138,10 +136,7 @@ def is_volume(name: str) -> bool:
 
 def maker_of(name: str) -> Maker | None:
     """Who made a working container, from its name; None for any other name."""
-    found = _NAME.match(name)
-    if found is None:
-        return None
-    return Maker(found.group(1), int(found.group(2)), int(found.group(3)))
+    return _maker(_NAME.match(name))
 
 
 def orphans(

@@ -789,15 +789,12 @@ class UploadStopped(Exception):
 
 
 def _part_records(out: _Archive, walk: _SharedWalk, dest: str) -> Iterator[bytes]:
-    try:
-        while (entry := walk.take()) is not None:
-            for chunk in _entry_records(out, entry, f"{dest}/{entry.relpath}"):
-                if walk.stopped:
-                    raise UploadStopped("another part of the upload failed")
-                yield chunk
-    except BaseException:
-        walk.stop()
-        raise
+    """A part's records; whoever sends it stops the walk when sending fails."""
+    while (entry := walk.take()) is not None:
+        for chunk in _entry_records(out, entry, f"{dest}/{entry.relpath}"):
+            if walk.stopped:
+                raise UploadStopped("another part of the upload failed")
+            yield chunk
     yield from out.end()
 
 
@@ -834,10 +831,9 @@ class SplitArchive:
     @property
     def stats(self) -> SourceStats | None:
         """What all the streams sent, once the last has been read to its end."""
-        streams = (*self.parts, self._last)
-        if any(stream is None or stream.stats is None for stream in streams):
+        every = [s.stats for s in (*self.parts, self._last) if s is not None and s.stats]
+        if len(every) <= len(self.parts):  # the last not sent, or not all read
             return None
-        every = [stream.stats for stream in streams if stream is not None and stream.stats]
         return SourceStats(sum(s.files for s in every), sum(s.bytes for s in every))
 
     def stop(self) -> None:
