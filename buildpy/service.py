@@ -20,6 +20,7 @@ per connection and does not check host keys.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -232,7 +233,7 @@ def _socket_process(
     scratch = _scratch_dir() if own_tmpdir else None
     with open(errlog, "wb") as err:
         proc = subprocess.Popen(
-            command(sock),
+            [*_GROUP_KEEPER, *command(sock)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -251,6 +252,21 @@ def _socket_process(
         for path in (workdir, scratch):
             if path is not None:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+# What runs the process: a shell that passes SIGTERM on to its whole process group (the
+# session ``start_new_session`` gives it) and waits for it. Rootless Podman re-executes
+# itself to enter the user's namespace; when it made that namespace (the user's first
+# Podman process, no pause process yet), the process that serves outlived a buildpy killed
+# outright for as long as a request stayed open, as a build's do (4 times in 5). Given
+# SIGTERM itself, it ends at once. The shell gets the death signal (``_die_with_parent``),
+# and ``_stop`` signals it.
+_GROUP_KEEPER = (
+    "/bin/sh",
+    "-c",
+    'trap \'trap "" TERM; kill -TERM 0; wait; exit 143\' TERM; "$@" & wait $!',
+    "sh",
+)
 
 
 def _scratch_dir() -> Path | None:
@@ -291,13 +307,16 @@ def _tail(errlog: Path) -> str:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, which the shell passes to the whole group; SIGKILL to the group after
+    ``STOP_TIMEOUT``."""
     if proc.poll() is not None:
         return
     proc.terminate()
     try:
         proc.wait(STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):  # the shell is not reaped: its group
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 

@@ -9,27 +9,22 @@ the fix is exact, not just plausible.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import resource
-import signal
 import subprocess
 import sys
-import sysconfig
-import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import users
 
 from buildpy import hostconf, service
 
-ROOT = Path(__file__).resolve().parents[2]
 CONFIG_VARIABLES = ("CONTAINER_HOST", "CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF")
 GOOD_ULIMITS = '"nofile=1024:1024", "nproc=1024:1024"'
 
@@ -172,62 +167,13 @@ def test_storage_conf_without_roots(tmp_path: Path, private_service: None) -> No
 @pytest.fixture
 def throwaway_user() -> Iterator[str]:
     """A user with a home and no subordinate ids; gone afterwards, with all it left."""
-    if os.getuid() != 0:
-        pytest.skip("making users needs root")
-    name = f"bpdoc{uuid.uuid4().hex[:8]}"
-    subprocess.run(
-        ["useradd", "-m", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", name],
-        check=True,
-        capture_output=True,
-    )
-    uid = int(subprocess.run(["id", "-u", name], capture_output=True, text=True).stdout)
-    try:
+    with users.throwaway(subordinate_ids=False) as name:
         yield name
-    finally:
-        _end_processes(uid)
-        subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
-        for leftover in (f"/tmp/podman-run-{uid}", f"/tmp/containers-user-{uid}"):
-            subprocess.run(["rm", "-rf", leftover], check=False)
-        for path in ("/etc/passwd", "/etc/subuid", "/etc/subgid"):
-            assert f"{name}:" not in Path(path).read_text()
-
-
-def _end_processes(uid: int) -> None:
-    """The user's own processes (Podman's rootless pause process): TERM, then KILL."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = subprocess.run(["pgrep", "-u", str(uid)], capture_output=True, text=True).stdout
-        for pid in map(int, pids.split()):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if not subprocess.run(["pgrep", "-u", str(uid)], capture_output=True).stdout:
-                return
-            time.sleep(0.1)
-
-
-def user_shell(name: str) -> list[str]:
-    """``name``'s clean environment, as runuser gives it: no XDG_RUNTIME_DIR, no session."""
-    env = ["PATH=/usr/local/bin:/usr/bin:/bin", f"HOME=/home/{name}", f"USER={name}"]
-    return ["runuser", "-u", name, "--", "env", "-i", *env, f"LOGNAME={name}"]
-
-
-def as_user(name: str) -> list[str]:
-    """How to run buildpy as ``name`` (this checkout and its virtualenv's packages)."""
-    python = sys.executable
-    if subprocess.run([*user_shell(name), python, "-c", ""], capture_output=True).returncode:
-        python = "/usr/bin/python3"  # this interpreter lives where the user cannot read
-    paths = {str(ROOT), sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
-    prefix = [*user_shell(name), f"PYTHONPATH={':'.join(sorted(paths))}", python, "-m", "buildpy"]
-    probe = subprocess.run([*prefix, "--version"], capture_output=True, text=True, cwd="/")
-    if probe.returncode != 0:
-        pytest.skip(f"buildpy cannot run as another user here: {probe.stderr[-300:]}")
-    return prefix
 
 
 def test_a_user_without_subordinate_ids(throwaway_user: str) -> None:
     name = throwaway_user
-    found = doctor(prefix=as_user(name))
+    found = doctor(prefix=users.as_user(name))
     assert found.returncode == 5 and found.failed() == {"subids"}
     subids = found.checks["subids"]
     assert f"no range for {name} in /etc/subuid and /etc/subgid" in subids["message"]
@@ -237,7 +183,9 @@ def test_a_user_without_subordinate_ids(throwaway_user: str) -> None:
 
     usermod, migrate = re.findall(r"`([^`]+)`", subids["fix"])
     subprocess.run(usermod.split(), check=True, capture_output=True)
-    subprocess.run([*user_shell(name), *migrate.split()], check=True, capture_output=True, cwd="/")
-    fixed = doctor(prefix=as_user(name))
+    subprocess.run(
+        [*users.user_shell(name), *migrate.split()], check=True, capture_output=True, cwd="/"
+    )
+    fixed = doctor(prefix=users.as_user(name))
     assert fixed.returncode == 0, fixed.checks
     assert fixed.checks["subids"]["status"] == "ok"
