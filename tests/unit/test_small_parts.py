@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,53 @@ def test_meanwhile_runs_while_the_private_service_starts(
     ) as url:
         assert url.startswith("unix://") and service.ping_unix(url.removeprefix("unix://"))
     assert started == [True]
+
+
+# Like rootless Podman making the user's namespace: the first process forks the one that
+# serves and dies of SIGTERM without passing it on.
+_FORKING_SERVICE = """\
+import os, socket, sys
+sock = sys.argv[-1].removeprefix("unix://")
+if os.fork():
+    os.wait()
+    sys.exit(0)
+open(os.environ["SERVER_PID"], "w").write(str(os.getpid()))
+server = socket.socket(socket.AF_UNIX)
+server.bind(sock)
+server.listen()
+while True:
+    conn, _ = server.accept()
+    conn.recv(1024)
+    conn.sendall(b"HTTP/1.0 200 OK\\r\\n\\r\\nOK")
+    conn.close()
+"""
+
+
+def test_stopping_the_private_service_ends_the_process_that_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "podman"
+    fake.write_text(f"#!{sys.executable}\n{_FORKING_SERVICE}")
+    fake.chmod(0o755)
+    pidfile = tmp_path / "server.pid"
+    monkeypatch.setenv("SERVER_PID", str(pidfile))
+    monkeypatch.setattr(service, "START_TIMEOUT", 5.0)
+    with service.connect({}, candidates=[], podman=str(fake), ping=lambda p: False):
+        server = int(pidfile.read_text())
+        assert _running(server)
+    deadline = time.monotonic() + 5
+    while _running(server) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _running(server)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process runs (not a zombie: the server's parent, gone, never reaps it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
 
 
 SSH_HOST = "ssh://root@127.0.0.1:2222/run/podman/podman.sock"
