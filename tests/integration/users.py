@@ -34,8 +34,11 @@ def throwaway(subordinate_ids: bool) -> Iterator[str]:
     finally:
         end_processes(uid)
         subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
-        for leftover in (f"/tmp/podman-run-{uid}", f"/tmp/containers-user-{uid}"):
-            subprocess.run(["rm", "-rf", leftover], check=False)
+        for base in ("/tmp", "/var/tmp"):  # Podman's run directory, a killed build's socket
+            for entry in Path(base).iterdir():
+                with contextlib.suppress(OSError):
+                    if entry.lstat().st_uid == uid:
+                        subprocess.run(["rm", "-rf", str(entry)], check=False)
         for path in ("/etc/passwd", "/etc/subuid", "/etc/subgid"):
             assert f"{name}:" not in Path(path).read_text()
 
