@@ -188,19 +188,30 @@ def test_connect_uses_the_first_socket_that_answers() -> None:
         assert ran == ["meanwhile"]
 
 
-_FAKE_SERVICE = """\
-import os, socket, sys, time
-sock = sys.argv[-1].removeprefix("unix://")
-while not os.path.exists(os.environ["MEANWHILE_MARK"]):  # answers only after meanwhile ran
-    time.sleep(0.01)
+# A fake `podman system service`: answers every request on its socket with 200 OK.
+_SERVE = """\
 server = socket.socket(socket.AF_UNIX)
-server.bind(sock)
+server.bind(sys.argv[-1].removeprefix("unix://"))
 server.listen()
 while True:
     conn, _ = server.accept()
     conn.recv(1024)
     conn.sendall(b"HTTP/1.0 200 OK\\r\\n\\r\\nOK")
     conn.close()
+"""
+
+
+def _fake_podman(directory: Path, before_serving: str) -> str:
+    fake = directory / "podman"
+    fake.write_text(f"#!{sys.executable}\nimport os, socket, sys, time\n{before_serving}{_SERVE}")
+    fake.chmod(0o755)
+    return str(fake)
+
+
+# It answers only once the caller's meanwhile ran.
+_MEANWHILE_FIRST = """\
+while not os.path.exists(os.environ["MEANWHILE_MARK"]):
+    time.sleep(0.01)
 """
 
 
@@ -211,9 +222,7 @@ def test_meanwhile_runs_while_the_private_service_starts(
     is started and before buildpy waits for its socket: the fake service answers only
     once that work has run, so waiting first would time out."""
     mark = tmp_path / "meanwhile-ran"
-    fake = tmp_path / "podman"
-    fake.write_text(f"#!{sys.executable}\n{_FAKE_SERVICE}")
-    fake.chmod(0o755)
+    fake = _fake_podman(tmp_path, _MEANWHILE_FIRST)
     monkeypatch.setenv("MEANWHILE_MARK", str(mark))
     monkeypatch.setattr(service, "START_TIMEOUT", 5.0)
     started: list[bool] = []
@@ -223,7 +232,7 @@ def test_meanwhile_runs_while_the_private_service_starts(
         mark.touch()
 
     with service.connect(
-        {}, candidates=[], podman=str(fake), ping=lambda p: False, meanwhile=meanwhile
+        {}, candidates=[], podman=fake, ping=lambda p: False, meanwhile=meanwhile
     ) as url:
         assert url.startswith("unix://") and service.ping_unix(url.removeprefix("unix://"))
     assert started == [True]
@@ -231,34 +240,22 @@ def test_meanwhile_runs_while_the_private_service_starts(
 
 # Like rootless Podman making the user's namespace: the first process forks the one that
 # serves and dies of SIGTERM without passing it on.
-_FORKING_SERVICE = """\
-import os, socket, sys
-sock = sys.argv[-1].removeprefix("unix://")
+_FORKING = """\
 if os.fork():
     os.wait()
     sys.exit(0)
 open(os.environ["SERVER_PID"], "w").write(str(os.getpid()))
-server = socket.socket(socket.AF_UNIX)
-server.bind(sock)
-server.listen()
-while True:
-    conn, _ = server.accept()
-    conn.recv(1024)
-    conn.sendall(b"HTTP/1.0 200 OK\\r\\n\\r\\nOK")
-    conn.close()
 """
 
 
 def test_stopping_the_private_service_ends_the_process_that_serves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake = tmp_path / "podman"
-    fake.write_text(f"#!{sys.executable}\n{_FORKING_SERVICE}")
-    fake.chmod(0o755)
+    fake = _fake_podman(tmp_path, _FORKING)
     pidfile = tmp_path / "server.pid"
     monkeypatch.setenv("SERVER_PID", str(pidfile))
     monkeypatch.setattr(service, "START_TIMEOUT", 5.0)
-    with service.connect({}, candidates=[], podman=str(fake), ping=lambda p: False):
+    with service.connect({}, candidates=[], podman=fake, ping=lambda p: False):
         server = int(pidfile.read_text())
         assert _running(server)
     deadline = time.monotonic() + 5
