@@ -258,9 +258,9 @@ def _socket_process(
 # session ``start_new_session`` gives it) and waits for it. Rootless Podman re-executes
 # itself to enter the user's namespace; when it made that namespace (the user's first
 # Podman process, no pause process yet), the process that serves outlived a buildpy killed
-# outright for as long as a request stayed open, as a build's do (4 times in 5). Given
-# SIGTERM itself, it ends at once. The shell gets the death signal (``_die_with_parent``),
-# and ``_stop`` signals it.
+# outright for as long as a request stayed open, as a build's do (in 6 of 9 tries).
+# Given SIGTERM itself, it ends at once. The shell gets the death signal
+# (``_die_with_parent``), and ``_stop`` signals it.
 _GROUP_KEEPER = (
     "/bin/sh",
     "-c",
