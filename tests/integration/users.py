@@ -25,7 +25,7 @@ def throwaway(subordinate_ids: bool) -> Iterator[str]:
     gone afterwards, with every process and file it left."""
     if os.getuid() != 0:
         pytest.skip("making users needs root")
-    name = f"bpdoc{uuid.uuid4().hex[:8]}"
+    name = f"bpuser{uuid.uuid4().hex[:8]}"
     no_ids = [] if subordinate_ids else ["-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"]
     subprocess.run(["useradd", "-m", *no_ids, name], check=True, capture_output=True)
     uid = int(subprocess.run(["id", "-u", name], capture_output=True, text=True).stdout)
