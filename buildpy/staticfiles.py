@@ -311,9 +311,10 @@ def place(name: str, record: bytes, files: bytes) -> None:
 def keeping(
     name: str | None, said: str | None, plan: BuildPlan, engine: Engine, container: str
 ) -> Iterator[None]:
-    """``keep`` on a background thread while the block runs (the commit: reading the
-    container's files alongside costs less than after it); waits for it at the end, unless
-    the block was interrupted."""
+    """``keep`` on a background thread while the block runs (the commit); waits for it at
+    the end, unless the block was interrupted. Podman 4.3 serves the archive after the
+    commit, not beside it (a 2.7 MB archive with a commit: 285-293 ms in all together,
+    223-290 ms one after the other, 4 tries each), so here it saves nothing."""
     if name is None or said is None:
         yield
         return
