@@ -198,6 +198,7 @@ def test_a_second_ctrl_c_during_the_removal_waits_for_it(case: Case) -> None:
     assert "stopped again: the working container was removed first" in outcome.warnings()
 
 
+@pytest.mark.rootless
 @pytest.mark.parametrize("stage", ["dependencies", "upload", "assemble"])
 def test_sigkill_leaves_a_container_the_next_build_removes(case: Case, stage: str) -> None:
     with at_stage(case, stage, "SIGKILL") as running:
@@ -208,8 +209,11 @@ def test_sigkill_leaves_a_container_the_next_build_removes(case: Case, stage: st
     assert [item for item in outcome.leftovers if not item.startswith("container")] == []
 
 
+@pytest.mark.rootless
 def test_sigterm_stops_the_private_service_too(case: Case) -> None:
     """No CONTAINER_HOST: buildpy's own service (it carries the case's marker) goes too."""
+    if service_kind() != "private":
+        pytest.skip("a service answers at the standard socket: buildpy starts none of its own")
     app = case.app({"app.py": APP_PY, ".s2i/bin/assemble": SLOW_ASSEMBLE})
     running = case.start(str(app), "--builder", BUILDER, host="unset")
     running.wait_for("assembling-now")
