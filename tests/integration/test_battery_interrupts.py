@@ -143,6 +143,7 @@ SIGNAL_STAGES = [
 ]
 
 
+@pytest.mark.rootless
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("stage", SIGNAL_STAGES)
 def test_a_signal_at_each_stage(case: Case, stage: str, how: str) -> None:
