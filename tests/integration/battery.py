@@ -786,13 +786,45 @@ def cmdline(pid: int) -> str:
 @contextmanager
 def image_root(tag: str) -> Iterator[Path]:
     """The image's file system, mounted read-only on the host for the block (by the local
-    podman CLI: a remote one, as CONTAINER_HOST makes it, cannot mount)."""
+    podman CLI: a remote one, as CONTAINER_HOST makes it, cannot mount). Rootless Podman
+    mounts only in its own namespace: there, a copy of the application's directory
+    (/opt/app-root/src) under an otherwise empty root, by `podman cp` from a container of
+    the image (names, contents and links as they are; owners become the user's)."""
+    if os.getuid() != 0:
+        with _copied_app_dir(tag) as root:
+            yield root
+        return
     done = subprocess.run([*LOCAL_PODMAN, "image", "mount", tag], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     try:
         yield Path(done.stdout.strip())
     finally:
         subprocess.run([*LOCAL_PODMAN, "image", "unmount", tag], capture_output=True, check=False)
+
+
+@contextmanager
+def _copied_app_dir(tag: str) -> Iterator[Path]:
+    made = subprocess.run([*LOCAL_PODMAN, "create", tag], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    container = made.stdout.strip()
+    root = Path(tempfile.mkdtemp(prefix="buildpy-test-image-"))
+    try:
+        parent = root / "opt/app-root"
+        parent.mkdir(parents=True)
+        copy = subprocess.Popen(
+            [*LOCAL_PODMAN, "cp", f"{container}:/opt/app-root/src", "-"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        unpacked = subprocess.run(
+            ["tar", "-x", "-C", str(parent)], stdin=copy.stdout, capture_output=True
+        )
+        _, error = copy.communicate()
+        assert copy.returncode == 0 and unpacked.returncode == 0, (error, unpacked.stderr)
+        yield root
+    finally:
+        subprocess.run([*LOCAL_PODMAN, "rm", "-f", container], capture_output=True, check=False)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass(frozen=True)

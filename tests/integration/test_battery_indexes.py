@@ -7,8 +7,13 @@ buildpy's own (its assemble makes both checks), under ``BUILDPY_BUILDER_PREFIX``
 
 from __future__ import annotations
 
+import pytest
 from battery import APP_PY, Case
 from conftest import BUILDER_PREFIX
+
+# Every case runs as root and, in CI's rootless pass (scripts/test-rootless), as an
+# ordinary user without a login session.
+pytestmark = pytest.mark.rootless
 
 BUILDER = f"{BUILDER_PREFIX}/python-311"
 UNREACHABLE = "127.0.0.1:9"  # the discard port: nothing listens there

@@ -31,6 +31,10 @@ from conftest import service_kind
 
 from buildpy.source import SPLIT_BYTES
 
+# Every case runs as root and, in CI's rootless pass (scripts/test-rootless), as an
+# ordinary user without a login session.
+pytestmark = pytest.mark.rootless
+
 SLOW_ASSEMBLE = "#!/bin/sh\ntrap '' TERM\necho assembling-now\nexec sleep 120\n"
 INTERRUPTED = "interrupted; the working container was removed"
 TIMED_OUT = "the build took longer than --timeout (6 s) and was stopped"
@@ -143,7 +147,6 @@ SIGNAL_STAGES = [
 ]
 
 
-@pytest.mark.rootless
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("stage", SIGNAL_STAGES)
 def test_a_signal_at_each_stage(case: Case, stage: str, how: str) -> None:
@@ -199,7 +202,6 @@ def test_a_second_ctrl_c_during_the_removal_waits_for_it(case: Case) -> None:
     assert "stopped again: the working container was removed first" in outcome.warnings()
 
 
-@pytest.mark.rootless
 @pytest.mark.parametrize("stage", ["dependencies", "upload", "assemble"])
 def test_sigkill_leaves_a_container_the_next_build_removes(case: Case, stage: str) -> None:
     with at_stage(case, stage, "SIGKILL") as running:
@@ -210,7 +212,6 @@ def test_sigkill_leaves_a_container_the_next_build_removes(case: Case, stage: st
     assert [item for item in outcome.leftovers if not item.startswith("container")] == []
 
 
-@pytest.mark.rootless
 def test_sigterm_stops_the_private_service_too(case: Case) -> None:
     """No CONTAINER_HOST: buildpy's own service (it carries the case's marker) goes too."""
     if service_kind() != "private":
@@ -224,7 +225,6 @@ def test_sigterm_stops_the_private_service_too(case: Case) -> None:
     outcome.expect(130, INTERRUPTED, None)
 
 
-@pytest.mark.rootless
 def test_sigkill_leaves_the_private_services_directories_the_next_build_removes(
     case: Case,
 ) -> None:

@@ -21,6 +21,10 @@ from battery import APP_PY, BUILDER, Case, Outcome
 from conftest import HOST_CA
 from itest import file_contains
 
+# Every case runs as root and, in CI's rootless pass (scripts/test-rootless), as an
+# ordinary user without a login session.
+pytestmark = pytest.mark.rootless
+
 SECRETS = {
     "build-env-value": "bpsecret-build-env-3f9a1c",
     "index-credential": "bpsecret-index-token-77ab2e",

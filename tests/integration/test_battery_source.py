@@ -20,6 +20,10 @@ from storage import LOCAL_PODMAN
 
 from buildpy import source
 
+# Every case runs as root and, in CI's rootless pass (scripts/test-rootless), as an
+# ordinary user without a login session.
+pytestmark = pytest.mark.rootless
+
 HINT_CHMOD = "make it readable (chmod u+r) or list it in .s2iignore"
 HINT_PATTERN = "fix the pattern: a character range goes from low to high"
 
@@ -260,7 +264,6 @@ def _large_tree(app: Path) -> None:
         os.utime(app / rel, (mtime, mtime))
 
 
-@pytest.mark.rootless
 @pytest.mark.parametrize("way", ["assembled", "placed"])
 def test_a_large_tree_arrives_whole_with_its_directories_as_they_were(case: Case, way: str) -> None:
     """A source this large goes up in parallel streams, its directories last (their
