@@ -101,45 +101,11 @@ def runtime_dir_is_private(socket_path: str, uid: int) -> bool:
     A directory under /tmp could have been made by another user, who could then answer
     on the socket and receive the build's source: Podman refuses such a directory too.
     """
-    return _is_private_dir(Path(socket_path).parent.parent, uid)
-
-
-def _is_private_dir(path: Path, uid: int) -> bool:
     try:
-        st = os.lstat(path)
+        st = os.lstat(Path(socket_path).parent.parent)
     except OSError:
         return False
     return stat.S_ISDIR(st.st_mode) and st.st_uid == uid and not st.st_mode & 0o022
-
-
-def service_runtime_dir(
-    env: Mapping[str, str], uid: int, candidates: Sequence[str] | None = None
-) -> dict[str, str]:
-    """XDG_RUNTIME_DIR for a private service of a rootless user who has none (no login
-    session) but has a TMPDIR: the run-time directory Podman takes without TMPDIR,
-    /run/user/UID when that is the user's, else /tmp/podman-run-UID (made, mode 0700,
-    when missing).
-
-    Without XDG_RUNTIME_DIR, Podman 4.3 derives that directory from TMPDIR, and the OCI
-    runtime keeps each running container's state below it (runc --root): a build run
-    with another TMPDIR could not stop or remove a container a killed build left running
-    (``runc kill`` failed; reproduced with two TMPDIRs, none of it with one), and Podman
-    left its run-time directories in the build's TMPDIR. Podman's database pins the rest
-    (run root, its own temporary directory), so this one setting makes every build's
-    service share one state, whatever TMPDIR a CI job sets. Empty (Podman decides, as
-    before) for root, with XDG_RUNTIME_DIR set, without TMPDIR (Podman's choice is this
-    one then), or when neither directory is the user's alone. ``candidates``: those
-    two, for tests.
-    """
-    if uid == 0 or env.get("XDG_RUNTIME_DIR") or not env.get("TMPDIR"):
-        return {}
-    *preferred, fallback = candidates or (f"/run/user/{uid}", f"/tmp/podman-run-{uid}")
-    for path in preferred:
-        if _is_private_dir(Path(path), uid):
-            return {"XDG_RUNTIME_DIR": path}
-    with contextlib.suppress(OSError):  # there already (whose? checked next), or not allowed
-        os.mkdir(fallback, 0o700)
-    return {"XDG_RUNTIME_DIR": fallback} if _is_private_dir(Path(fallback), uid) else {}
 
 
 def standard_socket(
@@ -197,8 +163,7 @@ def private_service(
     def command(sock: Path) -> list[str]:
         return [binary, "system", "service", "--time=0", f"unix://{sock}"]
 
-    runtime = service_runtime_dir(os.environ, os.getuid())
-    with _socket_process("podman", command, failed, meanwhile, own_tmpdir=True, env=runtime) as url:
+    with _socket_process("podman", command, failed, meanwhile, own_tmpdir=True) as url:
         _log.debug("podman service started", url=url)
         yield url
 
@@ -255,21 +220,17 @@ def _socket_process(
     failed: Callable[[str], EngineUnavailable],
     meanwhile: Callable[[], object],
     own_tmpdir: bool = False,
-    env: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
     """Run ``command(SOCK)`` for a socket in a new temporary directory until the block
     ends; yield ``unix://SOCK`` once a Podman service answers there (else raise
-    ``failed(why)``), having run ``meanwhile`` while the process started. The process
-    gets ``env`` on top of this one's; with ``own_tmpdir``, also a TMPDIR removed with
-    it. Both directories are named for this process (``leftovers.dir_prefix``): if it is
-    killed outright, a later build removes them (``leftovers.sweep_dirs``)."""
+    ``failed(why)``), having run ``meanwhile`` while the process started. With
+    ``own_tmpdir``, the process gets a TMPDIR removed with it. Both directories are
+    named for this process (``leftovers.dir_prefix``): if it is killed outright, a
+    later build removes them (``leftovers.sweep_dirs``)."""
     workdir = Path(tempfile.mkdtemp(prefix=leftovers.dir_prefix(kind)))
     sock = workdir / "podman.sock"
     errlog = workdir / "process.log"
-    extra = dict(env or {})
-    scratch = _scratch_dir(extra) if own_tmpdir else None
-    if scratch is not None:
-        extra["TMPDIR"] = str(scratch)
+    scratch = _scratch_dir() if own_tmpdir else None
     with open(errlog, "wb") as err:
         proc = subprocess.Popen(
             [*_GROUP_KEEPER, *command(sock)],
@@ -278,7 +239,7 @@ def _socket_process(
             stderr=err,
             start_new_session=True,  # Ctrl-C reaches buildpy, which then cleans up in order
             preexec_fn=_die_with_parent(),
-            env={**os.environ, **extra} if extra else None,
+            env=None if scratch is None else {**os.environ, "TMPDIR": str(scratch)},
         )
     try:
         meanwhile()
@@ -308,18 +269,16 @@ _GROUP_KEEPER = (
 )
 
 
-def _scratch_dir(env: Mapping[str, str]) -> Path | None:
+def _scratch_dir() -> Path | None:
     """Where the private service keeps its large temporary files, removed with it.
 
     Podman exports an image to a temporary file before sending it, and pulls layers
     into temporary files; a service stopped mid-way (Ctrl-C during --output or a pull)
     leaves them in /var/tmp, hundreds of MB each time. Given a TMPDIR of its own, they
-    go where buildpy removes them. Not for rootless Podman without XDG_RUNTIME_DIR
-    (here or in ``env``, what the service gets: ``service_runtime_dir``), which derives
-    its run directory from TMPDIR.
+    go where buildpy removes them. Not for rootless Podman without XDG_RUNTIME_DIR,
+    which derives its run directory from TMPDIR.
     """
-    runtime = env.get("XDG_RUNTIME_DIR") or os.environ.get("XDG_RUNTIME_DIR")
-    if os.getuid() != 0 and not runtime:
+    if os.getuid() != 0 and not os.environ.get("XDG_RUNTIME_DIR"):
         return None
     prefix = leftovers.dir_prefix("scratch")
     return Path(tempfile.mkdtemp(prefix=prefix, dir=leftovers.scratch_base()))

@@ -541,6 +541,15 @@ class Running:
         )
 
 
+# What rootless Podman itself makes in TMPDIR when there is no XDG_RUNTIME_DIR (no login
+# session): its run-time directories, which outlive the build as Podman's own state.
+PODMAN_RUN_DIRS = (
+    {f"podman-run-{os.getuid()}", f"containers-user-{os.getuid()}"}
+    if os.getuid() != 0 and not os.environ.get("XDG_RUNTIME_DIR")
+    else set()
+)
+
+
 class Case:
     """One battery case: a scratch directory, builds run in it, what they left checked.
 
@@ -689,7 +698,11 @@ class Case:
     def _left_by(self, pid: int, grace: float, keep: bool, images: bool) -> list[str]:
         """What a build left; removed unless ``keep`` (the containers, for a sweep to find)."""
         found = self._processes(self._marks[pid], grace)
-        found += [f"file in TMPDIR: {p.name}" for p in sorted(self.tmp.iterdir())]
+        found += [
+            f"file in TMPDIR: {p.name}"
+            for p in sorted(self.tmp.iterdir())
+            if p.name not in PODMAN_RUN_DIRS
+        ]
         for container in self.api.containers():
             names = container.get("Names") or []
             if any(n.startswith("buildpy-") and f"-p{pid}-" in n for n in names):
@@ -871,14 +884,14 @@ class Failure:
         return outcome
 
 
-def swept(case: Case, outcome: Outcome, pid: int) -> Outcome:
-    """The build left its working container, and the next build removes it; that next
-    build's outcome."""
+def swept(case: Case, outcome: Outcome, pid: int, host: str | None = None) -> Outcome:
+    """The build left its working container, and the next build (through ``host``, see
+    ``Case``) removes it; that next build's outcome."""
     left = case.containers_of(pid)
     assert len(left) == 1 and left[0].startswith("buildpy-build-h"), outcome.stderr
     nxt = case.app({"app.py": APP_PY}, name="next")
     tag = case.tag("next")
-    after = case.run(str(nxt), "--builder", BUILDER, "--tag", tag)
+    after = case.run(str(nxt), "--builder", BUILDER, "--tag", tag, host=host)
     after.expect_success(tag)
     assert case.containers_of(pid) == []
     removed = after.logged("removed a working container left by a killed build")

@@ -98,6 +98,13 @@ def service_kind() -> str:
     return "private"
 
 
+def needs_a_private_service() -> None:
+    """Skip a case about buildpy's own service where another answers at the standard
+    socket (the second half of the rootless pass): buildpy starts none there."""
+    if service_kind() != "private":
+        pytest.skip("a service answers at the standard socket: buildpy starts none of its own")
+
+
 _USED: list[str] = []
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from battery import APP_PY, BUILDER, Case, Failure, params, swept
-from conftest import service_kind
+from conftest import needs_a_private_service
 from itest import podman_service
 
 # Every case runs as root and, in CI's rootless pass (scripts/test-rootless), as an
@@ -71,8 +71,7 @@ def test_no_service_answers(case: Case, row: Failure) -> None:
 
 
 def test_no_podman_installed(case: Case) -> None:
-    if service_kind() != "private":
-        pytest.skip("a service answers at the standard socket: buildpy starts none of its own")
+    needs_a_private_service()
     app = case.app({"app.py": APP_PY})
     outcome = case.run(str(app), host="unset", env={"PATH": "/nonexistent"})
     outcome.expect(
@@ -83,8 +82,7 @@ def test_no_podman_installed(case: Case) -> None:
 
 
 def test_a_private_service_that_cannot_start(case: Case) -> None:
-    if service_kind() != "private":
-        pytest.skip("a service answers at the standard socket: buildpy starts none of its own")
+    needs_a_private_service()
     app = case.app({"app.py": APP_PY})
     fake_podman(app)
     outcome = case.run(str(app), host="unset", env={"PATH": f"{case.dir}/bin:/usr/bin:/bin"})

@@ -508,51 +508,11 @@ def test_a_private_service_keeps_its_large_temporary_files_apart(
     """Podman's exports and pulls go through TMPDIR; buildpy removes it with the service."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")  # rootless Podman ignores TMPDIR then
-    scratch = service._scratch_dir({})
+    scratch = service._scratch_dir()
     assert scratch is not None and scratch.parent == tmp_path and scratch.is_dir()
     monkeypatch.delenv("XDG_RUNTIME_DIR")
-    given = service._scratch_dir({"XDG_RUNTIME_DIR": "/tmp/podman-run-1000"})  # the service's
-    assert given is not None and given.parent == tmp_path
     if os.getuid() != 0:  # rootless without XDG_RUNTIME_DIR: TMPDIR decides Podman's run dir
-        assert service._scratch_dir({}) is None
-
-
-def test_a_rootless_private_service_gets_a_run_time_directory_tmpdir_does_not_move(
-    tmp_path: Path,
-) -> None:
-    """Without XDG_RUNTIME_DIR, Podman's run-time directory (and the OCI runtime's state of
-    running containers below it) would follow TMPDIR: the service gets the one Podman
-    takes with TMPDIR unset, the first candidate that is the user's alone, else the last,
-    made when missing (mode 0700); nothing for root, with XDG_RUNTIME_DIR set, without
-    TMPDIR, or when the last is someone else's."""
-    uid = os.getuid() or 4242  # as root: directories handed to a made-up user
-
-    def hand_over(path: Path) -> None:
-        if os.getuid() == 0:
-            os.chown(path, uid, -1)
-
-    login, fallback = tmp_path / "run-user", tmp_path / "podman-run"
-    candidates = (str(login), str(fallback))
-    env = {"TMPDIR": "/var/tmp/job-7"}
-    assert service.service_runtime_dir(env, 0, candidates) == {}
-    assert service.service_runtime_dir({"XDG_RUNTIME_DIR": "/run/user/7"}, 7, candidates) == {}
-    assert service.service_runtime_dir({"TMPDIR": ""}, uid, candidates) == {}
-    assert not fallback.exists()
-    made = service.service_runtime_dir(env, uid, candidates)
-    assert fallback.is_dir() and fallback.stat().st_mode & 0o777 == 0o700
-    if os.getuid() == 0:  # made by root, so not the made-up user's yet
-        assert made == {}
-        hand_over(fallback)
-        made = service.service_runtime_dir(env, uid, candidates)
-    assert made == {"XDG_RUNTIME_DIR": str(fallback)}
-    login.mkdir(mode=0o700)
-    hand_over(login)
-    assert service.service_runtime_dir(env, uid, candidates) == {"XDG_RUNTIME_DIR": str(login)}
-    login.chmod(0o777)  # others may write there: not trusted, the fallback is
-    assert service.service_runtime_dir(env, uid, candidates) == {"XDG_RUNTIME_DIR": str(fallback)}
-    fallback.chmod(0o777)
-    assert service.service_runtime_dir(env, uid, candidates) == {}
-    assert service.service_runtime_dir(env, uid + 1, candidates) == {}  # not that user's
+        assert service._scratch_dir() is None
 
 
 def test_a_lost_connection_podman_py_wrapped_is_still_a_lost_connection() -> None:
