@@ -276,7 +276,10 @@ def _scratch_dir() -> Path | None:
     into temporary files; a service stopped mid-way (Ctrl-C during --output or a pull)
     leaves them in /var/tmp, hundreds of MB each time. Given a TMPDIR of its own, they
     go where buildpy removes them. Not for rootless Podman without XDG_RUNTIME_DIR,
-    which derives its run directory from TMPDIR.
+    which derives its run directory from TMPDIR: the service keeps the caller's, as the
+    user's own `podman` in that shell would, and so finds the credentials `podman login`
+    left there. (A run directory of buildpy's own choosing, tried, let a build with
+    another TMPDIR remove a killed build's running container, but lost those logins.)
     """
     if os.getuid() != 0 and not os.environ.get("XDG_RUNTIME_DIR"):
         return None
