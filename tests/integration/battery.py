@@ -5,7 +5,10 @@ Each case gets a scratch directory of its own under /tmp (short, so that unix so
 in it fit in 108 bytes), which is also the build's ``TMPDIR``: every temporary file
 buildpy makes (``tempfile``: the private service's socket directory, incremental
 artifacts) lands there, so "no temporary file left" is "the case's TMPDIR is empty",
-whatever other builds on this machine do in /tmp at the same time. The build's
+whatever other builds on this machine do in /tmp at the same time. (Rootless without
+XDG_RUNTIME_DIR, Podman keeps its own run-time directories there too: ``PODMAN_RUN_DIRS``.)
+Every battery module is marked ``rootless``: each case also runs in CI's rootless pass
+(scripts/test-rootless), as an ordinary user without a login session. The build's
 environment carries a marker variable, so every process it started (a private
 ``podman system service``, conmon under it) can be found by its environment.
 

@@ -14,8 +14,6 @@ from dataclasses import replace
 import pytest
 from battery import APP_PY, BUILDER, Case, Failure, params
 
-# Every case runs as root and, in CI's rootless pass (scripts/test-rootless), as an
-# ordinary user without a login session.
 pytestmark = pytest.mark.rootless
 
 SCRIPTS_URL = "io.openshift.s2i.scripts-url"

@@ -13,8 +13,6 @@ import signal
 import pytest
 from battery import APP_PY, BUILDER, Case, image_root
 
-# Every case runs as root and, in CI's rootless pass (scripts/test-rootless), as an
-# ordinary user without a login session.
 pytestmark = pytest.mark.rootless
 
 WAITING = "waiting for another build that installs the same dependencies"

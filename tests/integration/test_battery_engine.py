@@ -15,8 +15,6 @@ from battery import APP_PY, BUILDER, Case, Failure, params, swept
 from conftest import needs_a_private_service
 from itest import podman_service
 
-# Every case runs as root and, in CI's rootless pass (scripts/test-rootless), as an
-# ordinary user without a login session.
 pytestmark = pytest.mark.rootless
 
 SLOW_ASSEMBLE = "#!/bin/sh\ntrap '' TERM\necho assembling-now\nexec sleep 120\n"

@@ -14,8 +14,6 @@ from collections.abc import Iterator
 import pytest
 from battery import APP_PY, BUILDER, Case, Failure, Outcome, params, unreadable
 
-# Every case runs as root and, in CI's rootless pass (scripts/test-rootless), as an
-# ordinary user without a login session.
 pytestmark = pytest.mark.rootless
 
 KEY_HINT = "a key is letters, digits and underscores, and does not start with a digit"

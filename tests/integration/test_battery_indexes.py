@@ -11,8 +11,6 @@ import pytest
 from battery import APP_PY, Case
 from conftest import BUILDER_PREFIX
 
-# Every case runs as root and, in CI's rootless pass (scripts/test-rootless), as an
-# ordinary user without a login session.
 pytestmark = pytest.mark.rootless
 
 BUILDER = f"{BUILDER_PREFIX}/python-311"

@@ -31,8 +31,6 @@ from conftest import needs_a_private_service
 
 from buildpy.source import SPLIT_BYTES
 
-# Every case runs as root and, in CI's rootless pass (scripts/test-rootless), as an
-# ordinary user without a login session.
 pytestmark = pytest.mark.rootless
 
 SLOW_ASSEMBLE = "#!/bin/sh\ntrap '' TERM\necho assembling-now\nexec sleep 120\n"

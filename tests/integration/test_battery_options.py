@@ -11,8 +11,6 @@ from __future__ import annotations
 import pytest
 from battery import APP_PY, BUILDER, Case, Failure, params, unreadable
 
-# Every case runs as root and, in CI's rootless pass (scripts/test-rootless), as an
-# ordinary user without a login session.
 pytestmark = pytest.mark.rootless
 
 TAG_HINT = "write [REGISTRY/]NAME[:TAG] with a lower-case NAME, e.g. localhost/myapp:1.0"

@@ -21,8 +21,6 @@ from battery import APP_PY, BUILDER, Case, Outcome
 from conftest import HOST_CA
 from itest import file_contains
 
-# Every case runs as root and, in CI's rootless pass (scripts/test-rootless), as an
-# ordinary user without a login session.
 pytestmark = pytest.mark.rootless
 
 SECRETS = {

@@ -20,8 +20,6 @@ from storage import LOCAL_PODMAN
 
 from buildpy import source
 
-# Every case runs as root and, in CI's rootless pass (scripts/test-rootless), as an
-# ordinary user without a login session.
 pytestmark = pytest.mark.rootless
 
 HINT_CHMOD = "make it readable (chmod u+r) or list it in .s2iignore"
