@@ -170,6 +170,20 @@ def test_a_uv_or_poetry_lock_naming_pypi_builds_through_a_mirror(
     assert TOKEN not in repr(inspect_image(built.tag))
 
 
+def test_a_uv_lock_builds_with_pips_own_offline_settings(buildpy_build: BuildFn) -> None:
+    """PIP_NO_INDEX with PIP_FIND_LINKS (--build-env, as an air-gapped host's pip set-up
+    has them) reach uv together; with only the first, uv had no index and nowhere to look
+    ("index lookups were disabled and no additional package locations were provided")."""
+    assert {"PIP_NO_INDEX=1", f"PIP_FIND_LINKS={buildpy_build.index_url}"} <= set(
+        buildpy_build.offline_inputs()
+    )
+    built = buildpy_build(APPS / "uv-lock", builder=MINIMAL)  # offline: with those
+    assert "Installing dependencies via uv (uv.lock)" in built.stderr
+    with running(built.tag, user="12345") as (url, name):
+        status, body = http_get(url + "/", timeout=90, name=name)
+    assert status == 200 and body.startswith("uv-lock: flask=3.0.0 werkzeug=3.0.1 six=none")
+
+
 def test_a_lock_naming_pypi_python_org_builds_from_real_pypi_by_index_url(
     buildpy_build: BuildFn,
 ) -> None:
