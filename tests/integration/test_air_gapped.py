@@ -170,6 +170,7 @@ def test_a_uv_or_poetry_lock_naming_pypi_builds_through_a_mirror(
     assert TOKEN not in repr(inspect_image(built.tag))
 
 
+@pytest.mark.rootless
 def test_a_uv_lock_builds_with_pips_own_offline_settings(buildpy_build: BuildFn) -> None:
     """PIP_NO_INDEX with PIP_FIND_LINKS (--build-env, as an air-gapped host's pip set-up
     has them) reach uv together; with only the first, uv had no index and nowhere to look
