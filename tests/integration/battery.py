@@ -544,12 +544,12 @@ class Running:
         )
 
 
-# What rootless Podman itself makes in TMPDIR when there is no XDG_RUNTIME_DIR (no login
-# session): its run-time directories, which outlive the build as Podman's own state.
+# Rootless Podman without XDG_RUNTIME_DIR (no login session) derives its run-time
+# directories from TMPDIR: they land in the case's TMPDIR and outlive the build as
+# Podman's own state.
+RUN_DIRS_IN_TMPDIR = os.getuid() != 0 and not os.environ.get("XDG_RUNTIME_DIR")
 PODMAN_RUN_DIRS = (
-    {f"podman-run-{os.getuid()}", f"containers-user-{os.getuid()}"}
-    if os.getuid() != 0 and not os.environ.get("XDG_RUNTIME_DIR")
-    else set()
+    {f"podman-run-{os.getuid()}", f"containers-user-{os.getuid()}"} if RUN_DIRS_IN_TMPDIR else set()
 )
 
 
